@@ -1,0 +1,163 @@
+"""Noisy top-k mixture of MLP experts, computed sparsely without host synchronisation.
+
+Shapes: T tokens (batch and sequence flattened), D model width, E experts, K experts per
+token, H expert hidden width, S = T*K routed (token, slot) pairs.
+
+The forward pass sorts the S pairs by expert and runs each expert on its contiguous rows with
+``torch.nn.functional.grouped_mm`` (offsets stay on the device: no ``nonzero``/``.item()``, so
+it runs under ``torch.compile``). Each token's output depends on that token alone unless the
+reference capacity limit is switched on (``capacity_factor``), which drops overflow tokens in
+batch order exactly like the authors' code.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MoEConfig
+
+
+class Routing(NamedTuple):
+    weights_TK: torch.Tensor  # gate of each kept expert; softmax over the K kept logits
+    experts_TK: torch.Tensor  # int64 expert ids
+    probs_TE: torch.Tensor  # softmax over all E (noisy) logits, for the balance loss
+
+
+class MoEAux(NamedTuple):
+    gates_TE: torch.Tensor  # dense gate matrix after capacity dropping (zeros off the top-k)
+    balance_loss: torch.Tensor  # scalar, Switch-Transformer style, times balance_loss_weight
+
+
+class NoisyTopKRouter(nn.Module):
+    """``logits = gate(x)``; while training (or always, with ``noise_at_eval``) add noise:
+    learned ``N(0,1) * softplus(noise(x))`` (reference code) or fixed ``N(0, noise_std)``
+    (the paper's text); keep the top-k and softmax over them."""
+
+    def __init__(self, dim: int, cfg: MoEConfig) -> None:
+        super().__init__()
+        self.top_k = cfg.top_k
+        self.noise_kind = cfg.noise
+        self.noise_std = cfg.noise_std
+        self.noise_at_eval = cfg.noise_at_eval
+        self.gate = nn.Linear(dim, cfg.num_experts)
+        self.noise = nn.Linear(dim, cfg.num_experts) if cfg.noise == "learned" else None
+
+    def forward(self, x_TD: torch.Tensor) -> Routing:
+        logits_TE = self.gate(x_TD)
+        if self.noise_kind != "none" and (self.training or self.noise_at_eval):
+            eps_TE = torch.randn_like(logits_TE)
+            if self.noise is not None:
+                logits_TE = logits_TE + eps_TE * F.softplus(self.noise(x_TD))
+            else:
+                logits_TE = logits_TE + eps_TE * self.noise_std
+        top_TK, experts_TK = logits_TE.topk(self.top_k, dim=-1)
+        return Routing(top_TK.softmax(dim=-1), experts_TK, logits_TE.softmax(dim=-1))
+
+
+def _grouped_supported(x: torch.Tensor, *dims: int) -> bool:
+    """``grouped_mm`` needs bf16 on CUDA and 16-byte aligned rows; eager CPU also takes fp32,
+    but its compile-time shape check does not."""
+    if getattr(F, "grouped_mm", None) is None:
+        return False
+    if x.device.type == "cuda" or torch.compiler.is_compiling():
+        ok_dtype = x.dtype == torch.bfloat16
+    else:
+        ok_dtype = x.dtype in (torch.float32, torch.bfloat16)
+    return ok_dtype and all((d * x.element_size()) % 16 == 0 for d in dims)
+
+
+class GroupedExperts(nn.Module):
+    """E two-layer MLP experts (D -> H -> D, exact GELU) with stacked weights.
+
+    ``w1`` is (E, D, H) and ``w2`` (E, H, D): the reference's per-expert ``fc1.weight`` (H, D)
+    transposed, which is the layout ``grouped_mm`` wants. ``residual`` adds the input back
+    (the paper's Eq. 8 adapter; the reference code has no residual)."""
+
+    def __init__(self, num_experts: int, dim: int, hidden: int, residual: bool = False) -> None:
+        super().__init__()
+        self.residual = residual
+        self.w1 = nn.Parameter(torch.empty(num_experts, dim, hidden))
+        self.b1 = nn.Parameter(torch.zeros(num_experts, hidden))
+        self.w2 = nn.Parameter(torch.empty(num_experts, hidden, dim))
+        self.b2 = nn.Parameter(torch.zeros(num_experts, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Kaiming-normal over fan-in, as the reference initialises its expert Linears.
+        nn.init.normal_(self.w1, std=math.sqrt(2.0 / self.w1.shape[1]))
+        nn.init.normal_(self.w2, std=math.sqrt(2.0 / self.w2.shape[1]))
+        nn.init.zeros_(self.b1)
+        nn.init.zeros_(self.b2)
+
+    def forward(self, x_SD: torch.Tensor, experts_S: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
+        """Rows of ``x_SD`` are sorted by ``experts_S``; ``offs_E`` holds the cumulative row
+        counts (int32). Returns (S, D)."""
+        if torch.is_autocast_enabled(x_SD.device.type):
+            x_SD = x_SD.to(torch.get_autocast_dtype(x_SD.device.type))
+        w1, b1, w2, b2 = (p.to(x_SD.dtype) for p in (self.w1, self.b1, self.w2, self.b2))
+        if _grouped_supported(x_SD, w1.shape[1], w1.shape[2]):
+            h_SH = F.gelu(F.grouped_mm(x_SD, w1, offs=offs_E) + b1[experts_S])
+            y_SD = F.grouped_mm(h_SH, w2, offs=offs_E) + b2[experts_S]
+        else:  # dense fallback: every expert on every row, then pick (E/K times the work)
+            h_SEH = F.gelu(torch.einsum("sd,edh->seh", x_SD, w1) + b1)
+            pick_SE = F.one_hot(experts_S, w1.shape[0]).to(x_SD.dtype)
+            y_SD = torch.einsum("seh,ehd,se->sd", h_SEH, w2, pick_SE) + b2[experts_S]
+        return x_SD + y_SD if self.residual else y_SD
+
+
+def capacity_mask(experts_TK: torch.Tensor, num_experts: int, capacity: int) -> torch.Tensor:
+    """Reference token dropping: each expert takes the tokens routed to it in flattened batch
+    order and drops those past ``capacity``. Returns a (T, K) keep mask."""
+    T = experts_TK.shape[0]
+    routed_TE = torch.zeros(T, num_experts, dtype=torch.int32, device=experts_TK.device)
+    routed_TE.scatter_(1, experts_TK, 1)
+    position_TE = routed_TE.cumsum(dim=0) - 1
+    keep_TE = (routed_TE > 0) & (position_TE < capacity)
+    return keep_TE.gather(1, experts_TK)
+
+
+class MixtureOfExperts(nn.Module):
+    """Router + experts. ``(B, N, D) -> ((B, N, D), MoEAux)``; output = sum of gate x expert."""
+
+    def __init__(self, dim: int, cfg: MoEConfig) -> None:
+        super().__init__()
+        self.num_experts = cfg.num_experts
+        self.top_k = cfg.top_k
+        self.capacity_factor = cfg.capacity_factor
+        self.balance_loss_weight = cfg.balance_loss_weight
+        self.router = NoisyTopKRouter(dim, cfg)
+        self.experts = GroupedExperts(cfg.num_experts, dim, cfg.hidden_dim(dim), cfg.expert_residual)
+        for lin in (self.router.gate, self.router.noise):
+            if lin is not None:
+                nn.init.kaiming_normal_(lin.weight)
+                nn.init.zeros_(lin.bias)
+
+    def forward(self, x_BND: torch.Tensor) -> tuple[torch.Tensor, MoEAux]:
+        B, N, D = x_BND.shape
+        E, K = self.num_experts, self.top_k
+        x_TD = x_BND.reshape(B * N, D)
+        weights_TK, experts_TK, probs_TE = self.router(x_TD)
+        if self.capacity_factor is not None:
+            capacity = int(B * N * K / E * self.capacity_factor)
+            weights_TK = weights_TK * capacity_mask(experts_TK, E, capacity).to(weights_TK.dtype)
+
+        experts_S = experts_TK.reshape(-1)  # slot-major within each token
+        order_S = torch.argsort(experts_S, stable=True)
+        counts_E = torch.bincount(experts_S, minlength=E)
+        offs_E = counts_E.cumsum(0).to(torch.int32)
+        sorted_experts_S = experts_S[order_S]
+        y_sorted_SD = self.experts(x_TD[order_S // K], sorted_experts_S, offs_E)
+        y_sorted_SD = y_sorted_SD * weights_TK.reshape(-1)[order_S, None].to(y_sorted_SD.dtype)
+        # Undo the sort and sum the K slots of each token (deterministic, no atomics).
+        y_SD = torch.empty_like(y_sorted_SD).index_copy_(0, order_S, y_sorted_SD)
+        out_BND = y_SD.view(B * N, K, D).sum(dim=1).view(B, N, D)
+
+        gates_TE = torch.zeros_like(probs_TE).scatter(1, experts_TK, weights_TK.to(probs_TE.dtype))
+        routed_E = counts_E.to(probs_TE.dtype) / experts_S.numel()
+        balance = self.balance_loss_weight * E * (routed_E * probs_TE.mean(dim=0)).sum()
+        return out_BND.to(x_BND.dtype), MoEAux(gates_TE, balance)
