@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -101,7 +99,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any] | None
         return tensors, config
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as err:
+    except Exception as err:  # torch.load fails on garbage with any exception type (IndexError, ...)
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})") from None
     return obj, None
 
@@ -233,7 +231,8 @@ def init_from_pretrained(model: Classifier, source: str | os.PathLike | NativeSt
     lacking = [k for k in missing if not _NEW_ON_INIT.match(k)]
     if lacking:
         raise CheckpointError(f"{name}: pre-trained source lacks encoder tensors {_short(lacking)}")
-    unused = sorted(unexpected + other_heads) + unused_extra
+    source_prefix = "encoder." if native.kind == "mae" else ""
+    unused = sorted(source_prefix + k for k in unexpected + other_heads) + unused_extra
     return LoadReport(name, native.kind, loaded, missing, unused, sorted(native.dropped))
 
 
