@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 FACENET := facenet-pytorch>=2.6,<3
 
-.PHONY: help install test test-all demo bench bench-model clean
+.PHONY: help install test test-all demo bench bench-model shards clean
 
 help:
 	@echo "make test         set up .venv (first run) and run the CPU test suite"
 	@echo "make demo         the whole system on a generated dataset (not built yet)"
 	@echo "make bench-model  model step-time benchmark (plain ViT vs S4D MoAE)"
 	@echo "make test-all     also the slow tests"
+	@echo "make shards DATASET=mafw RAW=/data/MAFW [WORKERS=4]   preprocess a dataset into shards"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +41,13 @@ bench: bench-model
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Preprocess a dataset: make shards DATASET=mafw RAW=/data/MAFW [WORKERS=4] [PART=0/1]
+DATASET ?=
+RAW ?=
+WORKERS ?= 1
+PART ?= 0/1
+shards: $(STAMP)
+	@test -n "$(DATASET)" || { echo "usage: make shards DATASET=<manifest name> RAW=<raw release folder>"; exit 2; }
+	@test -n "$(RAW)" || { echo "usage: make shards DATASET=$(DATASET) RAW=<raw release folder>"; exit 2; }
+	$(BIN)/s4d shards --manifest $(DATASET) --raw $(RAW) --workers $(WORKERS) --part $(PART)

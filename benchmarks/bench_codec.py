@@ -68,9 +68,9 @@ class Setting:
 
     def describe(self) -> str:
         if self.qscale is not None:
-            return f"{self.codec} {self.container} {self.pix_fmt} q={self.qscale}"
-        opts = " ".join(f"{k}={v}" for k, v in self.options.items())
-        return f"{self.codec} {self.container} {self.pix_fmt} {opts}"
+            return f"{self.container} {self.pix_fmt} q={self.qscale}"
+        opts = " ".join(f"{k}={v}" for k, v in self.options.items() if k != "crf")
+        return f"{self.container} {self.pix_fmt} {opts}"
 
 
 # ----------------------------------------------------------------------------------- test clips
@@ -210,6 +210,15 @@ def check_indices(s: Setting, n_frames: list[int], reference: list[np.ndarray], 
 # ----------------------------------------------------------------------------------------- probe
 
 
+def dali_reason(err: Exception) -> str:
+    """The informative line of a DALI pipeline error (the message ends with the C++ reason)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "not supported" in ln or "Assert" in ln or "rror" in ln:
+            return ln[:200]
+    return (lines[-1] if lines else type(err).__name__)[:200]
+
+
 def probe(args, clip: np.ndarray, console: Console) -> None:
     """Which containers/codecs the DALI backend accepts, and pad_mode at the end of a clip."""
     candidates = [
@@ -236,13 +245,14 @@ def probe(args, clip: np.ndarray, console: Console) -> None:
             console.print(f"  {s.name:10s} ok, output {fetch(out)[0].shape}")
             del p
         except Exception as e:
-            msg = " ".join(str(e).split())
-            console.print(f"  {s.name:10s} [red]refused[/]: {msg[:160]}")
+            console.print(f"  {s.name:10s} [red]refused[/]: {dali_reason(e)}")
 
     mj = Setting("mjpeg/avi", "mjpeg", "avi", "yuvj420p", qscale=4)
     data = encode_clip(short, mj)
     ref = pyav_decode(data)
-    start = len(short) - 5  # 16 x stride 4 from here runs 56 frames past the end
+    # From here only 2 frames fit, and the last sampled frame (start + stride) is not the last frame
+    # of the clip, so "repeat the last sampled frame" and "repeat the last frame" can be told apart.
+    start = len(short) - 2 * args.stride + 2
     console.print(f"[bold]pad_mode[/] (32-frame clip, start {start}, {args.seq} x stride {args.stride}): "
                   "decoded frame indices as identified against the PyAV decode")
     for mode in ("none", "constant", "edge", "reflect_101"):
@@ -258,7 +268,30 @@ def probe(args, clip: np.ndarray, console: Console) -> None:
             console.print(f"  {mode:12s} {len(frames):2d} frames: {' '.join(ids)}")
             del p
         except Exception as e:
-            console.print(f"  {mode:12s} [red]error[/]: {' '.join(str(e).split())[:160]}")
+            console.print(f"  {mode:12s} [red]error[/]: {dali_reason(e)}")
+
+
+def seek_probe(args, settings: list[Setting], n_frames: list[int], console: Console) -> None:
+    """Cost of decoding ONE frame at the start vs the end of a clip: if the decoder seeks (to
+    the frame itself for intra-only MJPEG, to the previous keyframe for VP9) the two cost the
+    same; if it decodes from the first frame, the cost grows with the frame index."""
+    last = min(n_frames) - 1
+    one = argparse.Namespace(**{**vars(args), "seq": 1, "stride": 1})
+    console.print(f"[bold]seek probe[/]: ms per clip to decode 1 frame at index 0 / {last // 2} / {last} "
+                  f"(batch {args.batch}, {args.threads} threads)")
+    for s in settings:
+        cells = []
+        for start in (0, last // 2, last):
+            p = build_pipeline(s.encoded, n_frames, one, np.random.default_rng(0), fixed_start=start)
+            p.run()
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                p.run()
+                times.append(time.perf_counter() - t0)
+            cells.append(f"{statistics.median(times) / args.batch * 1e3:.2f}")
+            del p
+        console.print(f"  {s.name:12s} {' / '.join(cells)} ms")
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -279,17 +312,17 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=16, help="frames sampled per clip")
     ap.add_argument("--stride", type=int, default=4, help="stride between sampled frames")
     ap.add_argument("--pad-mode", default="edge", help="decoders.video pad_mode for short clips")
-    ap.add_argument("--vp9-crf", type=int_list, default=[31], help="comma list, e.g. 24,31")
+    ap.add_argument("--vp9-crf", type=int_list, default=[24, 31], help="comma list (default 24,31)")
     ap.add_argument("--vp9-gop", type=int, default=32, help="VP9 keyframe interval (g)")
     ap.add_argument("--vp9-cpu-used", type=int, default=4, help="libvpx speed (0 slow .. 8 fast)")
-    ap.add_argument("--mjpeg-q", type=int_list, default=[4], help="comma list of MJPEG q (2 best .. 31)")
+    ap.add_argument("--mjpeg-q", type=int_list, default=[3, 5], help="comma list of MJPEG q, 2 best .. 31 (default 3,5)")
     ap.add_argument("--mjpeg-container", default="avi", choices=["avi", "matroska"])
     ap.add_argument("--device", default="cpu", choices=["cpu", "mixed"], help="DALI decoder backend")
     ap.add_argument("--synthetic", action="store_true", help="use numpy clips even if the fixture exists")
     ap.add_argument("--no-probe", action="store_true", help="skip the container / pad_mode probe")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=max(Console().width, 150))
 
     real = REAL_VIDEO.exists() and not args.synthetic
     clips = load_real_clips(args.clips, args.frames) if real else synth_clips(args.clips, args.frames, args.seed)
@@ -323,8 +356,11 @@ def main() -> None:
 
     if not args.no_probe:
         probe(args, clips[0], console)
+        seek_probe(args, settings, n_frames, console)
 
-    # DALI decode timing, settings in alternation.
+    # DALI decode timing, settings in alternation. The load average shows whether other work
+    # shared the CPU (absolute numbers then drop; the alternation keeps the ratios fair).
+    load_before = os.getloadavg()[0]
     pipes = {s.name: build_pipeline(s.encoded, n_frames, args, np.random.default_rng(args.seed)) for s in settings}
     for s in settings:
         for _ in range(args.warmup):
@@ -336,6 +372,7 @@ def main() -> None:
             frames = fetch(out)
             s.decode_s.append(time.perf_counter() - start)
             assert len(frames) == args.batch and frames[0].shape[1:] == (SIZE, SIZE, 3)
+    load_after = os.getloadavg()[0]
 
     title = (f"DALI fn.decoders.video ({args.device}, {args.threads} threads, batch {args.batch}): "
              f"{args.seq} frames x stride {args.stride} from a random start; {source}")
@@ -354,11 +391,12 @@ def main() -> None:
         )
     console.print(table)
     console.print("encode fps: single-threaded PyAV encode + mux in memory; decode: median over "
-                  f"{args.iters} batches per setting, timed in alternation (output frames/s = clips/s x {args.seq})")
+                  f"{args.iters} batches per setting, timed in alternation (output frames/s = clips/s x {args.seq}); "
+                  f"1-min load average {load_before:.2f} before / {load_after:.2f} after timing on {os.cpu_count()} CPUs")
     cmd = (f"python benchmarks/bench_codec.py --clips {args.clips} --frames {args.frames} --iters {args.iters} "
            f"--batch {args.batch} --threads {args.threads} --vp9-crf {','.join(map(str, args.vp9_crf))} "
            f"--vp9-gop {args.vp9_gop} --mjpeg-q {','.join(map(str, args.mjpeg_q))} --device {args.device}"
-           + (" --synthetic" if args.synthetic else ""))
+           + (" --synthetic" if args.synthetic else "") + (" --no-probe" if args.no_probe else ""))
     console.print(f"command: {cmd}")
 
 

@@ -43,7 +43,8 @@ class Preprocess:
     codec: Literal["vp9", "mjpeg", "jpeg"] = "vp9"
     quality: int = 32  # codec quality knob (VP9 crf, JPEG/MJPEG quality)
     min_face_fraction: float = 0.5  # drop a clip only when fewer frames than this have a face
-    shard_mb: int = 256  # target shard size
+    shard_samples: int = 1000  # samples per shard (a 160 px VP9 clip is tens of KB: ~100 MB shards)
+    frames_fps: float = 25.0  # frame rate recorded for releases that ship frame folders
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,8 @@ def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
         raise bad("preprocess.codec", f"must be vp9, mjpeg or jpeg, got {pre.codec!r}")
     if (pre.codec == "jpeg") != (d["modality"] == "image"):
         raise bad("preprocess.codec", f"{pre.codec!r} does not fit modality {d['modality']!r} (images: jpeg; videos: vp9/mjpeg)")
-    if pre.size <= 0 or pre.shard_mb <= 0:
-        raise bad("preprocess", "size and shard_mb must be positive")
+    if pre.size <= 0 or pre.shard_samples <= 0 or pre.frames_fps <= 0:
+        raise bad("preprocess", "size, shard_samples and frames_fps must be positive")
     if not 0.0 <= pre.min_face_fraction <= 1.0:
         raise bad("preprocess.min_face_fraction", f"must be in [0, 1], got {pre.min_face_fraction}")
 

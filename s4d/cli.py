@@ -20,7 +20,7 @@ def one_line_errors() -> Iterator[None]:
 
     try:
         yield
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
+    except (CheckpointError, ValueError, FileNotFoundError, NotADirectoryError) as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
@@ -61,3 +61,61 @@ def import_checkpoint(
         path = save_checkpoint(model, out, extra={"imported_from": str(src)})
     typer.echo(report.summary())
     typer.echo(f"wrote {path} and {path.with_suffix('.json')}")
+
+
+@app.command("shards")
+def shards(
+    manifest: Annotated[str, typer.Option("--manifest", "-m", help="Manifest name (resolved in manifests/) or path.")],
+    raw: Annotated[Path, typer.Option("--raw", help="Root of the raw release, laid out as its owners ship it.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: DATA_ROOT/<manifest name>).")] = None,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", envvar="S4D_DATA", help="Where generated data lives (default ./data).")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")] = 1,
+    part: Annotated[str, typer.Option("--part", help="Process only part i of n (e.g. 0/4) of the shards; for several hosts.")] = "0/1",
+    device: Annotated[Optional[str], typer.Option(help="MTCNN device (default: cuda if present, else cpu).")] = None,
+) -> None:
+    """Preprocess a raw dataset into WebDataset shards (resumable: re-run to continue)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    from preprocess.manifest import load_manifest
+    from preprocess.run import finalize, parse_part, run_shards
+
+    with one_line_errors():
+        m = load_manifest(manifest)
+        target = out or m.shard_dir(data_root)
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=err_console, transient=True) as progress:
+            bar = progress.add_task(f"{m.name}: shards", total=None)
+            summary = run_shards(m, raw, target, workers=workers, part=parse_part(part), device=device,
+                                 on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
+        typer.echo(f"{m.name}: {summary.done_now} shard(s) written now, {summary.done_before} already done, "
+                   f"{summary.problems} sample problem(s) in this run")
+        if summary.pending:
+            typer.echo(f"{len(summary.pending)} shard(s) still pending (other --part jobs); re-run without --part to finish")
+            return
+        result = finalize(m, target)
+    _print_counts(result)
+    typer.echo(f"wrote {target / 'shards.json'} and {target / 'index.parquet'}")
+
+
+def _print_counts(summary: dict) -> None:
+    total = sum(summary["counts"].values())
+    typer.echo(f"{summary['manifest']}: {total} samples in {len(summary['shards'])} shard(s): "
+               + ", ".join(f"{p} {n}" for p, n in summary["counts"].items()))
+    if summary["problems"]:
+        typer.echo(f"{len(summary['problems'])} sample(s) skipped, with reasons in shards.json, e.g.: {summary['problems'][0]['reason']}")
+    if summary.get("excluded"):
+        typer.echo("excluded on purpose: " + ", ".join(f"{k} {v}" for k, v in summary["excluded"].items()))
+    for p, d in summary.get("expected_mismatch", {}).items():
+        typer.echo(f"warning: partition {p}: expected {d['expected']} samples, wrote {d['written']}")
+
+
+@app.command("inspect")
+def inspect(
+    target: Annotated[str, typer.Argument(help="A shard folder (with index.parquet) or a manifest name/path.")],
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", envvar="S4D_DATA", help="Where generated data lives (default ./data).")] = None,
+) -> None:
+    """Counts per partition and class, and face-detection statistics, of preprocessed shards."""
+    from preprocess.inspect import describe
+
+    with one_line_errors():
+        typer.echo(describe(target, data_root))

@@ -1,0 +1,52 @@
+"""Encoding aligned faces: clips to VP9 (WebM) or MJPEG (AVI), images to JPEG, in memory.
+
+Both clip codecs are decoded by DALI on CPU and GPU (DESIGN §3). Encoding is single-threaded
+and uses fixed settings, so the same frames give the same bytes (resumed runs write
+byte-identical shards).
+"""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+
+import cv2
+import numpy as np
+
+CLIP_EXT = {"vp9": "webm", "mjpeg": "avi"}
+
+
+def encode_clip(frames: np.ndarray, fps: float, codec: str, quality: int) -> bytes:
+    """(T, H, W, 3) uint8 RGB -> container bytes. ``quality`` is the VP9 CRF (lower = better,
+    ~30 is visually clean at 160 px) or the MJPEG quantiser (2..31, lower = better)."""
+    import av
+
+    if codec not in CLIP_EXT:
+        raise ValueError(f"clip codec must be one of {sorted(CLIP_EXT)}, got {codec!r}")
+    T, H, W, _ = frames.shape
+    rate = Fraction(fps).limit_denominator(1001)
+    buf = io.BytesIO()
+    # bitexact: no random segment id or muxing date, so equal frames give equal bytes
+    with av.open(buf, "w", format=CLIP_EXT[codec], options={"fflags": "+bitexact"}) as out:
+        if codec == "vp9":
+            options = {"crf": str(quality), "b": "0", "deadline": "good", "cpu-used": "4", "threads": "1", "row-mt": "0"}
+            stream = out.add_stream("libvpx-vp9", rate=rate, options=options)
+            stream.pix_fmt = "yuv420p"
+        else:
+            stream = out.add_stream("mjpeg", rate=rate)
+            stream.pix_fmt = "yuvj420p"
+            stream.codec_context.qmin = stream.codec_context.qmax = quality
+        stream.width, stream.height = W, H
+        stream.thread_count = 1
+        for rgb in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def encode_image(image: np.ndarray, quality: int = 95) -> bytes:
+    """(H, W, 3) uint8 RGB -> JPEG bytes."""
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()

@@ -1,0 +1,136 @@
+"""Face detection (MTCNN from facenet-pytorch) and alignment into square crops.
+
+One warp does rotation, crop and resize: ``warp_square`` maps a square of side ``side`` centred
+at ``center`` and rotated by ``angle`` degrees onto a ``size`` x ``size`` output. Alignment
+levels the eye line; already face-cropped data uses the same warp with no rotation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1
+    prob: float
+    landmarks: np.ndarray  # (5, 2): eye on the image's left, other eye, nose, mouth corners
+
+    @property
+    def eye_angle(self) -> float:
+        """Angle of the eye line in degrees (image coordinates, y down)."""
+        (lx, ly), (rx, ry) = self.landmarks[0], self.landmarks[1]
+        return math.degrees(math.atan2(ry - ly, rx - lx))
+
+    @property
+    def center(self) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.box
+        return (x0 + x1) / 2, (y0 + y1) / 2
+
+    @property
+    def side(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(x1 - x0, y1 - y0)
+
+
+def warp_matrix(center: tuple[float, float], side: float, angle: float, size: int) -> np.ndarray:
+    """2x3 affine matrix: rotate by ``angle`` about ``center``, scale ``side`` to ``size``,
+    move ``center`` to the middle of the output."""
+    m = cv2.getRotationMatrix2D(center, angle, size / side)
+    m[0, 2] += size / 2 - center[0]
+    m[1, 2] += size / 2 - center[1]
+    return m
+
+
+def warp_square(frame: np.ndarray, center: tuple[float, float], side: float, angle: float, size: int) -> np.ndarray:
+    """(H, W, 3) -> (size, size, 3); outside the frame is filled by replicating the border."""
+    return cv2.warpAffine(
+        frame, warp_matrix(center, side, angle, size), (size, size), flags=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def centre_square(frame: np.ndarray, size: int) -> np.ndarray:
+    """The largest centred square, resized: for releases that are already face crops."""
+    h, w = frame.shape[:2]
+    return warp_square(frame, (w / 2, h / 2), min(h, w), 0.0, size)
+
+
+def crop_box(frame: np.ndarray, box_xywh: tuple[float, float, float, float], margin: float, size: int) -> np.ndarray:
+    """A square around a given face box (AffectNet's lists), with ``margin``, resized."""
+    x, y, w, h = box_xywh
+    return warp_square(frame, (x + w / 2, y + h / 2), max(w, h) * (1 + margin), 0.0, size)
+
+
+def align(frame: np.ndarray, face: Face, margin: float, size: int) -> np.ndarray:
+    """Level the eye line and crop a square of side ``(1 + margin) * max(box)`` around the face."""
+    return warp_square(frame, face.center, face.side * (1 + margin), face.eye_angle, size)
+
+
+class FaceDetector:
+    """MTCNN over batches of frames, keeping the most confident face per frame."""
+
+    def __init__(self, device: str | None = None, batch_size: int = 32, min_prob: float = 0.9, max_side: int = 360) -> None:
+        import torch
+        from facenet_pytorch import MTCNN
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.mtcnn = MTCNN(keep_all=True, device=self.device)
+        self.batch_size = batch_size
+        self.min_prob = min_prob
+        self.max_side = max_side  # detect on a copy no larger than this; boxes are scaled back
+
+    def detect(self, frames: np.ndarray) -> list[Face | None]:
+        """(T, H, W, 3) uint8 RGB -> the best face per frame, or None."""
+        out: list[Face | None] = []
+        h, w = frames.shape[1:3]
+        scale = min(1.0, self.max_side / max(h, w))
+        size = (round(w * scale), round(h * scale))
+        for i in range(0, len(frames), self.batch_size):
+            chunk = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) if scale < 1 else f for f in frames[i : i + self.batch_size]]
+            boxes, probs, landmarks = self.mtcnn.detect(chunk, landmarks=True)
+            for b, p, lm in zip(boxes, probs, landmarks):
+                if b is None or len(b) == 0:
+                    out.append(None)
+                    continue
+                best = int(np.nanargmax(p))
+                if p[best] < self.min_prob:
+                    out.append(None)
+                    continue
+                box = tuple(float(v) / scale for v in b[best])
+                out.append(Face(box, float(p[best]), np.asarray(lm[best], dtype=np.float64) / scale))
+        return out
+
+
+@dataclass(frozen=True)
+class AlignedClip:
+    frames: np.ndarray  # (T, size, size, 3) uint8
+    faces_found: int
+    faces_filled: int  # frames without a face, aligned with the nearest detected frame's geometry
+
+
+class NotEnoughFaces(Exception):
+    pass
+
+
+def fill_nearest(faces: list[Face | None]) -> list[Face]:
+    """Each frame without a face borrows the face of the nearest frame that has one (earlier
+    frame on ties). Needs at least one detection."""
+    found = [i for i, f in enumerate(faces) if f is not None]
+    if not found:
+        raise NotEnoughFaces("no face in any frame")
+    idx = np.asarray(found)
+    return [faces[i] if faces[i] is not None else faces[int(idx[np.argmin(np.abs(idx - i))])] for i in range(len(faces))]
+
+
+def align_clip(frames: np.ndarray, faces: list[Face | None], margin: float, size: int, min_face_fraction: float) -> AlignedClip:
+    found = sum(f is not None for f in faces)
+    if found == 0 or found < min_face_fraction * len(faces):
+        raise NotEnoughFaces(f"faces found in {found}/{len(faces)} frames (minimum {min_face_fraction:.0%})")
+    filled = fill_nearest(faces)
+    aligned = np.stack([align(fr, f, margin, size) for fr, f in zip(frames, filled)])
+    return AlignedClip(aligned, found, len(faces) - found)

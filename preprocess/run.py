@@ -1,0 +1,266 @@
+"""The preprocessing run: raw release -> shards, resumable, parallel, splittable.
+
+The unit of work is a shard. ``plan_shards`` sorts each partition's samples by key and cuts
+them into fixed groups (``preprocess.shard_samples``), so the plan is a pure function of the
+sample list: every process, host and re-run agrees on which sample goes into which shard.
+A shard is finished when its record (``NAME.record.json``, written last) exists; re-running
+skips finished shards, and an interrupted shard leaves only ``*.tmp`` files that are redone.
+``--part i/n`` takes shards i, i+n, i+2n, ...; ``finalize`` merges all records into
+``index.parquet`` and ``shards.json`` once every shard is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .adapters import AdapterResult, RawSample, list_samples
+from .encode import CLIP_EXT, encode_clip, encode_image
+from .faces import FaceDetector, NotEnoughFaces, align, align_clip, centre_square, crop_box
+from .manifest import Manifest, ManifestError
+from .media import MediaError, read_frame_folder, read_image, read_video
+from .shards import ShardWriter, pack_info, sha256, write_json_atomic
+
+PLAN_FILE = "plan.json"
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    name: str
+    partition: str
+    samples: tuple[RawSample, ...]
+
+
+def plan_shards(samples: list[RawSample], manifest: Manifest) -> list[ShardTask]:
+    per = manifest.preprocess.shard_samples
+    tasks = []
+    for partition in manifest.partitions:
+        members = sorted((s for s in samples if s.partition == partition), key=lambda s: s.key)
+        for i in range(0, len(members), per):
+            tasks.append(ShardTask(f"{partition}-{i // per:05d}", partition, tuple(members[i : i + per])))
+    return tasks
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """``"i/n"`` with 0 <= i < n."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--part must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--part {text}: need 0 <= i < n")
+    return i, n
+
+
+class SampleProcessor:
+    """Decode -> (detect + align | crop) -> encode one sample. Holds the MTCNN detector."""
+
+    def __init__(self, manifest: Manifest, device: str | None = None) -> None:
+        self.m = manifest
+        self.pre = manifest.preprocess
+        self._device = device
+        self._detector: FaceDetector | None = None
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = FaceDetector(self._device)
+        return self._detector
+
+    def __call__(self, s: RawSample) -> tuple[dict[str, bytes], dict[str, Any]]:
+        pre = self.pre
+        row: dict[str, Any] = {"key": s.key, "partition": s.partition, "label": s.label, "original_id": s.original_id, "source": str(s.source)}
+        if s.kind == "image":
+            img = read_image(s.source)
+            found = 1
+            if s.face_box is not None:
+                out = crop_box(img, s.face_box, pre.margin, pre.size)
+            elif pre.align:
+                face = self.detector.detect(img[None])[0]
+                if face is None:
+                    raise NotEnoughFaces("no face found in the image")
+                out = align(img, face, pre.margin, pre.size)
+            else:
+                out, found = centre_square(img, pre.size), 0
+            row.update(frames=1, fps=0.0, faces_found=found, faces_filled=0)
+            return {"jpg": encode_image(out, pre.quality), "info": pack_info(s.label, 1, 0.0, found), "json": _json(row)}, row
+
+        frames, fps = read_video(s.source) if s.kind == "video" else read_frame_folder(s.source, pre.frames_fps)
+        if pre.align:
+            clip = align_clip(frames, self.detector.detect(frames), pre.margin, pre.size, pre.min_face_fraction)
+            out, found, filled = clip.frames, clip.faces_found, clip.faces_filled
+        else:
+            out, found, filled = np.stack([centre_square(f, pre.size) for f in frames]), 0, 0
+        row.update(frames=len(out), fps=fps, faces_found=found, faces_filled=filled)
+        data = encode_clip(out, fps, pre.codec, pre.quality)
+        return {CLIP_EXT[pre.codec]: data, "info": pack_info(s.label, len(out), fps, found), "json": _json(row)}, row
+
+
+def _json(row: dict[str, Any]) -> bytes:
+    return json.dumps(row, sort_keys=True).encode()
+
+
+def record_path(out_dir: Path, name: str) -> Path:
+    return out_dir / f"{name}.record.json"
+
+
+def run_task(task: ShardTask, out_dir: Path, process: Callable[[RawSample], tuple[dict[str, bytes], dict[str, Any]]]) -> dict[str, Any]:
+    """Write one shard and then its record; a sample that fails is listed with its reason.
+    A shard whose every sample failed gets a record (count 0) and no tar."""
+    rows, problems = [], []
+    tar = out_dir / f"{task.name}.tar"
+    with ShardWriter(tar) as writer:
+        for s in task.samples:
+            try:
+                components, row = process(s)
+            except (MediaError, NotEnoughFaces) as err:
+                reason = str(err) if isinstance(err, MediaError) else f"{s.source}: {err}"
+                problems.append({"id": s.original_id, "key": s.key, "partition": s.partition, "reason": reason})
+                continue
+            writer.write(s.key, components)
+            rows.append({**row, "shard": tar.name})
+    record = {
+        "shard": task.name,
+        "partition": task.partition,
+        "planned": len(task.samples),
+        "count": len(rows),
+        "file": tar.name if writer.written else None,
+        "bytes": tar.stat().st_size if writer.written else 0,
+        "sha256": sha256(tar) if writer.written else None,
+        "samples": rows,
+        "problems": problems,
+    }
+    write_json_atomic(record_path(out_dir, task.name), record)
+    return record
+
+
+_WORKER: SampleProcessor | None = None
+
+
+def _init_worker(manifest: Manifest, device: str | None) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    global _WORKER
+    _WORKER = SampleProcessor(manifest, device)
+
+
+def _work(task: ShardTask, out_dir: Path) -> dict[str, Any]:
+    assert _WORKER is not None
+    return run_task(task, out_dir, _WORKER)
+
+
+def check_plan(out_dir: Path, manifest: Manifest, tasks: list[ShardTask], adapter: AdapterResult) -> None:
+    """Store the plan on the first run; refuse to mix shards of a different plan later."""
+    plan = {
+        "manifest": manifest.name,
+        "shard_samples": manifest.preprocess.shard_samples,
+        "shards": {t.name: [s.key for s in t.samples] for t in tasks},
+        "excluded": dict(adapter.excluded),
+        "listing_problems": [{"id": p.original_id, "reason": p.reason} for p in adapter.problems],
+    }
+    path = out_dir / PLAN_FILE
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("shards") != plan["shards"]:
+            changed = sorted(set(old.get("shards", {})) ^ set(plan["shards"]) or
+                             [k for k in plan["shards"] if old["shards"].get(k) != plan["shards"][k]])
+            raise ManifestError(
+                f"{path}: the raw data or shard size changed since this output was started (shards {changed[:3]} differ); "
+                "use a new --out directory"
+            )
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, plan)
+
+
+@dataclass
+class RunSummary:
+    planned: int
+    done_before: int
+    done_now: int
+    pending: list[str]
+    problems: int
+
+
+def run_shards(
+    manifest: Manifest,
+    raw_root: Path,
+    out_dir: Path,
+    *,
+    workers: int = 1,
+    part: tuple[int, int] = (0, 1),
+    device: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> RunSummary:
+    adapter = list_samples(raw_root, manifest)
+    tasks = plan_shards(adapter.samples, manifest)
+    check_plan(out_dir, manifest, tasks, adapter)
+    mine = tasks[part[0] :: part[1]]
+    todo = [t for t in mine if not record_path(out_dir, t.name).is_file()]
+    done_before = len(mine) - len(todo)
+    problems = 0
+    if on_progress:
+        on_progress(0, len(todo))
+    if workers <= 1:
+        proc = SampleProcessor(manifest, device)
+        for i, t in enumerate(todo, 1):
+            problems += len(run_task(t, out_dir, proc)["problems"])
+            if on_progress:
+                on_progress(i, len(todo))
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(manifest, device)) as pool:
+            futures = [pool.submit(_work, t, out_dir) for t in todo]
+            for i, fut in enumerate(as_completed(futures), 1):
+                problems += len(fut.result()["problems"])
+                if on_progress:
+                    on_progress(i, len(todo))
+    pending = [t.name for t in tasks if not record_path(out_dir, t.name).is_file()]
+    return RunSummary(len(tasks), done_before, len(todo), pending, problems)
+
+
+def finalize(manifest: Manifest, out_dir: Path) -> dict[str, Any]:
+    """Merge shard records into ``index.parquet`` and ``shards.json``; needs every shard done."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    plan_path = out_dir / PLAN_FILE
+    if not plan_path.is_file():
+        raise ManifestError(f"{out_dir}: no {PLAN_FILE}; run the shards step first")
+    plan = json.loads(plan_path.read_text())
+    missing = [name for name in plan["shards"] if not record_path(out_dir, name).is_file()]
+    if missing:
+        raise ManifestError(f"{out_dir}: {len(missing)} shard(s) not done yet ({', '.join(missing[:3])}...): run the remaining --part jobs")
+    records = [json.loads(record_path(out_dir, name).read_text()) for name in plan["shards"]]
+    rows = [r for rec in records for r in rec["samples"]]
+    problems = plan["listing_problems"] + [p for rec in records for p in rec["problems"]]
+    counts = Counter(r["partition"] for r in rows)
+    columns = ["key", "shard", "partition", "label", "frames", "fps", "faces_found", "faces_filled", "source", "original_id"]
+    table = pa.table({c: [r[c] for r in rows] for c in columns}) if rows else pa.table({c: [] for c in columns})
+    tmp = out_dir / "index.parquet.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, out_dir / "index.parquet")
+    summary = {
+        "manifest": manifest.name,
+        "shards": [
+            {k: rec[k] for k in ("file", "partition", "count", "bytes", "sha256")} for rec in records if rec["file"]
+        ],
+        "counts": {p: counts.get(p, 0) for p in manifest.partitions},
+        "classes": list(manifest.classes),
+        "problems": problems,
+        "excluded": plan["excluded"],
+        "expected_mismatch": {
+            p: {"expected": n, "written": counts.get(p, 0)} for p, n in manifest.expected.items() if counts.get(p, 0) != n
+        },
+    }
+    write_json_atomic(out_dir / "shards.json", summary)
+    return summary

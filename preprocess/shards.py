@@ -1,0 +1,101 @@
+"""WebDataset shard writing: one tar + its DALI index, written atomically.
+
+``ShardWriter`` is a context manager: components go to ``NAME.tar.tmp``; on a clean exit with
+at least one sample the tar, then ``NAME.idx`` (DALI's ``wds2idx`` v1.2 format, computed from the offsets we wrote, no
+second pass) are renamed into place; on an exception the temporaries are removed. Members get
+fixed metadata (mtime 0, uid/gid 0) so the same samples give byte-identical shards.
+
+Per-sample components (DESIGN §3):
+- ``KEY.webm`` (VP9) / ``KEY.avi`` (MJPEG) for clips, ``KEY.jpg`` for images;
+- ``KEY.info``: little-endian int32 ``[label, frames, fps * 1000, faces_found]``, fixed width so
+  DALI reads it with ``dtypes=INT32`` and no Python callback;
+- ``KEY.json``: metadata for humans and the PyTorch fallback (original id, source, fps, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+INFO_FIELDS = ("label", "frames", "fps_milli", "faces_found")
+IDX_VERSION = "v1.2"
+
+
+def pack_info(label: int, frames: int, fps: float, faces_found: int) -> bytes:
+    return np.asarray([label, frames, round(fps * 1000), faces_found], dtype="<i4").tobytes()
+
+
+def unpack_info(raw: bytes) -> dict[str, int]:
+    return dict(zip(INFO_FIELDS, (int(v) for v in np.frombuffer(raw, dtype="<i4"))))
+
+
+def sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ShardWriter:
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.suffix != ".tar":
+            raise ValueError(f"shard path must end in .tar, got {self.path}")
+        self.idx_path = self.path.with_suffix(".idx")
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._index: list[list[tuple[str, int, int, str]]] = []
+        self._keys: set[str] = set()
+        self._tar: tarfile.TarFile | None = None
+        self.written = False  # True once the tar and index are in place (False for no samples)
+
+    def __enter__(self) -> "ShardWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)
+        return self
+
+    def write(self, key: str, components: dict[str, bytes]) -> None:
+        """Add one sample; ``components`` maps extension (no dot) to bytes."""
+        assert self._tar is not None, "use ShardWriter as a context manager"
+        if "." in key or "/" in key or key in self._keys:
+            raise ValueError(f"bad or repeated sample key {key!r} in {self.path}")
+        self._keys.add(key)
+        entry = []
+        for ext, data in components.items():
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            header_at = self._tar.offset  # USTAR: one 512-byte header block, then the data
+            self._tar.addfile(info, io.BytesIO(data))
+            entry.append((ext, header_at + tarfile.BLOCKSIZE, len(data), info.name))
+        self._index.append(entry)
+
+    @property
+    def count(self) -> int:
+        return len(self._index)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._tar is not None
+        self._tar.close()
+        if exc_type is not None or not self._index:  # failed, or nothing to write: leave no file
+            self._tmp.unlink(missing_ok=True)
+            return
+        idx_tmp = self.idx_path.with_name(self.idx_path.name + ".tmp")
+        lines = [f"{IDX_VERSION} {len(self._index)}"]
+        lines += [" ".join(f"{ext} {off} {size} {name}" for ext, off, size, name in entry) for entry in self._index]
+        idx_tmp.write_text("\n".join(lines) + "\n")
+        os.replace(self._tmp, self.path)
+        os.replace(idx_tmp, self.idx_path)
+        self.written = True
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
