@@ -315,7 +315,7 @@ def main() -> None:
     ap.add_argument("--vp9-crf", type=int_list, default=[24, 31], help="comma list (default 24,31)")
     ap.add_argument("--vp9-gop", type=int, default=32, help="VP9 keyframe interval (g)")
     ap.add_argument("--vp9-cpu-used", type=int, default=4, help="libvpx speed (0 slow .. 8 fast)")
-    ap.add_argument("--mjpeg-q", type=int_list, default=[3, 5], help="comma list of MJPEG q, 2 best .. 31 (default 3,5)")
+    ap.add_argument("--mjpeg-q", type=int_list, default=[3, 5], help="comma list, 2 best .. 31 (default 3,5)")
     ap.add_argument("--mjpeg-container", default="avi", choices=["avi", "matroska"])
     ap.add_argument("--device", default="cpu", choices=["cpu", "mixed"], help="DALI decoder backend")
     ap.add_argument("--synthetic", action="store_true", help="use numpy clips even if the fixture exists")
@@ -392,7 +392,8 @@ def main() -> None:
     console.print(table)
     console.print("encode fps: single-threaded PyAV encode + mux in memory; decode: median over "
                   f"{args.iters} batches per setting, timed in alternation (output frames/s = clips/s x {args.seq}); "
-                  f"1-min load average {load_before:.2f} before / {load_after:.2f} after timing on {os.cpu_count()} CPUs")
+                  f"1-min load average {load_before:.2f} before / {load_after:.2f} after timing "
+                  f"on {os.cpu_count()} CPUs")
     cmd = (f"python benchmarks/bench_codec.py --clips {args.clips} --frames {args.frames} --iters {args.iters} "
            f"--batch {args.batch} --threads {args.threads} --vp9-crf {','.join(map(str, args.vp9_crf))} "
            f"--vp9-gop {args.vp9_gop} --mjpeg-q {','.join(map(str, args.mjpeg_q))} --device {args.device}"

@@ -29,7 +29,7 @@ def encode_clip(frames: np.ndarray, fps: float, codec: str, quality: int) -> byt
     # bitexact: no random segment id or muxing date, so equal frames give equal bytes
     with av.open(buf, "w", format=CLIP_EXT[codec], options={"fflags": "+bitexact"}) as out:
         if codec == "vp9":
-            options = {"crf": str(quality), "b": "0", "deadline": "good", "cpu-used": "4", "threads": "1", "row-mt": "0"}
+            options = {"crf": str(quality), "b": "0", "g": "32", "deadline": "good", "cpu-used": "4", "threads": "1", "row-mt": "0"}
             stream = out.add_stream("libvpx-vp9", rate=rate, options=options)
             stream.pix_fmt = "yuv420p"
         else:

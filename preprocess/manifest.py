@@ -41,7 +41,7 @@ class Preprocess:
     size: int = 160  # stored frame side in pixels
     margin: float = 0.25  # extra context around the detected face box, as a fraction of its size
     codec: Literal["vp9", "mjpeg", "jpeg"] = "vp9"
-    quality: int = 32  # codec quality knob (VP9 crf, JPEG/MJPEG quality)
+    quality: int = 31  # VP9 crf (31: ~36 dB, BENCHMARKS.md), MJPEG quantiser, or JPEG quality
     min_face_fraction: float = 0.5  # drop a clip only when fewer frames than this have a face
     shard_samples: int = 1000  # samples per shard (a 160 px VP9 clip is tens of KB: ~100 MB shards)
     frames_fps: float = 25.0  # frame rate recorded for releases that ship frame folders

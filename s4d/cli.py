@@ -45,8 +45,8 @@ def import_checkpoint(
     src: Annotated[Path, typer.Argument(help="Foreign checkpoint: the authors' .pt/.pth (fine-tuned or pre-training) or a VideoMAE-style encoder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Destination .safetensors (a .json config is written beside it).")],
     num_heads: Annotated[Optional[int], typer.Option(help="Attention heads (not stored in weights; default dim // 64).")] = None,
-    img_size: Annotated[int, typer.Option(help="Input size in pixels the model was trained at.")] = 160,
-    num_frames: Annotated[int, typer.Option(help="Frames per clip the model was trained at.")] = 16,
+    img_size: Annotated[Optional[int], typer.Option(help="Input size in pixels the model was trained at (default 160).")] = None,
+    num_frames: Annotated[Optional[int], typer.Option(help="Frames per clip the model was trained at (default 16).")] = None,
     top_k: Annotated[int, typer.Option(help="Experts per token for MoAE/MoE layers.")] = 2,
 ) -> None:
     """Convert a foreign checkpoint into ours (safetensors + JSON config)."""

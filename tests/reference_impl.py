@@ -103,7 +103,7 @@ def normalised_patch_targets(pixels_BCTHW, tubelet, patch, eps=1e-6):
                 for j in range(0, W, patch):
                     p = pixels_BCTHW[b, :, t : t + tubelet, i : i + patch, j : j + patch]  # C, p0, p1, p2
                     p = p.reshape(C, -1).t()  # (p0 p1 p2), C
-                    p = (p - p.mean(0)) / (p.var(0, unbiased=True).sqrt() + eps)
+                    p = (p - p.mean(0)) / (p.var(0, unbiased=True) + eps) ** 0.5
                     per_sample.append(p.reshape(-1))
         rows.append(torch.stack(per_sample))
     return torch.stack(rows)
@@ -111,3 +111,27 @@ def normalised_patch_targets(pixels_BCTHW, tubelet, patch, eps=1e-6):
 
 def num_params(*shapes) -> int:
     return sum(math.prod(s) for s in shapes)
+
+
+def mae_forward(sd, x, visible_mask_BN, *, enc_heads, dec_heads, depth, dec_depth, num_tokens, pixel_mean, pixel_std, tubelet=2, patch=16, eps=1e-6):
+    """The reference MAE step over reference-named tensors: boolean-mask the visible tokens,
+    encode, put mask tokens back *in original token order*, decode all N tokens, predict the
+    masked ones, MSE against per-patch normalised pixels. Returns (pred_BMP, loss)."""
+    dim = sd["encoder.patch_embed.proj.weight"].shape[0]
+    dec_dim = sd["encoder_to_decoder.weight"].shape[0]
+    h = tokens(x, sd, "encoder.", sinusoid_table_loop(num_tokens, dim))
+    B, N, _ = h.shape
+    vis = h[visible_mask_BN].reshape(B, -1, dim)
+    for i in range(depth):
+        vis = block(vis, sd, f"encoder.blocks.{i}", enc_heads)
+    vis = F.linear(layer_norm(vis, sd, "encoder.norm"), sd["encoder_to_decoder.weight"])
+    full = sd["mask_token"].expand(B, N, dec_dim).clone()
+    full[visible_mask_BN] = vis.reshape(-1, dec_dim)
+    full = full + sinusoid_table_loop(num_tokens, dec_dim)[:N]
+    for i in range(dec_depth):
+        full = block(full, sd, f"decoder.blocks.{i}", dec_heads)
+    pred = linear(layer_norm(full, sd, "decoder.norm"), sd, "decoder.head")[~visible_mask_BN].reshape(B, N - vis.shape[1], -1)
+    video = x if x.ndim == 5 else x.unsqueeze(2).repeat(1, 1, tubelet, 1, 1)
+    pixels = video * torch.tensor(pixel_std).view(1, 3, 1, 1, 1) + torch.tensor(pixel_mean).view(1, 3, 1, 1, 1)
+    target = normalised_patch_targets(pixels, tubelet, patch, eps)[~visible_mask_BN].reshape(B, N - vis.shape[1], -1)
+    return pred, F.mse_loss(pred, target)

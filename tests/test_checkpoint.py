@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from typer.testing import CliRunner
 from s4d import build_mae, build_model, load_model, save_checkpoint
 from s4d.checkpoint import CheckpointError, init_from_pretrained, to_native, to_reference
 from s4d.cli import app
-from s4d.models import sinusoid_table
+from s4d.models import EncoderConfig, ModelConfig, sinusoid_table
 
 from . import reference_impl as ref
 
@@ -17,6 +18,10 @@ X = torch.randn(2, 3, 4, 64, 64)
 IMG = torch.randn(2, 3, 64, 64)
 # Foreign files do not store heads / size / frames: tell the loader the debug geometry.
 DEBUG_OPTS = dict(num_heads=2, img_size=64, num_frames=4)
+
+
+class Opaque:  # an arbitrary Python object a training script might pickle
+    pass
 
 
 def reference_finetuned(model, wrap="model", prefix=""):
@@ -106,7 +111,59 @@ def test_finetuning_model_initialised_from_pretraining(tmp_path):
     assert "new" in report.summary()
     # target="classifier" does the same from load_model
     clf, rep = load_model(tmp_path / "pre.pt", target="classifier", with_report=True, **DEBUG_OPTS)
-    assert torch.equal(clf.blocks[2].mlp.fc2.weight, mae.encoder.blocks[2].mlp.fc2.weight) and rep.new
+    assert torch.equal(clf.blocks[2].mlp.fc2.weight, mae.encoder.blocks[2].mlp.fc2.weight)
+    assert clf.config.moae.blocks == (2, 3) and "blocks.3.moae.experts.w1" in rep.new  # S4D by default
+
+
+def test_our_mae_checkpoint_as_classifier_keeps_its_geometry(tmp_path):
+    mae = build_mae("debug")
+    path = save_checkpoint(mae, tmp_path / "mae.safetensors")
+    clf = load_model(path, target="classifier")
+    assert clf.config.encoder == mae.config.encoder  # 64 px, 4 frames, 2 heads from the sidecar
+    assert torch.equal(clf.blocks[0].attn.qkv.weight, mae.encoder.blocks[0].attn.qkv.weight)
+    with pytest.raises(CheckpointError, match="config is a ModelConfig but this load builds a PretrainMAE"):
+        load_model(path, config=clf.config)
+
+
+def test_position_table_of_another_geometry_is_refused(tmp_path):
+    raw = reference_pretrain(build_mae("debug"))
+    raw["model"]["encoder.pos_embed"] = sinusoid_table(64, 32)[None]  # as for 8 frames
+    torch.save(raw, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="encoder.pos_embed has 64 rows but 64 px x 4 frames gives 32 tokens"):
+        load_model(tmp_path / "other.pt", **DEBUG_OPTS)
+
+
+def test_training_script_checkpoint_with_args_loads(tmp_path):
+    import argparse
+
+    model = build_model("s4d", "debug", video_classes=7).eval()
+    raw = reference_finetuned(model)
+    raw["args"] = argparse.Namespace(lr=4e-5, model="vit_base")
+    torch.save(raw, tmp_path / "with_args.pth")
+    torch.testing.assert_close(load_model(tmp_path / "with_args.pth", **DEBUG_OPTS)(X), model(X), atol=0, rtol=0)
+
+    torch.save({"model": raw["model"], "thing": Opaque()}, tmp_path / "opaque.pth")
+    with pytest.raises(CheckpointError, match="opaque.pth: holds a Python object that safe loading refuses"):
+        load_model(tmp_path / "opaque.pth")
+
+
+@pytest.mark.parametrize("drop_block, message", [(3, None), (1, r"no tensors for blocks \[1\]")])
+def test_missing_blocks_are_not_a_shallower_model(tmp_path, drop_block, message):
+    model = build_model("vit-mtl", "debug")
+    raw = reference_finetuned(model)
+    raw["model"] = {k: v for k, v in raw["model"].items() if not k.startswith(f"blocks.{drop_block}.")}
+    torch.save(raw, tmp_path / "holes.pth")
+    if message:
+        with pytest.raises(CheckpointError, match=message):
+            load_model(tmp_path / "holes.pth", **DEBUG_OPTS)
+    else:  # the last block missing cannot be told from a shallower model by shape alone ...
+        assert load_model(tmp_path / "holes.pth", **DEBUG_OPTS).config.encoder.depth == 3
+        # ... but a pre-training source with blocks the model lacks is refused
+        deeper = build_mae("debug")
+        torch.save(reference_pretrain(deeper, with_tables=False), tmp_path / "pre.pt")
+        shallow = build_model(ModelConfig(encoder=EncoderConfig(img_size=64, num_frames=4, dim=32, depth=3, num_heads=2)))
+        with pytest.raises(CheckpointError, match="pre.pt: source has encoder tensors the model has no place for: blocks.3"):
+            init_from_pretrained(shallow, tmp_path / "pre.pt")
 
 
 def test_videomae_style_encoder_and_single_head(tmp_path):
@@ -162,6 +219,26 @@ def test_import_checkpoint_cli(tmp_path):
     torch.testing.assert_close(load_model(out)(X), model(X), atol=0, rtol=0)
 
 
+def test_import_pretraining_checkpoint_cli(tmp_path):
+    mae = build_mae("debug").eval()
+    torch.save(reference_pretrain(mae), tmp_path / "pre.pt")
+    out = tmp_path / "pre.safetensors"
+    res = CliRunner().invoke(app, ["import-checkpoint", str(tmp_path / "pre.pt"), "-o", str(out), "--num-heads", "2", "--img-size", "64", "--num-frames", "4"])
+    assert res.exit_code == 0, res.output
+    assert "mae checkpoint" in res.output
+    masks = mae.mask_for(X, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(load_model(out)(X, masks=masks).loss, mae(X, masks=masks).loss, atol=0, rtol=0)
+
+
+def test_errors_name_the_file(tmp_path):
+    torch.save({"a": 1}, tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match=r"plain.pt: no state dict of tensors found"):
+        load_model(tmp_path / "plain.pt")
+    torch.save({"model": {"x.weight": torch.zeros(1)}}, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match=r"odd.pt: no patch_embed.proj.weight"):
+        load_model(tmp_path / "odd.pt")
+
+
 @pytest.mark.parametrize("content", [b"this is not a checkpoint\n", "truncate"])
 def test_import_checkpoint_bad_file_is_one_clear_line(tmp_path, content):
     bad = tmp_path / "bad.pth"
@@ -182,8 +259,11 @@ def test_import_checkpoint_bad_file_is_one_clear_line(tmp_path, content):
 
 
 def test_cli_help_and_missing_file(tmp_path):
-    for args in (["--help"], ["import-checkpoint", "--help"]):
-        res = subprocess.run([sys.executable, "-m", "s4d", *args], capture_output=True, text=True)
-        assert res.returncode == 0 and "import-checkpoint" in res.stdout + args[0]
+    console_script = Path(sys.executable).with_name("s4d")  # installed by pyproject [project.scripts]
+    assert console_script.is_file(), "the s4d command is not installed next to this Python"
+    res = subprocess.run([str(console_script), "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "import-checkpoint" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "s4d", "import-checkpoint", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "--num-heads" in res.stdout and "safetensors" in res.stdout
     res = CliRunner().invoke(app, ["import-checkpoint", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "o.safetensors")])
     assert res.exit_code == 2 and "no such checkpoint file" in res.output

@@ -70,11 +70,34 @@ def test_loss_ignores_visible_tokens(shape, monkeypatch):
     torch.testing.assert_close(mae(x, masks=masks).loss, out.loss)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 4, 64, 64), (2, 3, 64, 64)])
+def test_mae_equals_the_reference_step(shape):
+    mae = build_mae("debug").eval()
+    x = torch.randn(*shape)
+    masks = mae.mask_for(x, torch.Generator().manual_seed(5))
+    ours = mae(x, masks=masks)
+    visible_BN = torch.zeros(2, masks.visible_BV.shape[1] + masks.masked_BM.shape[1], dtype=torch.bool)
+    visible_BN.scatter_(1, masks.visible_BV, True)
+    cfg = mae.config
+    pred, loss = ref.mae_forward(
+        mae.state_dict(), x, visible_BN, enc_heads=2, dec_heads=6, depth=4, dec_depth=4, num_tokens=32,
+        pixel_mean=cfg.pixel_mean, pixel_std=cfg.pixel_std,
+    )
+    torch.testing.assert_close(ours.pred_BMP, pred, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.loss, loss, atol=1e-5, rtol=1e-5)
+
+
 def test_visible_pixels_drive_the_prediction_masked_pixels_do_not():
     mae = build_mae("debug").eval()
     x = torch.randn(1, 3, 4, 64, 64)
     masks = mae.mask_for(x, torch.Generator().manual_seed(0))
     pred = mae(x, masks=masks).pred_BMP
+    seen = masks.visible_BV[0, 0].item()
+    ts, rs = divmod(seen, 16)
+    hs, ws = divmod(rs, 4)
+    z = x.clone()
+    z[..., 2 * ts : 2 * ts + 2, 16 * hs : 16 * hs + 16, 16 * ws : 16 * ws + 16] += 5.0
+    assert not torch.allclose(mae(z, masks=masks).pred_BMP, pred, atol=1e-3)
     # Change the pixels under one masked token: the prediction must not move.
     t = masks.masked_BM[0, 0].item()
     ti, rest = divmod(t, 16)

@@ -7,24 +7,29 @@ mapped by ``keymap.to_native``; their config is inferred from tensor shapes.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..models import Classifier, PretrainMAE
-from ..models.config import EncoderConfig, MAEConfig, ModelConfig, MoEConfig
+from ..models.config import EncoderConfig, MAEConfig, ModelConfig, MoEConfig, moe_block_indices
 from ..models.pos_embed import sinusoid_table
 from .keymap import CheckpointError, NativeState, to_native
 
 FORMAT = "s4d-checkpoint/1"
+# Harmless non-tensor objects that training scripts (VideoMAE-style) save beside the weights.
+_SAFE_GLOBALS = [argparse.Namespace, *(g for g in (getattr(np, "dtype", None),) if g is not None)]
 # Tensors a fine-tuning model may lack in a pre-trained source: they start fresh.
 _NEW_ON_INIT = re.compile(r"^(fc_norm\.|head\.|blocks\.\d+\.moae\.|blocks\.\d+\.mlp\.(router|experts)\.)")
 
@@ -98,8 +103,14 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any] | None
                 raise CheckpointError(f"{meta_path}: not a valid S4D config sidecar ({_first_line(err)})") from None
         return tensors, config
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load fails on garbage with any exception type (IndexError, ...)
+        text = str(err)
+        if "Weights only load failed" in text:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+            what = f" ({found[1]})" if found else ""
+            raise CheckpointError(f"{path}: holds a Python object that safe loading refuses{what}; only tensors and plain data are read") from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})") from None
     return obj, None
 
@@ -118,7 +129,8 @@ def _block_ids(keys: list[str], prefix: str = "") -> list[int]:
 
 
 def infer_encoder_config(
-    tensors: dict[str, torch.Tensor], prefix: str = "", *, num_heads: int | None = None, img_size: int = 160, num_frames: int = 16
+    tensors: dict[str, torch.Tensor], prefix: str = "", *, num_heads: int | None = None, img_size: int | None = None,
+    num_frames: int | None = None,
 ) -> EncoderConfig:
     """Rebuild the encoder shape from its tensors. Heads, image size and frame count are not
     stored in weights: ``num_heads`` defaults to dim // 64 (ViT convention), the rest to S4D's
@@ -129,15 +141,18 @@ def infer_encoder_config(
         raise CheckpointError(f"no {prefix}patch_embed.proj.weight: not a ViT checkpoint this project knows") from None
     dim, in_chans, tubelet, patch, _ = proj.shape
     blocks = _block_ids(list(tensors), prefix)
+    holes = sorted(set(range(max(blocks, default=-1) + 1)) - set(blocks))
+    if holes:
+        raise CheckpointError(f"no tensors for {prefix}blocks {holes} (blocks 0..{max(blocks)} expected)")
     fc1 = next((tensors[k] for i in blocks if (k := f"{prefix}blocks.{i}.mlp.fc1.weight") in tensors), None)
     return EncoderConfig(
-        img_size=img_size,
-        num_frames=num_frames,
+        img_size=img_size or 160,
+        num_frames=num_frames or 16,
         tubelet=tubelet,
         patch=patch,
         in_chans=in_chans,
         dim=dim,
-        depth=len(blocks),
+        depth=max(blocks) + 1 if blocks else 0,
         num_heads=num_heads or max(dim // 64, 1),
         mlp_ratio=fc1.shape[0] / dim if fc1 is not None else 4.0,
         qkv_bias=f"{prefix}blocks.{blocks[0]}.attn.q_bias" in tensors if blocks else True,
@@ -187,50 +202,75 @@ def infer_mae_config(tensors: dict[str, torch.Tensor], **encoder_opts: Any) -> M
 # ----------------------------------------------------------------------------- loading
 
 
-def _check_pos_tables(dropped: dict[str, torch.Tensor], source: str) -> None:
-    """A stored position table must be the fixed sinusoid one we recompute; anything else
-    (a learned table) would load silently wrong."""
+def _check_pos_tables(dropped: dict[str, torch.Tensor], enc: EncoderConfig) -> None:
+    """A stored position table must be the fixed sinusoid table of this geometry; anything else
+    (a learned table, or one for another size or frame count) would load silently wrong."""
     for key, table in dropped.items():
         table = table.reshape(-1, table.shape[-1]).float()
-        expected = sinusoid_table(table.shape[0], table.shape[1])
-        if not torch.allclose(table, expected, atol=1e-4):
-            raise CheckpointError(f"{source}: {key} is not the fixed sinusoid table this model uses (learned?)")
+        if table.shape[0] != enc.num_tokens:
+            raise CheckpointError(
+                f"{key} has {table.shape[0]} rows but {enc.img_size} px x {enc.num_frames} frames gives {enc.num_tokens} "
+                "tokens; pass the size the model was trained at (--img-size / --num-frames)"
+            )
+        if not torch.allclose(table, sinusoid_table(table.shape[0], table.shape[1]), atol=1e-4):
+            raise CheckpointError(f"{key} is not the fixed sinusoid table this model uses (learned?)")
 
 
-def _assign(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> tuple[list[str], list[str], list[str]]:
+def _assign(model: nn.Module, tensors: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
     """Copy matching tensors into ``model``; return (loaded, missing, unexpected)."""
     own = model.state_dict()
     for key, value in tensors.items():
         if key in own and own[key].shape != value.shape:
-            what = f"{key} has shape {tuple(value.shape)} in {source} but {tuple(own[key].shape)} in the model"
+            what = f"{key} has shape {tuple(value.shape)} in the checkpoint but {tuple(own[key].shape)} in the model"
             if key.startswith("head.") and key.endswith(".weight"):
-                what = f"{key}: {value.shape[0]} classes in {source} but the model expects {own[key].shape[0]}"
+                what = f"{key}: {value.shape[0]} classes in the checkpoint but the model expects {own[key].shape[0]}"
             raise CheckpointError(what)
     result = model.load_state_dict({k: v for k, v in tensors.items() if k in own}, strict=False)
     loaded = sorted(k for k in tensors if k in own)
     return loaded, sorted(result.missing_keys), sorted(k for k in tensors if k not in own)
 
 
+@contextmanager
+def _naming(source: str) -> Iterator[None]:
+    """Every checkpoint error says which file it is about."""
+    try:
+        yield
+    except CheckpointError as err:
+        if str(err).startswith(source):
+            raise
+        raise CheckpointError(f"{source}: {err}") from None
+
+
+def default_classifier_config(enc: EncoderConfig, top_k: int = 2) -> ModelConfig:
+    """S4D on a given encoder: both heads, MoAE in the later half (for fine-tuning from a
+    pre-trained encoder)."""
+    return ModelConfig(encoder=enc, moae=MoEConfig(blocks=moe_block_indices(enc.depth, max(enc.depth // 2, 1)), top_k=top_k))
+
+
 def init_from_pretrained(model: Classifier, source: str | os.PathLike | NativeState) -> LoadReport:
     """Initialise a fine-tuning model's encoder from a pre-trained (MAE / encoder-only) or
     fine-tuned checkpoint. Heads, ``fc_norm`` and experts absent from the source start fresh
-    and are listed as ``new``; any other missing encoder tensor is an error."""
+    and are listed as ``new``; a missing encoder tensor, or an encoder tensor the model has no
+    place for (a deeper source), is an error."""
     name = str(source) if not isinstance(source, NativeState) else "<state>"
-    native = source if isinstance(source, NativeState) else to_native(read_checkpoint(source)[0])
-    _check_pos_tables(native.dropped, name)
-    tensors = native.tensors
-    if native.kind == "mae":
-        tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
-        unused_extra = sorted(k for k in native.tensors if not k.startswith("encoder."))
-    else:
-        unused_extra = []
-    # Heads of another class count (a model fine-tuned on other data) are not reused.
-    own = model.state_dict()
-    other_heads = sorted(k for k, v in tensors.items() if k.startswith("head.") and k in own and own[k].shape != v.shape)
-    loaded, missing, unexpected = _assign(model, {k: v for k, v in tensors.items() if k not in other_heads}, name)
-    lacking = [k for k in missing if not _NEW_ON_INIT.match(k)]
-    if lacking:
-        raise CheckpointError(f"{name}: pre-trained source lacks encoder tensors {_short(lacking)}")
+    with _naming(name):
+        native = source if isinstance(source, NativeState) else to_native(read_checkpoint(source)[0])
+        _check_pos_tables(native.dropped, model.config.encoder)
+        tensors = native.tensors
+        unused_extra: list[str] = []
+        if native.kind == "mae":
+            tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
+            unused_extra = sorted(k for k in native.tensors if not k.startswith("encoder."))
+        # Heads of another class count (a model fine-tuned on other data) are not reused.
+        own = model.state_dict()
+        other_heads = sorted(k for k, v in tensors.items() if k.startswith("head.") and k in own and own[k].shape != v.shape)
+        loaded, missing, unexpected = _assign(model, {k: v for k, v in tensors.items() if k not in other_heads})
+        lacking = [k for k in missing if not _NEW_ON_INIT.match(k)]
+        if lacking:
+            raise CheckpointError(f"pre-trained source lacks encoder tensors {_short(lacking)}")
+        homeless = [k for k in unexpected if k.startswith(("blocks.", "patch_embed."))]
+        if homeless:
+            raise CheckpointError(f"source has encoder tensors the model has no place for: {_short(homeless)}")
     source_prefix = "encoder." if native.kind == "mae" else ""
     unused = sorted(source_prefix + k for k in unexpected + other_heads) + unused_extra
     return LoadReport(name, native.kind, loaded, missing, unused, sorted(native.dropped))
@@ -243,52 +283,59 @@ def load_model(
     config: ModelConfig | MAEConfig | None = None,
     strict: bool = True,
     with_report: bool = False,
-    **infer_opts: Any,
+    num_heads: int | None = None,
+    img_size: int | None = None,
+    num_frames: int | None = None,
+    top_k: int = 2,
 ) -> Any:
     """Load our checkpoint or one of the authors' files into the right model, in eval mode.
 
     ``target="auto"`` gives a ``PretrainMAE`` for pre-training checkpoints and a ``Classifier``
     otherwise; ``target="classifier"`` on a pre-training or encoder-only file builds a
-    classifier (``config`` or the default S4D heads) and initialises its encoder from it.
-    ``strict`` refuses missing or unexpected tensors; shape mismatches are always refused.
-    ``infer_opts`` (``num_heads``, ``img_size``, ``num_frames``, ``top_k``) fill what a
-    foreign file does not store. Returns the model, or ``(model, LoadReport)``.
+    classifier (``config``, else S4D with MoAE in the later half) and initialises its encoder
+    from it. ``strict`` refuses missing or unexpected tensors; shape mismatches are always
+    refused. ``num_heads``, ``img_size``, ``num_frames`` and ``top_k`` fill what a foreign file
+    does not store (our files carry their config). Returns the model, or ``(model, LoadReport)``.
     """
-    raw, stored_config = read_checkpoint(path)
-    native = to_native(raw)
     name = str(path)
-    _check_pos_tables(native.dropped, name)
-    as_mae = native.kind == "mae" and target in ("auto", "mae")
-    if target == "mae" and native.kind != "mae":
-        raise CheckpointError(f"{name}: holds a {native.kind}, not a pre-training (MAE) checkpoint")
+    geometry = {"num_heads": num_heads, "img_size": img_size, "num_frames": num_frames}
+    with _naming(name):
+        raw, stored = read_checkpoint(path)
+        native = to_native(raw)
+        if target == "mae" and native.kind != "mae":
+            raise CheckpointError(f"holds a {native.kind}, not a pre-training (MAE) checkpoint")
+        as_mae = native.kind == "mae" and target != "classifier"
+        if config is not None and isinstance(config, MAEConfig) != as_mae:
+            want = "MAEConfig" if as_mae else "ModelConfig"
+            raise CheckpointError(f"config is a {type(config).__name__} but this load builds a {'PretrainMAE' if as_mae else 'Classifier'} (pass a {want})")
+        stored_kind = stored.get("kind") if stored else None
 
-    if config is None and stored_config is not None:
-        kind = stored_config.get("kind")
-        if (kind == "mae") == as_mae:
-            config = MAEConfig.from_dict(stored_config) if as_mae else ModelConfig.from_dict(stored_config)
-    if as_mae:
-        model: nn.Module = PretrainMAE(config or infer_mae_config(native.tensors, **infer_opts))
-    elif native.kind == "classifier":
-        cfg = config or infer_model_config(native.tensors, **infer_opts)
-        model = Classifier(cfg)
-    else:
-        enc_opts = {k: v for k, v in infer_opts.items() if k != "top_k"}
-        prefix = "encoder." if native.kind == "mae" else ""
-        enc = infer_encoder_config(native.tensors, prefix, **enc_opts)
-        model = Classifier(config or ModelConfig(encoder=enc))
-        report = init_from_pretrained(model, native)
-        report.source = name
-        model.eval()
-        return (model, report) if with_report else model
+        if as_mae:
+            cfg = config or (MAEConfig.from_dict(stored) if stored_kind == "mae" else infer_mae_config(native.tensors, **geometry))
+            model: nn.Module = PretrainMAE(cfg)
+        elif native.kind == "classifier":
+            cfg = config or (ModelConfig.from_dict(stored) if stored_kind == "classifier" else infer_model_config(native.tensors, top_k=top_k, **geometry))
+            model = Classifier(cfg)
+        else:  # a pre-training or encoder-only source initialises a classifier
+            if config is None:
+                enc = MAEConfig.from_dict(stored).encoder if stored_kind == "mae" else infer_encoder_config(
+                    native.tensors, "encoder." if native.kind == "mae" else "", **geometry)
+                config = default_classifier_config(enc, top_k)
+            model = Classifier(config)
+            report = init_from_pretrained(model, native)
+            report.source = name
+            model.eval()
+            return (model, report) if with_report else model
 
-    loaded, missing, unexpected = _assign(model, native.tensors, name)
-    if strict and (missing or unexpected):
-        problems = []
-        if missing:
-            problems.append(f"missing {_short(missing)}")
-        if unexpected:
-            problems.append(f"unexpected {_short(unexpected)}")
-        raise CheckpointError(f"{name}: tensors do not match the model: {'; '.join(problems)}")
+        _check_pos_tables(native.dropped, cfg.encoder)
+        loaded, missing, unexpected = _assign(model, native.tensors)
+        if strict and (missing or unexpected):
+            problems = []
+            if missing:
+                problems.append(f"missing {_short(missing)}")
+            if unexpected:
+                problems.append(f"unexpected {_short(unexpected)}")
+            raise CheckpointError(f"tensors do not match the model: {'; '.join(problems)}")
     model.eval()
     report = LoadReport(name, native.kind, loaded, missing, unexpected, sorted(native.dropped))
     return (model, report) if with_report else model

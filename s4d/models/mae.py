@@ -110,14 +110,15 @@ class PretrainMAE(nn.Module):
 
     def targets(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, P) targets: per patch and channel, pixels in [0, 1] normalised to zero mean and
-        unit (unbiased) std; the std gets ``target_eps`` added, as in the reference."""
+        unit variance: ``(x - mean) / sqrt(var + eps)`` with the unbiased variance, as the S4D
+        reference pre-training loss does (VideoMAE adds eps to the std instead)."""
         enc = self.config.encoder
         pixels = self.as_video(x) * self.pixel_std + self.pixel_mean
         patches_BNPC = patchify(pixels.float(), enc.tubelet, enc.patch)
         if self.config.norm_target:
             mean = patches_BNPC.mean(dim=-2, keepdim=True)
-            std = patches_BNPC.var(dim=-2, unbiased=True, keepdim=True).sqrt()
-            patches_BNPC = (patches_BNPC - mean) / (std + self.config.target_eps)
+            var = patches_BNPC.var(dim=-2, unbiased=True, keepdim=True)
+            patches_BNPC = (patches_BNPC - mean) / (var + self.config.target_eps).sqrt()
         return patches_BNPC.flatten(2)
 
     def mask_for(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Masks:

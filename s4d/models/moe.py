@@ -5,7 +5,8 @@ token, H expert hidden width, S = T*K routed (token, slot) pairs.
 
 The forward pass sorts the S pairs by expert and runs each expert on its contiguous rows with
 ``torch.nn.functional.grouped_mm`` (offsets stay on the device: no ``nonzero``/``.item()``, so
-it runs under ``torch.compile``). Each token's output depends on that token alone unless the
+it runs under ``torch.compile``; per-expert biases are expanded with ``repeat_interleave``
+over the sorted rows). Each token's output depends on that token alone unless the
 reference capacity limit is switched on (``capacity_factor``), which drops overflow tokens in
 batch order exactly like the authors' code.
 """
@@ -94,19 +95,25 @@ class GroupedExperts(nn.Module):
         nn.init.zeros_(self.b1)
         nn.init.zeros_(self.b2)
 
-    def forward(self, x_SD: torch.Tensor, experts_S: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
-        """Rows of ``x_SD`` are sorted by ``experts_S``; ``offs_E`` holds the cumulative row
-        counts (int32). Returns (S, D)."""
+    def forward(self, x_SD: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
+        """Rows of ``x_SD`` are grouped by expert, ``counts_E[e]`` rows for expert e, in expert
+        order. Returns (S, D)."""
         if torch.is_autocast_enabled(x_SD.device.type):
             x_SD = x_SD.to(torch.get_autocast_dtype(x_SD.device.type))
         w1, b1, w2, b2 = (p.to(x_SD.dtype) for p in (self.w1, self.b1, self.w2, self.b2))
+        S = x_SD.shape[0]
+
+        def per_row(bias_EX: torch.Tensor) -> torch.Tensor:  # (E, X) -> (S, X), rows are sorted
+            return torch.repeat_interleave(bias_EX, counts_E, dim=0, output_size=S)
+
         if _grouped_supported(x_SD, w1.shape[1], w1.shape[2]):
-            h_SH = F.gelu(F.grouped_mm(x_SD, w1, offs=offs_E) + b1[experts_S])
-            y_SD = F.grouped_mm(h_SH, w2, offs=offs_E) + b2[experts_S]
+            offs_E = counts_E.cumsum(0).to(torch.int32)
+            h_SH = F.gelu(F.grouped_mm(x_SD, w1, offs=offs_E) + per_row(b1))
+            y_SD = F.grouped_mm(h_SH, w2, offs=offs_E) + per_row(b2)
         else:  # dense fallback: every expert on every row, then pick (E/K times the work)
+            pick_SE = per_row(torch.eye(w1.shape[0], dtype=x_SD.dtype, device=x_SD.device))
             h_SEH = F.gelu(torch.einsum("sd,edh->seh", x_SD, w1) + b1)
-            pick_SE = F.one_hot(experts_S, w1.shape[0]).to(x_SD.dtype)
-            y_SD = torch.einsum("seh,ehd,se->sd", h_SEH, w2, pick_SE) + b2[experts_S]
+            y_SD = torch.einsum("seh,ehd,se->sd", h_SEH, w2, pick_SE) + per_row(b2)
         return x_SD + y_SD if self.residual else y_SD
 
 
@@ -148,10 +155,9 @@ class MixtureOfExperts(nn.Module):
 
         experts_S = experts_TK.reshape(-1)  # slot-major within each token
         order_S = torch.argsort(experts_S, stable=True)
-        counts_E = torch.bincount(experts_S, minlength=E)
-        offs_E = counts_E.cumsum(0).to(torch.int32)
-        sorted_experts_S = experts_S[order_S]
-        y_sorted_SD = self.experts(x_TD[order_S // K], sorted_experts_S, offs_E)
+        # scatter_add, not bincount: its output size is static (E), which torch.compile needs
+        counts_E = torch.zeros(E, dtype=torch.int64, device=experts_S.device).scatter_add_(0, experts_S, torch.ones_like(experts_S))
+        y_sorted_SD = self.experts(x_TD[order_S // K], counts_E)
         y_sorted_SD = y_sorted_SD * weights_TK.reshape(-1)[order_S, None].to(y_sorted_SD.dtype)
         # Undo the sort and sum the K slots of each token (deterministic, no atomics).
         y_SD = torch.empty_like(y_sorted_SD).index_copy_(0, order_S, y_sorted_SD)
