@@ -1,0 +1,256 @@
+"""The preprocessing run end to end on data the tests make, and on real face media."""
+
+import hashlib
+import json
+import tarfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from preprocess.faces import Face, NotEnoughFaces, align_clip, fill_nearest, warp_matrix
+from preprocess.manifest import load_manifest, parse_manifest
+from preprocess.run import SampleProcessor, finalize, parse_part, run_shards
+from preprocess.shards import unpack_info
+from s4d.cli import app
+
+from .media_factory import moving_square, write_frames, write_image, write_video
+from .test_adapters import make_dfew
+
+
+def csv_manifest(tmp_path, **pre):
+    return parse_manifest(
+        {
+            "name": "mine",
+            "modality": "video",
+            "classes": ["calm", "upset"],
+            "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
+            "preprocess": {"align": False, "size": 48, "shard_samples": 2, **pre},
+            "partitions": ["train", "test"],
+            "folds": {"main": {"train": ["train"], "test": ["test"]}},
+            "clip": {"frames": 16, "stride": 2},
+        },
+        tmp_path / "mine.json",
+    )
+
+
+def make_raw(root, n=5):
+    root.mkdir(parents=True, exist_ok=True)
+    rows = ["path,label,split"]
+    for i in range(n):
+        write_video(root / f"v{i}.webm", moving_square(10 + i, seed=i))
+        rows.append(f"v{i}.webm,{['calm', 'upset'][i % 2]},{'train' if i < 3 else 'test'}")
+    write_frames(root / "frames" / "f0", moving_square(6, seed=9))
+    rows.append("frames/f0,upset,test")
+    (root / "broken.webm").write_bytes((root / "v0.webm").read_bytes()[:200])  # truncated
+    rows.append("broken.webm,calm,train")
+    (root / "list.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def digests(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.tar")) + sorted(folder.glob("*.idx"))}
+
+
+def test_run_writes_shards_index_and_reports_problems(tmp_path):
+    raw = make_raw(tmp_path / "raw")
+    m = csv_manifest(tmp_path)
+    out = tmp_path / "out"
+    summary = run_shards(m, raw, out)
+    assert summary.planned == 4 and summary.pending == [] and summary.problems == 1
+    result = finalize(m, out)
+    assert result["counts"] == {"train": 3, "test": 3}
+    assert [p["id"] for p in result["problems"]] == ["broken.webm"]
+    assert "broken.webm" in result["problems"][0]["reason"]
+    for shard in result["shards"]:
+        assert hashlib.sha256((out / shard["file"]).read_bytes()).hexdigest() == shard["sha256"]
+    index = pq.read_table(out / "index.parquet").to_pylist()
+    by_key = {r["key"]: r for r in index}
+    assert by_key["v1"]["label"] == 1 and by_key["v1"]["frames"] == 11 and by_key["v1"]["partition"] == "train"
+    assert by_key["frames_f0"]["frames"] == 6 and by_key["frames_f0"]["fps"] == 25.0
+    with tarfile.open(out / by_key["v4"]["shard"]) as tf:
+        info = unpack_info(tf.extractfile("v4.info").read())
+        meta = json.loads(tf.extractfile("v4.json").read())
+        assert info == {"label": 0, "frames": 14, "fps_milli": 25000, "faces_found": 0}
+        assert meta["original_id"] == "v4.webm" and tf.extractfile("v4.webm").read()[:4] == b"\x1aE\xdf\xa3"  # EBML/WebM
+
+
+def test_kill_and_resume_gives_identical_shards(tmp_path, monkeypatch):
+    raw = make_raw(tmp_path / "raw")
+    m = csv_manifest(tmp_path)
+    run_shards(m, raw, tmp_path / "straight")
+    finalize(m, tmp_path / "straight")
+
+    real_call = SampleProcessor.__call__
+    calls = {"n": 0}
+
+    def dies_on_the_fourth(self, sample):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # killed in the middle of the second shard
+        return real_call(self, sample)
+
+    monkeypatch.setattr(SampleProcessor, "__call__", dies_on_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        run_shards(m, raw, tmp_path / "resumed")
+    leftovers = sorted(p.name for p in (tmp_path / "resumed").iterdir())
+    assert leftovers == ["plan.json", "train-00000.idx", "train-00000.record.json", "train-00000.tar"]  # no partial shard
+    monkeypatch.setattr(SampleProcessor, "__call__", real_call)
+    again = run_shards(m, raw, tmp_path / "resumed")
+    assert again.done_before == 1 and again.done_now == 3
+    finalize(m, tmp_path / "resumed")
+    assert digests(tmp_path / "resumed") == digests(tmp_path / "straight")
+    assert (tmp_path / "resumed" / "shards.json").read_text() == (tmp_path / "straight" / "shards.json").read_text()
+    assert run_shards(m, raw, tmp_path / "resumed").done_now == 0  # idempotent
+
+
+def test_parts_split_the_work_and_merge(tmp_path):
+    raw = make_raw(tmp_path / "raw")
+    m = csv_manifest(tmp_path)
+    out = tmp_path / "parts"
+    first = run_shards(m, raw, out, part=(0, 2))
+    assert first.done_now == 2 and len(first.pending) == 2
+    with pytest.raises(ValueError, match="2 shard\\(s\\) not done yet"):
+        finalize(m, out)
+    second = run_shards(m, raw, out, part=(1, 2))
+    assert second.done_now == 2 and second.pending == []
+    run_shards(m, raw, tmp_path / "whole")
+    finalize(m, out)
+    finalize(m, tmp_path / "whole")
+    assert digests(out) == digests(tmp_path / "whole")
+    assert parse_part("3/4") == (3, 4)
+    with pytest.raises(ValueError, match="--part"):
+        parse_part("4/4")
+
+
+def test_two_worker_processes_give_the_same_shards(tmp_path):
+    raw = make_raw(tmp_path / "raw")
+    m = csv_manifest(tmp_path)
+    run_shards(m, raw, tmp_path / "one")
+    run_shards(m, raw, tmp_path / "two", workers=2)
+    assert digests(tmp_path / "one") == digests(tmp_path / "two")
+
+
+def test_changed_raw_data_is_not_mixed_into_old_shards(tmp_path):
+    raw = make_raw(tmp_path / "raw")
+    m = csv_manifest(tmp_path)
+    run_shards(m, raw, tmp_path / "out")
+    write_video(raw / "v9.webm", moving_square(8, seed=3))
+    with open(raw / "list.csv", "a") as fh:
+        fh.write("v9.webm,calm,test\n")
+    with pytest.raises(ValueError, match="changed since this output was started"):
+        run_shards(m, raw, tmp_path / "out")
+
+
+def test_dfew_release_to_shards(tmp_path):
+    make_dfew(tmp_path / "DFEW")
+    for folder in (tmp_path / "DFEW" / "Clip" / "jpg_256").iterdir():  # real frames instead of stubs
+        for f in folder.iterdir():
+            f.unlink()
+        write_frames(folder, moving_square(4, 64, 64, seed=int(folder.name)))
+    m = load_manifest("dfew")
+    out = tmp_path / "shards"
+    run_shards(m, tmp_path / "DFEW", out)
+    result = finalize(m, out)
+    assert result["counts"] == {f"set_{k}": 5 for k in range(1, 6)}
+    index = pq.read_table(out / "index.parquet").to_pylist()
+    dfew_names = {1: "happy", 2: "sad", 3: "neutral", 4: "angry", 5: "surprise", 6: "disgust", 7: "fear"}
+    for row in index:
+        assert m.classes[row["label"]] == dfew_names[int(row["key"]) % 7 + 1]
+        assert row["partition"] == f"set_{(int(row['key']) - 1) // 5 + 1}"
+
+
+def test_affectnet_images_are_cropped_to_their_face_box(tmp_path):
+    root = tmp_path / "AffectNet"
+    img = np.zeros((200, 300, 3), np.uint8)
+    img[50:150, 100:200] = (255, 0, 0)  # the "face": a red box
+    (root / "Manually_Annotated_Images" / "1").mkdir(parents=True)
+    write_image(root / "Manually_Annotated_Images" / "1" / "a.jpg", img)
+    lists = root / "Manually_Annotated_file_lists"
+    lists.mkdir()
+    header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n"
+    (lists / "training.csv").write_text(header + "1/a.jpg,100,50,100,100,0,3,0,0\n")
+    (lists / "validation.csv").write_text(header + "1/a.jpg,100,50,100,100,0,7,0,0\n")
+    m = load_manifest("affectnet7")
+    out = tmp_path / "out"
+    run_shards(m, root, out)
+    result = finalize(m, out)
+    assert result["counts"] == {"training": 1, "validation": 0} and result["excluded"] == {"expression contempt": 1}
+    import cv2
+
+    with tarfile.open(out / "training-00000.tar") as tf:
+        data = np.frombuffer(tf.extractfile("1_a.jpg").read(), np.uint8)
+    crop = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert crop.shape == (224, 224, 3)
+    red = (crop[..., 0] > 150) & (crop[..., 1] < 80)
+    assert 0.5 < red.mean() < 0.75  # the box fills the crop, with the 25% margin around it
+    ys, xs = np.nonzero(red)
+    assert abs(ys.mean() - 111.5) < 3 and abs(xs.mean() - 111.5) < 3
+
+
+def test_alignment_levels_the_eye_line():
+    face = Face((100, 100, 200, 200), 0.99, np.array([[130, 140], [170, 160], [150, 160], [135, 180], [165, 185]], float))
+    m = warp_matrix(face.center, face.side * 1.25, face.eye_angle, 160)
+    eyes = np.c_[face.landmarks[:2], np.ones(2)] @ m.T
+    assert abs(eyes[0, 1] - eyes[1, 1]) < 1e-6 and eyes[0, 0] < eyes[1, 0]
+    centre = m @ np.array([*face.center, 1.0])
+    np.testing.assert_allclose(centre, [80, 80], atol=1e-6)
+
+
+def test_frames_without_a_face_borrow_the_nearest_and_too_few_faces_skip():
+    f = Face((0, 0, 10, 10), 0.99, np.zeros((5, 2)))
+    g = Face((5, 5, 15, 15), 0.99, np.zeros((5, 2)))
+    assert fill_nearest([None, f, None, None, g, None]) == [f, f, f, g, g, g]
+    frames = np.zeros((4, 32, 32, 3), np.uint8)
+    clip = align_clip(frames, [f, None, None, g], 0.25, 16, 0.5)
+    assert clip.faces_found == 2 and clip.faces_filled == 2 and clip.frames.shape == (4, 16, 16, 3)
+    with pytest.raises(NotEnoughFaces, match="faces found in 1/4 frames"):
+        align_clip(frames, [f, None, None, None], 0.25, 16, 0.5)
+
+
+def test_real_face_is_found_and_centred_and_no_face_is_reported(tmp_path, fixtures_dir):
+    import shutil
+
+    from preprocess.faces import FaceDetector
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(fixtures_dir / "single_face.mp4", raw / "face.mp4")
+    shutil.copy(fixtures_dir / "no_face.mp4", raw / "noface.mp4")
+    (raw / "list.csv").write_text("path,label,split\nface.mp4,calm,train\nnoface.mp4,upset,test\n")
+    m = csv_manifest(tmp_path, align=True, size=160)
+    out = tmp_path / "out"
+    run_shards(m, raw, out)
+    result = finalize(m, out)
+    assert result["counts"] == {"train": 1, "test": 0}
+    reason = result["problems"][0]["reason"]
+    assert "noface.mp4: faces found in" in reason
+    assert int(reason.split("faces found in ")[1].split("/")[0]) <= 3  # at most a stray false positive
+    row = pq.read_table(out / "index.parquet").to_pylist()[0]
+    assert row["frames"] == 72 and row["faces_found"] >= 70
+    import av
+
+    with tarfile.open(out / row["shard"]) as tf, av.open(tf.extractfile("face.webm")) as c:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    faces = FaceDetector("cpu").detect(frames[::12])
+    for face in faces:  # in the aligned crop the face is central, upright and fills it
+        assert face is not None
+        cx, cy = face.center
+        assert abs(cx - 80) < 16 and abs(cy - 80) < 20
+        assert abs(face.eye_angle) < 6
+        assert 90 < face.side < 160
+
+
+def test_shards_and_inspect_commands(tmp_path):
+    raw = make_raw(tmp_path / "raw", n=3)
+    manifest_path = tmp_path / "mine.json"
+    manifest_path.write_text(json.dumps(csv_manifest(tmp_path).to_dict()))
+    runner = CliRunner()
+    res = runner.invoke(app, ["shards", "--manifest", str(manifest_path), "--raw", str(raw), "--data-root", str(tmp_path / "data")])
+    assert res.exit_code == 0, res.output
+    assert "mine: 4 samples" in res.output and "1 sample(s) skipped" in res.output
+    res = runner.invoke(app, ["inspect", str(tmp_path / "data" / "mine")])
+    assert res.exit_code == 0 and "train: 3 (calm 2, upset 1)" in res.output and "test: 1 (upset 1)" in res.output
+    res = runner.invoke(app, ["shards", "--manifest", "nonexistent", "--raw", str(raw)])
+    assert res.exit_code == 2 and "manifest 'nonexistent' not found" in res.output
