@@ -5,15 +5,38 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .manifest import ManifestError, load_manifest
+from .manifest import Manifest, ManifestError, load_manifest, parse_manifest, verify_shards
+
+
+def _resolve(target: str, data_root: str | Path | None) -> tuple[Path, Manifest | None]:
+    """A shard folder (its manifest: ``manifest.json`` inside, or the name in ``shards.json``)
+    or a manifest name/path (its folder under the data root)."""
+    folder = Path(target)
+    if folder.is_dir():
+        if (folder / "manifest.json").is_file():
+            return folder, parse_manifest(json.loads((folder / "manifest.json").read_text()), folder / "manifest.json")
+        if (folder / "shards.json").is_file():
+            try:
+                return folder, load_manifest(json.loads((folder / "shards.json").read_text())["manifest"])
+            except ManifestError:
+                return folder, None
+        return folder, None
+    m = load_manifest(target)
+    return m.shard_dir(data_root), m
+
+
+def verify_folder(target: str, data_root: str | Path | None = None) -> str:
+    folder, manifest = _resolve(target, data_root)
+    if manifest is None:
+        raise ManifestError(f"{folder}: no manifest.json here and its manifest name is not in manifests/; pass the manifest instead")
+    summary = verify_shards(manifest, folder, checksums=True)
+    return f"  verified: {len(summary['shards'])} shards match shards.json (sizes, sha256, counts, classes)"
 
 
 def describe(target: str, data_root: str | Path | None = None) -> str:
     import pyarrow.parquet as pq
 
-    folder = Path(target)
-    if not folder.is_dir():
-        folder = load_manifest(target).shard_dir(data_root)
+    folder, _ = _resolve(target, data_root)
     index, summary_path = folder / "index.parquet", folder / "shards.json"
     if not index.is_file() or not summary_path.is_file():
         raise ManifestError(f"{folder}: no index.parquet/shards.json (run `s4d shards` first)")

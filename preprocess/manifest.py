@@ -144,6 +144,9 @@ def _fields(cls: type, raw: Any, where: str, src: str) -> dict[str, Any]:
 
 def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
     src = str(source or raw.get("name", "<manifest>"))
+    if isinstance(raw, dict) and "sources" in raw:
+        names = [s.get("manifest") for s in raw["sources"] if isinstance(s, dict)]
+        raise ManifestError(f"{src}: is a pre-training mixture, not a dataset; use its sources ({', '.join(map(str, names))})")
     d = _fields(Manifest, raw, "the manifest", src)
 
     def bad(field_name: str, why: str) -> ManifestError:
@@ -245,3 +248,89 @@ def load_sfer(manifest: Manifest) -> Manifest | None:
     if sfer.modality != "image":
         raise ManifestError(f"{manifest.source}: sfer.manifest {manifest.sfer.manifest!r} is a {sfer.modality} dataset, not images")
     return sfer
+
+
+@dataclass(frozen=True)
+class MixtureSource:
+    manifest: str
+    share: float = 1.0  # fraction of this source's batches used per epoch
+    repeat: int = 1  # views per decoded sample (independent augmentation and masks)
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """A pre-training mixture of datasets (``manifests/pretrain.json``): single-source steps,
+    per epoch ``share`` x one pass of each source's batches."""
+
+    name: str
+    sources: tuple[MixtureSource, ...]
+    description: str = ""
+    source: Path | None = None
+
+    def manifests(self) -> list[Manifest]:
+        base = self.source.parent if self.source else MANIFESTS_DIR
+        out = []
+        for s in self.sources:
+            path = base / s.manifest
+            out.append(load_manifest(path if path.is_file() else s.manifest))
+        return out
+
+
+def load_mixture(name: str | os.PathLike) -> Mixture:
+    path = resolve_manifest_path(name)
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{path}: not valid JSON ({err})") from None
+    src = str(path)
+    d = _fields(Mixture, raw, "the mixture", src)
+    if not isinstance(d["sources"], list) or not d["sources"]:
+        raise ManifestError(f"{src}: sources: must be a non-empty list")
+    sources = []
+    for i, item in enumerate(d["sources"]):
+        s = MixtureSource(**_fields(MixtureSource, item, f"sources[{i}]", src))
+        if not 0 < s.share or s.repeat < 1:
+            raise ManifestError(f"{src}: sources[{i}]: share must be > 0 and repeat >= 1")
+        sources.append(s)
+    mixture = Mixture(d["name"], tuple(sources), d.get("description", ""), path)
+    mixture.manifests()  # every source must exist and validate
+    return mixture
+
+
+def verify_shards(manifest: Manifest, folder: str | os.PathLike, *, checksums: bool = False) -> dict[str, Any]:
+    """Check preprocessed shards against their manifest before anything trains on them:
+    ``shards.json`` present, classes equal, every listed shard and index file present with the
+    recorded size (and sha256 with ``checksums``), counts equal to ``index.parquet``. Returns
+    the shards summary; raises ``ManifestError`` naming the file otherwise."""
+    import pyarrow.parquet as pq
+
+    from .shards import sha256
+
+    folder = Path(folder)
+    summary_path = folder / "shards.json"
+    if not summary_path.is_file():
+        raise ManifestError(f"{summary_path}: missing; preprocess first (s4d shards --manifest {manifest.name})")
+    summary = json.loads(summary_path.read_text())
+    if summary.get("manifest") != manifest.name:
+        raise ManifestError(f"{summary_path}: written for manifest {summary.get('manifest')!r}, not {manifest.name!r}")
+    if tuple(summary.get("classes", ())) != manifest.classes:
+        raise ManifestError(f"{summary_path}: classes {summary.get('classes')} differ from the manifest's {list(manifest.classes)}")
+    for shard in summary["shards"]:
+        tar = folder / shard["file"]
+        if not tar.is_file():
+            raise ManifestError(f"{tar}: shard listed in shards.json is missing")
+        if tar.stat().st_size != shard["bytes"]:
+            raise ManifestError(f"{tar}: {tar.stat().st_size} bytes, shards.json says {shard['bytes']} (corrupt or truncated)")
+        if not tar.with_suffix(".idx").is_file():
+            raise ManifestError(f"{tar.with_suffix('.idx')}: DALI index missing")
+        if checksums and sha256(tar) != shard["sha256"]:
+            raise ManifestError(f"{tar}: sha256 differs from shards.json (corrupt)")
+    index = pq.read_table(folder / "index.parquet", columns=["partition", "label"]).to_pydict()
+    for partition, count in summary["counts"].items():
+        rows = sum(p == partition for p in index["partition"])
+        if rows != count:
+            raise ManifestError(f"{folder / 'index.parquet'}: {rows} rows for {partition}, shards.json says {count}")
+    bad = sorted({lab for lab in index["label"] if not -1 <= lab < len(manifest.classes)})
+    if bad:
+        raise ManifestError(f"{folder / 'index.parquet'}: labels {bad} outside the manifest's {len(manifest.classes)} classes")
+    return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
@@ -65,8 +66,10 @@ def import_checkpoint(
 
 @app.command("shards")
 def shards(
-    manifest: Annotated[str, typer.Option("--manifest", "-m", help="Manifest name (resolved in manifests/) or path.")],
-    raw: Annotated[Path, typer.Option("--raw", help="Root of the raw release, laid out as its owners ship it.")],
+    manifest: Annotated[Optional[str], typer.Option("--manifest", "-m", help="Manifest name (resolved in manifests/) or path.")] = None,
+    raw: Annotated[Optional[Path], typer.Option("--raw", help="Root of the raw release, laid out as its owners ship it.")] = None,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Own data: CSV of path,label[,split|fold]; a manifest is made from it.")] = None,
+    align: Annotated[bool, typer.Option("--align/--no-align", help="With --csv: MTCNN-align faces (off for face crops).")] = True,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: DATA_ROOT/<manifest name>).")] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", envvar="S4D_DATA", help="Where generated data lives (default ./data).")] = None,
     workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")] = 1,
@@ -77,11 +80,22 @@ def shards(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
     from preprocess.manifest import load_manifest
+    from preprocess.own_data import manifest_from_csv
     from preprocess.run import finalize, parse_part, run_shards
 
     with one_line_errors():
-        m = load_manifest(manifest)
+        if (manifest is None) == (csv is None):
+            raise ValueError("give exactly one of --manifest (with --raw) or --csv")
+        if csv is not None:
+            m = manifest_from_csv(csv, align=align)
+            raw = csv.resolve().parent
+        else:
+            m = load_manifest(manifest)
+            if raw is None:
+                raise ValueError("--raw is required with --manifest: the folder of the raw release")
         target = out or m.shard_dir(data_root)
+        target.mkdir(parents=True, exist_ok=True)  # the manifest the shards were made with, beside them
+        (target / "manifest.json").write_text(json.dumps(m.to_dict(), indent=2) + "\n")
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), console=err_console, transient=True) as progress:
             bar = progress.add_task(f"{m.name}: shards", total=None)
@@ -95,6 +109,8 @@ def shards(
         result = finalize(m, target)
     _print_counts(result)
     typer.echo(f"wrote {target / 'shards.json'} and {target / 'index.parquet'}")
+    if csv is not None:
+        typer.echo(f"manifest for training: {target / 'manifest.json'}")
 
 
 def _print_counts(summary: dict) -> None:
@@ -113,9 +129,12 @@ def _print_counts(summary: dict) -> None:
 def inspect(
     target: Annotated[str, typer.Argument(help="A shard folder (with index.parquet) or a manifest name/path.")],
     data_root: Annotated[Optional[Path], typer.Option("--data-root", envvar="S4D_DATA", help="Where generated data lives (default ./data).")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Also check every shard against shards.json (sizes, sha256, counts, classes).")] = False,
 ) -> None:
     """Counts per partition and class, and face-detection statistics, of preprocessed shards."""
-    from preprocess.inspect import describe
+    from preprocess.inspect import describe, verify_folder
 
     with one_line_errors():
         typer.echo(describe(target, data_root))
+        if verify:
+            typer.echo(verify_folder(target, data_root))

@@ -100,3 +100,13 @@ def test_data_root_flag_env_default(monkeypatch, tmp_path):
     assert resolve_data_root() == tmp_path
     assert resolve_data_root("/x") == type(tmp_path)("/x")
     assert load_manifest("mafw").shard_dir() == tmp_path / "mafw"
+
+
+def test_pretraining_mixture():
+    from preprocess.manifest import load_mixture
+
+    mix = load_mixture("pretrain")
+    assert [(s.manifest, s.share, s.repeat) for s in mix.sources] == [("voxceleb2.json", 0.25, 4), ("affectnet8.json", 1.0, 1)]
+    assert [m.name for m in mix.manifests()] == ["voxceleb2", "affectnet8"]
+    with pytest.raises(ManifestError, match="is a pre-training mixture, not a dataset"):
+        load_manifest("pretrain")

@@ -254,3 +254,51 @@ def test_shards_and_inspect_commands(tmp_path):
     assert res.exit_code == 0 and "train: 3 (calm 2, upset 1)" in res.output and "test: 1 (upset 1)" in res.output
     res = runner.invoke(app, ["shards", "--manifest", "nonexistent", "--raw", str(raw)])
     assert res.exit_code == 2 and "manifest 'nonexistent' not found" in res.output
+
+
+def test_verify_shards_catches_missing_corrupt_and_mismatched(tmp_path):
+    from preprocess.manifest import ManifestError, verify_shards
+
+    raw = make_raw(tmp_path / "raw")
+    m = csv_manifest(tmp_path)
+    out = tmp_path / "out"
+    run_shards(m, raw, out)
+    finalize(m, out)
+    assert verify_shards(m, out, checksums=True)["counts"] == {"train": 3, "test": 3}
+    tar = out / "test-00000.tar"
+    data = bytearray(tar.read_bytes())
+    data[1000] ^= 0xFF  # one flipped byte: same size, different content
+    tar.write_bytes(bytes(data))
+    verify_shards(m, out)  # sizes still agree
+    with pytest.raises(ManifestError, match="test-00000.tar: sha256 differs"):
+        verify_shards(m, out, checksums=True)
+    tar.write_bytes(bytes(data[:-512]))
+    with pytest.raises(ManifestError, match="test-00000.tar: .* bytes, shards.json says"):
+        verify_shards(m, out)
+    tar.unlink()
+    with pytest.raises(ManifestError, match="test-00000.tar: shard listed in shards.json is missing"):
+        verify_shards(m, out)
+    other = parse_manifest({**json.loads(json.dumps(m.to_dict())), "classes": ["upset", "calm"]}, tmp_path / "m.json")
+    with pytest.raises(ManifestError, match="classes .* differ"):
+        verify_shards(other, out)
+
+
+def test_own_csv_becomes_a_manifest(tmp_path):
+    from preprocess.manifest import ManifestError
+    from preprocess.own_data import manifest_from_csv
+
+    raw = make_raw(tmp_path / "raw", n=4)
+    m = manifest_from_csv(raw / "list.csv", "mine", align=False)
+    assert m.classes == ("calm", "upset") and m.partitions == ("test", "train") and m.modality == "video"
+    assert m.folds["main"].train == ("train",) and m.folds["main"].test == ("test",)
+    (raw / "cv.csv").write_text("path,label,fold\nv0.webm,calm,a\nv1.webm,upset,b\nv2.webm,calm,c\n")
+    cv = manifest_from_csv(raw / "cv.csv")
+    assert set(cv.folds) == {"a", "b", "c"} and cv.folds["b"].train == ("a", "c") and cv.folds["b"].test == ("b",)
+    (raw / "mixed.csv").write_text("path,label\nv0.webm,calm\npic.jpg,upset\n")
+    with pytest.raises(ManifestError, match="mixes images and videos"):
+        manifest_from_csv(raw / "mixed.csv")
+    res = CliRunner().invoke(app, ["shards", "--csv", str(raw / "list.csv"), "--no-align", "--data-root", str(tmp_path / "data")])
+    assert res.exit_code == 0, res.output
+    assert "manifest for training" in res.output and (tmp_path / "data" / "list" / "manifest.json").is_file()
+    res = CliRunner().invoke(app, ["inspect", str(tmp_path / "data" / "list"), "--verify"])
+    assert res.exit_code == 0 and "verified: 2 shards" in res.output, res.output
