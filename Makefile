@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 FACENET := facenet-pytorch>=2.6,<3
 
-.PHONY: help install test test-all demo bench bench-model shards clean
+.PHONY: help install test test-all demo bench bench-model bench-codec bench-preprocess shards clean
 
 help:
 	@echo "make test         set up .venv (first run) and run the CPU test suite"
 	@echo "make demo         the whole system on a generated dataset (not built yet)"
-	@echo "make bench-model  model step-time benchmark (plain ViT vs S4D MoAE)"
+	@echo "make bench        all benchmarks (model step, shard codec, preprocessing); figures in BENCHMARKS.md"
 	@echo "make test-all     also the slow tests"
 	@echo "make shards DATASET=mafw RAW=/data/MAFW [WORKERS=4]   preprocess a dataset into shards"
 
@@ -37,7 +37,13 @@ demo: $(STAMP)
 bench-model: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py
 
-bench: bench-model
+bench-codec: $(STAMP)
+	$(BIN)/python benchmarks/bench_codec.py
+
+bench-preprocess: $(STAMP)
+	$(BIN)/python benchmarks/bench_preprocess.py
+
+bench: bench-model bench-codec bench-preprocess
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
