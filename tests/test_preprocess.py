@@ -170,13 +170,15 @@ def test_affectnet_images_are_cropped_to_their_face_box(tmp_path):
     lists = root / "Manually_Annotated_file_lists"
     lists.mkdir()
     header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n"
-    (lists / "training.csv").write_text(header + "1/a.jpg,100,50,100,100,0,3,0,0\n")
+    (lists / "training.csv").write_text(header + "1/a.jpg,100,50,100,100,0,3,0,0\n1/bad.jpg,0,0,10,10,0,1,0,0\n")
+    (root / "Manually_Annotated_Images" / "1" / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (lists / "validation.csv").write_text(header + "1/a.jpg,100,50,100,100,0,7,0,0\n")
     m = load_manifest("affectnet7")
     out = tmp_path / "out"
     run_shards(m, root, out)
     result = finalize(m, out)
     assert result["counts"] == {"training": 1, "validation": 0} and result["excluded"] == {"expression contempt": 1}
+    assert [p["id"] for p in result["problems"]] == ["1/bad.jpg"] and "unreadable image" in result["problems"][0]["reason"]
     import cv2
 
     with tarfile.open(out / "training-00000.tar") as tf:
