@@ -1,1 +1,14 @@
-"""Loading pipelines (DALI on GPU/CPU, pure-PyTorch fallback). Not built yet: see issue 4."""
+"""Loading pipelines: preprocessed shards -> normalised batches for the trainer.
+
+``open_dataset`` picks one fold-role of a manifest's shards; ``Loader`` yields its batches
+through DALI (``mixed`` decoding on a GPU, CPU otherwise) or, where DALI is absent, through the
+PyTorch fallback with the same sampling; ``JointLoader`` interleaves video and image batches.
+"""
+
+from .config import Augment, LoaderConfig
+from .dataset import ShardDataset, open_dataset
+from .joint import JointLoader
+from .loader import Loader, dali_available
+from .reader import ShardError
+
+__all__ = ["Augment", "JointLoader", "Loader", "LoaderConfig", "ShardDataset", "ShardError", "dali_available", "open_dataset"]

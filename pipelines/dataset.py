@@ -1,0 +1,65 @@
+"""One fold-role of a preprocessed dataset: which samples, their labels and frame counts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from preprocess.manifest import Manifest, ManifestError, verify_shards
+
+from .reader import ShardReader
+
+
+@dataclass
+class ShardDataset:
+    manifest: Manifest
+    keys: list[str]
+    labels: np.ndarray  # int64
+    frames: np.ndarray  # int64 frames per sample (1 for images)
+    reader: ShardReader
+
+    @property
+    def modality(self) -> str:
+        return self.manifest.modality
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def media_ext(self) -> str:
+        return {"vp9": "webm", "mjpeg": "avi", "jpeg": "jpg"}[self.manifest.preprocess.codec]
+
+
+def open_dataset(manifest: Manifest, folder: str | os.PathLike, fold: str | None = None, role: str = "train") -> ShardDataset:
+    """Samples of ``role`` (train/test/val) in ``fold`` (default: the manifest's first fold),
+    sorted by key; the shards are checked against ``shards.json`` first."""
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    summary = verify_shards(manifest, folder)
+    fold = fold or next(iter(manifest.folds))
+    if fold not in manifest.folds:
+        raise ManifestError(f"{manifest.source or manifest.name}: no fold {fold!r} (folds: {list(manifest.folds)})")
+    if role not in ("train", "test", "val"):
+        raise ValueError(f"role must be train, test or val, got {role!r}")
+    partitions = set(getattr(manifest.folds[fold], role))
+    table = pq.read_table(folder / "index.parquet", columns=["key", "shard", "partition", "label", "frames"]).to_pydict()
+    rows = sorted(
+        (k, s, lab, fr) for k, s, p, lab, fr in zip(table["key"], table["shard"], table["partition"], table["label"], table["frames"])
+        if p in partitions
+    )
+    shards = sorted({s for _, s, _, _ in rows})
+    listed = {s["file"] for s in summary["shards"]}
+    missing = sorted(set(shards) - listed)
+    if missing:
+        raise ManifestError(f"{folder}: index.parquet names shards not in shards.json: {missing[:3]}")
+    return ShardDataset(
+        manifest,
+        [r[0] for r in rows],
+        np.asarray([r[2] for r in rows], dtype=np.int64),
+        np.asarray([r[3] for r in rows], dtype=np.int64),
+        ShardReader([folder / s for s in shards]),
+    )

@@ -1,0 +1,93 @@
+"""The pure-PyTorch path (no DALI): PyAV / OpenCV decoding and torchvision v2 transforms.
+
+Same batch plan, same frame indices, same normalisation and the same augmentation recipe as
+the DALI graphs. torchvision's v2 transforms draw their parameters once per call, so a
+(T, C, H, W) clip gets the same crop, flip, RandAugment ops and erasing box on every frame.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from .config import LoaderConfig
+from .sampling import clip_indices
+
+
+def decode_clip(data: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """(len(indices), H, W, 3) uint8 RGB; decodes up to the last index needed."""
+    import av
+
+    wanted = int(indices.max())
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(io.BytesIO(data.tobytes())) as container:
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) > wanted:
+                    break
+    except (av.error.FFmpegError, IndexError, OSError) as err:  # IndexError: no video stream
+        raise ValueError(f"clip does not decode ({type(err).__name__}: {err})") from None
+    if not frames:
+        raise ValueError("clip has no decodable frames")
+    last = len(frames) - 1
+    return np.stack([frames[min(int(i), last)] for i in indices])
+
+
+def decode_image(data: np.ndarray) -> np.ndarray:
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError("image does not decode")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class TorchTransforms:
+    def __init__(self, cfg: LoaderConfig, video: bool, stored_size: int) -> None:
+        self.cfg = cfg
+        self.video = video
+        self.stored_size = stored_size
+        aug = cfg.augment
+        mean, std = torch.tensor(cfg.mean).view(3, 1, 1), torch.tensor(cfg.std).view(3, 1, 1)
+        self.mean, self.std = mean, std
+        steps: list = []
+        if cfg.train:
+            if video:
+                steps.append(v2.RandomResizedCrop(cfg.size, scale=aug.rrc_scale, ratio=aug.rrc_ratio, antialias=True)
+                             if aug.rrc_scale != (1.0, 1.0) else v2.Resize([cfg.size, cfg.size], antialias=True))
+            else:
+                steps += [v2.Resize(cfg.image_resize, antialias=True), v2.RandomCrop(cfg.size)]
+            if aug.flip > 0:
+                steps.append(v2.RandomHorizontalFlip(aug.flip))
+            if aug.rand_n > 0:
+                steps.append(v2.RandAugment(num_ops=aug.rand_n, magnitude=aug.rand_m))
+        elif video:
+            steps.append(v2.Resize([cfg.size, cfg.size], antialias=True))
+        else:
+            steps += [v2.Resize(cfg.image_resize, antialias=True), v2.CenterCrop(cfg.size)]
+        self.geometric = v2.Compose(steps)
+        self.erase = v2.RandomErasing(p=aug.erase, value=0) if cfg.train and aug.erase > 0 else None
+
+    def __call__(self, frames_THWC: np.ndarray) -> torch.Tensor:
+        """uint8 frames (T,H,W,3) or image (H,W,3) -> normalised (3,T,H,W) or (3,H,W)."""
+        x = torch.from_numpy(np.ascontiguousarray(frames_THWC))
+        if self.video:
+            if self.cfg.crop is not None:
+                top, left, h, w = self.cfg.crop
+                x = x[:, top : top + h, left : left + w]
+            x = tv_tensors.Video(x.permute(0, 3, 1, 2))
+        else:
+            x = tv_tensors.Image(x.permute(2, 0, 1))
+        x = self.geometric(x).as_subclass(torch.Tensor).float() / 255.0
+        x = (x - self.mean) / self.std
+        if self.erase is not None:
+            x = self.erase(x)
+        return x.permute(1, 0, 2, 3).contiguous() if self.video else x
+
+
+def load_video_sample(data: np.ndarray, start: int, num_frames: int, cfg: LoaderConfig) -> np.ndarray:
+    return decode_clip(data, clip_indices(start, num_frames, cfg.frames, cfg.stride))

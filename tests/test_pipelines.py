@@ -1,0 +1,232 @@
+"""Loading pipelines on shards written by the preprocessing code: DALI (CPU) and the fallback."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines import Augment, JointLoader, Loader, LoaderConfig, ShardError, open_dataset
+from pipelines.loader import dali_available
+from pipelines.sampling import clip_indices, epoch_order, eval_starts, joint_schedule, rank_slice, train_start
+from preprocess.manifest import ManifestError, parse_manifest
+from preprocess.run import finalize, run_shards
+
+from .media_factory import moving_square, write_image, write_video
+
+needs_dali = pytest.mark.skipif(not dali_available(), reason="nvidia-dali not installed")
+
+
+def test_clip_sampling_rule_by_hand():
+    # long clip: window of 16*4 = 64 frames inside 100 -> start in 0..36
+    assert train_start(100, 16, 4, 0.0) == 0 and train_start(100, 16, 4, 0.999) == 36
+    assert clip_indices(36, 100, 16, 4).tolist() == list(range(36, 100, 4))
+    # short clip: start 0 and the last frame repeats
+    assert train_start(30, 16, 4, 0.7) == 0
+    assert clip_indices(0, 30, 16, 4).tolist() == [0, 4, 8, 12, 16, 20, 24, 28] + [29] * 8
+    # test protocol: first and last 16 strided frames (span 61 frames)
+    assert eval_starts(100, 16, 4) == (0, 39) and clip_indices(39, 100, 16, 4)[-1] == 99
+    assert eval_starts(40, 16, 4) == (0, 0)
+    assert eval_starts(16, 16, 1) == (0, 0) and eval_starts(17, 16, 1) == (0, 1)
+
+
+def test_rank_split_covers_each_sample_once():
+    order = np.random.default_rng(0).permutation(11)
+    parts = [rank_slice(order, r, 2, pad=False) for r in range(2)]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(11))  # eval: exactly once
+    padded = [rank_slice(order, r, 2, pad=True) for r in range(2)]
+    assert len(padded[0]) == len(padded[1]) == 6 and set(np.concatenate(padded).tolist()) == set(range(11))
+    with pytest.raises(ValueError, match="rank 2 outside world size 2"):
+        rank_slice(order, 2, 2, pad=False)
+
+
+def test_class_balanced_draws_and_epoch_determinism():
+    labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
+    draws = epoch_order(labels, seed=1, epoch=0, shuffle=True, class_balanced=True, num_samples=30000)
+    share = np.bincount(labels[draws], minlength=3) / len(draws)
+    assert np.allclose(share, 1 / 3, atol=0.02)
+    a = epoch_order(labels, seed=1, epoch=3, shuffle=True)
+    assert np.array_equal(a, epoch_order(labels, seed=1, epoch=3, shuffle=True))
+    assert not np.array_equal(a, epoch_order(labels, seed=1, epoch=4, shuffle=True))
+
+
+def test_joint_schedule_counts_ratio_and_same_on_every_rank():
+    s = joint_schedule(20, 10, seed=5, epoch=2)
+    assert Counter(s) == {"video": 20, "image": 10}
+    assert s == joint_schedule(20, 10, seed=5, epoch=2) and s != joint_schedule(20, 10, seed=5, epoch=3)
+
+
+# ----------------------------------------------------------------------------- real shards
+
+
+def _video_manifest(tmp_path):
+    return parse_manifest(
+        {
+            "name": "clips", "modality": "video", "classes": ["a", "b"],
+            "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
+            "preprocess": {"align": False, "size": 64, "shard_samples": 3},
+            "partitions": ["train", "test"], "folds": {"main": {"train": ["train"], "test": ["test"]}},
+            "clip": {"frames": 8, "stride": 2},
+        },
+        tmp_path / "clips.json",
+    )
+
+
+@pytest.fixture(scope="module")
+def clip_shards(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("clips")
+    raw = tmp / "raw"
+    raw.mkdir()
+    rows = ["path,label,split"]
+    for i in range(7):  # 12..48 frames: shorter and longer than the 16-frame window
+        write_video(raw / f"v{i}.webm", moving_square(12 + 6 * i, 72, 96, seed=i))
+        rows.append(f"v{i}.webm,{'ab'[i % 2]},{'train' if i < 5 else 'test'}")
+    (raw / "list.csv").write_text("\n".join(rows) + "\n")
+    m = _video_manifest(tmp)
+    run_shards(m, raw, tmp / "out")
+    finalize(m, tmp / "out")
+    return m, tmp / "out"
+
+
+def cfg(train, **kw):
+    return LoaderConfig(batch_size=2, train=train, size=64, frames=8, stride=2, **kw)
+
+
+@needs_dali
+def test_dali_cpu_and_fallback_agree_in_eval(clip_shards):
+    m, out = clip_shards
+    ds = open_dataset(m, out, role="train")
+    dali = list(Loader(ds, cfg(False), backend="dali").epoch(0))
+    torch_ = list(Loader(ds, cfg(False), backend="torch").epoch(0))
+    assert [b["keys"] for b in dali] == [b["keys"] for b in torch_] == [["v0", "v1"], ["v2", "v3"], ["v4"]]
+    for a, b in zip(dali, torch_):
+        assert a["pixels"].shape == b["pixels"].shape and a["pixels"].shape[1:] == (2, 3, 8, 64, 64)
+        assert a["pixels"].dtype == torch.float32 and torch.equal(a["labels"], b["labels"])
+        diff = (a["pixels"] - b["pixels"]).abs()
+        assert diff.mean() < 0.05 and diff.quantile(0.99) < 0.35  # YUV->RGB rounding of two decoders
+    # the second clip of a 36-frame video starts at 36 - 15 = 21; of a 12-frame one at 0
+    v0 = dali[0]["pixels"][0]
+    assert torch.allclose(v0[0], v0[1])  # 12 frames: both test clips are the same
+
+
+@pytest.mark.parametrize("backend", [pytest.param("dali", marks=needs_dali), "torch"])
+def test_training_batches_shapes_ranges_and_determinism(clip_shards, backend):
+    m, out = clip_shards
+    ds = open_dataset(m, out, role="train")
+    loader = Loader(ds, cfg(True), backend=backend)
+    first = list(loader.epoch(0))
+    assert [len(b["keys"]) for b in first] == [2, 2, 1]
+    for b in first:
+        x = b["pixels"]
+        assert x.shape[1:] == (3, 8, 64, 64) and x.dtype == torch.float32 and torch.isfinite(x).all()
+        assert -2.5 < x.min() and x.max() < 2.8  # ImageNet-normalised pixels
+    again = list(Loader(ds, cfg(True), backend=backend).epoch(0))
+    assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(first, again))
+    other_epoch = list(loader.epoch(1))
+    assert [b["keys"] for b in other_epoch] != [b["keys"] for b in first] or not all(
+        torch.equal(a["pixels"], b["pixels"]) for a, b in zip(first, other_epoch))
+
+
+@needs_dali
+def test_same_sample_order_and_starts_on_both_backends_in_training(clip_shards):
+    m, out = clip_shards
+    ds = open_dataset(m, out, role="train")
+    a = Loader(ds, cfg(True), backend="dali")
+    b = Loader(ds, cfg(True), backend="torch")
+    for epoch in range(3):
+        assert [x.positions.tolist() for x in a.batches(epoch)] == [x.positions.tolist() for x in b.batches(epoch)]
+        assert [x.starts.tolist() for x in a.batches(epoch)] == [x.starts.tolist() for x in b.batches(epoch)]
+
+
+def test_two_ranks_cover_the_test_set_once(clip_shards):
+    m, out = clip_shards
+    ds = open_dataset(m, out, role="train")
+    seen = []
+    for rank in range(2):
+        for b in Loader(ds, cfg(False, augment=Augment.off()), rank=rank, world=2, backend="torch").epoch(0):
+            seen += b["keys"]
+    assert sorted(seen) == sorted(ds.keys)
+
+
+def test_corrupt_shard_is_named(clip_shards, tmp_path):
+    import shutil
+
+    m, out = clip_shards
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    tar = broken / "train-00000.tar"
+    tar.write_bytes(tar.read_bytes()[:-2048])
+    with pytest.raises(ManifestError, match="train-00000.tar: .* bytes, shards.json says"):
+        open_dataset(m, broken, role="train")
+    shutil.copy(out / "train-00000.tar", tar)
+    data = bytearray(tar.read_bytes())
+    for i in range(600, len(data) - 1024, 7):  # scramble the payload, keep size and index valid
+        data[i] ^= 0x5A
+    tar.write_bytes(bytes(data))
+    ds = open_dataset(m, broken, role="train")
+    with pytest.raises(ShardError, match="train-00000.tar"):
+        list(Loader(ds, cfg(False), backend="torch").epoch(0))
+
+
+def test_fallback_is_chosen_with_a_notice_when_dali_is_missing(clip_shards, monkeypatch, capsys):
+    import pipelines.loader as loader_mod
+
+    m, out = clip_shards
+    monkeypatch.setattr(loader_mod, "dali_available", lambda: False)
+    monkeypatch.setattr(loader_mod, "_NOTICE_SHOWN", False)
+    loader = Loader(open_dataset(m, out, role="test"), cfg(False))
+    assert loader.backend == "torch" and "using the PyTorch loader" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="nvidia-dali is not installed"):
+        Loader(open_dataset(m, out, role="test"), cfg(False), backend="dali")
+
+
+@pytest.fixture(scope="module")
+def image_shards(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("images")
+    raw = tmp / "raw"
+    raw.mkdir()
+    rows = ["path,label,split"]
+    for i in range(9):
+        write_image(raw / f"i{i}.jpg", moving_square(1, 120, 100, seed=i)[0])
+        rows.append(f"i{i}.jpg,{'abc'[i % 3] if i < 7 else 'a'},train")
+    (raw / "list.csv").write_text("\n".join(rows) + "\n")
+    m = parse_manifest(
+        {"name": "faces", "modality": "image", "classes": ["a", "b", "c"], "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
+         "preprocess": {"align": False, "size": 80, "codec": "jpeg", "quality": 95}, "partitions": ["train"],
+         "folds": {"main": {"train": ["train"], "test": []}}},
+        tmp / "faces.json",
+    )
+    run_shards(m, raw, tmp / "out")
+    finalize(m, tmp / "out")
+    return m, tmp / "out"
+
+
+@pytest.mark.parametrize("backend", [pytest.param("dali", marks=needs_dali), "torch"])
+def test_image_batches(image_shards, backend):
+    m, out = image_shards
+    ds = open_dataset(m, out, role="train")
+    c = LoaderConfig(batch_size=4, train=True, size=64, image_resize=72, augment=Augment.image())
+    batches = list(Loader(ds, c, backend=backend).epoch(0))
+    assert [b["pixels"].shape for b in batches] == [(4, 3, 64, 64), (4, 3, 64, 64), (1, 3, 64, 64)]
+    ev = LoaderConfig(batch_size=4, train=False, size=64, image_resize=72)
+    if backend == "dali":
+        a = list(Loader(ds, ev, backend="dali").epoch(0))
+        b = list(Loader(ds, ev, backend="torch").epoch(0))
+        for x, y in zip(a, b):
+            assert (x["pixels"] - y["pixels"]).abs().mean() < 0.08  # resize filters differ slightly
+
+
+def test_joint_loader_interleaves_single_source_batches(clip_shards, image_shards):
+    mv, outv = clip_shards
+    mi, outi = image_shards
+    video = Loader(open_dataset(mv, outv, role="train"), cfg(True, augment=Augment.off()), backend="torch")
+    image = Loader(open_dataset(mi, outi, role="train"),
+                   LoaderConfig(batch_size=2, train=True, size=64, image_resize=64, class_balanced=True, augment=Augment.off()),
+                   backend="torch")
+    joint = JointLoader(video, image, proportion=0.5, seed=3)
+    assert joint.num_image_batches == 2  # 9 images / batch 2 = 5 batches per pass, x 0.5 -> 2 (rounded)
+    got = list(joint.epoch(0))
+    assert Counter(t for t, _ in got) == {"video": 3, "image": 2}
+    assert [t for t, _ in got] == joint.schedule(0)
+    for task, batch in got:
+        assert batch["pixels"].ndim == (5 if task == "video" else 4)
