@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 FACENET := facenet-pytorch>=2.6,<3
 
-.PHONY: help install test test-all demo bench bench-model bench-codec bench-preprocess shards clean
+.PHONY: help install test test-all demo bench bench-model bench-codec bench-preprocess bench-data shards clean
 
 help:
 	@echo "make test         set up .venv (first run) and run the CPU test suite"
@@ -43,7 +43,10 @@ bench-codec: $(STAMP)
 bench-preprocess: $(STAMP)
 	$(BIN)/python benchmarks/bench_preprocess.py
 
-bench: bench-model bench-codec bench-preprocess
+bench-data: $(STAMP)
+	$(BIN)/python benchmarks/bench_data.py
+
+bench: bench-model bench-codec bench-preprocess bench-data
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

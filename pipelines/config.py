@@ -49,12 +49,13 @@ class LoaderConfig:
     augment: Augment = Augment()
     seed: int = 0
     class_balanced: bool = False
+    views: int = 1  # training clips: augmented views per decoded clip (MAE pre-training: 4)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     num_threads: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "size", "frames", "stride", "image_resize", "num_threads"):
+        for name in ("batch_size", "size", "frames", "stride", "image_resize", "num_threads", "views"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"loader.{name} must be positive, got {getattr(self, name)}")
         if self.image_resize < self.size:

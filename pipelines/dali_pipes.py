@@ -45,12 +45,13 @@ def _normalise(x, cfg: LoaderConfig, layout: str, flip: bool):
 
 
 def build_video_pipe(cfg: LoaderConfig, source: Callable, stored_size: int, device_id: int | None):
-    """Outputs: train -> (clips (B,3,T,H,W) float, labels); eval -> (first clips, last clips, labels)."""
+    """Outputs: train -> (clips (B,3,T,H,W) float, or (B,V,3,T,H,W) with ``views`` > 1, labels);
+    eval -> (first clips, last clips, labels)."""
     aug = cfg.augment
     decode_on = "mixed" if device_id is not None else "cpu"
 
     @pipeline_def(enable_conditionals=True, batch_size=cfg.batch_size, num_threads=cfg.num_threads, device_id=device_id,
-                  seed=cfg.seed, exec_async=False, exec_pipelined=False, prefetch_queue_depth=1)
+                  seed=cfg.seed, prefetch_queue_depth=2)
     def pipe():
         if cfg.train:  # (bytes, start, label); eval adds the second clip's start
             data, s0, labels = fn.external_source(source=source, num_outputs=3, batch=True, dtype=[types.UINT8, types.INT32, types.INT64])
@@ -66,17 +67,22 @@ def build_video_pipe(cfg: LoaderConfig, source: Callable, stored_size: int, devi
             return v
 
         if cfg.train:
-            v = clip(s0)
-            if aug.rrc_scale != (1.0, 1.0):
-                v = fn.random_resized_crop(v, size=[cfg.size, cfg.size], random_area=list(aug.rrc_scale), random_aspect_ratio=list(aug.rrc_ratio))
-            else:
-                v = fn.resize(v, size=[cfg.size, cfg.size])
-            if aug.rand_n > 0:
-                v = rand_augment.rand_augment(v, n=aug.rand_n, m=aug.rand_m)
-            v = _normalise(v, cfg, "CFHW", flip=True)
-            if aug.erase > 0:
-                v = _erase(v, cfg)
-            return v, labels
+            decoded = clip(s0)
+            views = []
+            for _ in range(cfg.views):  # each view draws its own random parameters
+                v = decoded
+                if aug.rrc_scale != (1.0, 1.0):
+                    v = fn.random_resized_crop(v, size=[cfg.size, cfg.size], random_area=list(aug.rrc_scale),
+                                               random_aspect_ratio=list(aug.rrc_ratio))
+                else:
+                    v = fn.resize(v, size=[cfg.size, cfg.size])
+                if aug.rand_n > 0:
+                    v = rand_augment.rand_augment(v, n=aug.rand_n, m=aug.rand_m)
+                v = _normalise(v, cfg, "CFHW", flip=True)
+                if aug.erase > 0:
+                    v = _erase(v, cfg)
+                views.append(v)
+            return (views[0] if cfg.views == 1 else fn.stack(*views)), labels
         first, last = (_normalise(fn.resize(clip(s), size=[cfg.size, cfg.size]), cfg, "CFHW", flip=False) for s in (s0, s1))
         return first, last, labels
 
@@ -92,7 +98,7 @@ def build_image_pipe(cfg: LoaderConfig, source: Callable, device_id: int | None)
     decode_on = "mixed" if device_id is not None else "cpu"
 
     @pipeline_def(enable_conditionals=True, batch_size=cfg.batch_size, num_threads=cfg.num_threads, device_id=device_id,
-                  seed=cfg.seed, exec_async=False, exec_pipelined=False, prefetch_queue_depth=1)
+                  seed=cfg.seed, prefetch_queue_depth=2)
     def pipe():
         data, labels = fn.external_source(source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT64])
         img = fn.decoders.image(data, device=decode_on, output_type=types.RGB)

@@ -1,7 +1,8 @@
 """Loaders: one epoch of batches from a ``ShardDataset``, on DALI or the PyTorch fallback.
 
-Batches are dicts: ``pixels`` (train clips (B,3,T,H,W); test clips (B,2,3,T,H,W), the first
-and last clip of each video; images (B,3,H,W)), ``labels`` (B,) int64 and ``keys``.
+Batches are dicts: ``pixels`` (train clips (B,3,T,H,W), or (B,V,3,T,H,W) with ``views`` V > 1;
+test clips (B,2,3,T,H,W), the first and last clip of each video; images (B,3,H,W)),
+``labels`` (B,) int64 and ``keys``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Loader:
         self.num_samples = num_samples
         self.video = ds.modality == "video"
         self._pipe = None
-        self._queue: list[Batch] = []
+        self._pending: Iterator[Batch] = iter(())
 
     def batches(self, epoch: int) -> list[Batch]:
         return epoch_batches(self.ds, self.cfg, epoch=epoch, rank=self.rank, world=self.world, num_samples=self.num_samples)
@@ -77,7 +78,8 @@ class Loader:
 
     # ------------------------------------------------------------------ DALI
     def _dali_source(self):
-        batch = self._queue.pop(0)
+        """Called by DALI (possibly ahead of the consumer): the next batch of the epoch."""
+        batch = next(self._pending)  # StopIteration ends DALI's epoch
         data = [self._bytes(int(p)) for p in batch.positions]
         labels = [np.asarray(self.ds.labels[p], dtype=np.int64) for p in batch.positions]
         if not self.video:
@@ -92,24 +94,40 @@ class Loader:
     def _dali_epoch(self, batches: list[Batch]) -> Iterator[dict]:
         from .dali_pipes import build_image_pipe, build_video_pipe
 
+        self._pending = iter(batches)
         if self._pipe is None:
             self._pipe = (build_video_pipe(self.cfg, self._dali_source, self.ds.manifest.preprocess.size, self.device_id)
                           if self.video else build_image_pipe(self.cfg, self._dali_source, self.device_id))
             with warnings.catch_warnings():  # DALI's RandAugment uses deprecated aliases of its own ops
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self._pipe.build()
+        finished = False
+        try:
+            yield from self._dali_batches(batches)
+            finished = True
+        finally:
+            if not finished:  # abandoned mid-epoch: DALI holds prefetched batches; start afresh
+                self._pipe = None
+
+    def _dali_batches(self, batches: list[Batch]) -> Iterator[dict]:
         for batch in batches:
-            self._queue = [batch]
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)
                     outs = self._pipe.run()
             except RuntimeError as err:
+                self._pipe = None  # a failed pipeline cannot continue; rebuild next epoch
                 shards = sorted({str(self.ds.reader.paths[self.ds.reader.locations[self.ds.keys[p]].shard]) for p in batch.positions})
                 raise ShardError(f"{', '.join(shards)}: decoding failed in DALI ({str(err).strip().splitlines()[0][:200]})") from None
             tensors = [_to_torch(o) for o in outs]
             pixels = tensors[0] if self.cfg.train or not self.video else torch.stack(tensors[:2], dim=1)
             yield {"pixels": pixels, "labels": tensors[-1].long().view(-1), "keys": [self.ds.keys[p] for p in batch.positions]}
+        # drain: with prefetching DALI has already asked past the end; start the next epoch clean
+        try:
+            self._pipe.run()
+        except StopIteration:
+            pass
+        self._pipe.reset()
 
     # ------------------------------------------------------------------ PyTorch
     def _torch_epoch(self, batches: list[Batch], epoch: int) -> Iterator[dict]:
@@ -127,9 +145,13 @@ class Loader:
                     try:
                         if self.video:
                             n = int(self.ds.frames[p])
-                            clips = [tf(decode_clip(data, clip_indices(int(s), n, self.cfg.frames, self.cfg.stride)))
-                                     for s in np.atleast_1d(batch.starts[j])]
-                            items.append(clips[0] if self.cfg.train else torch.stack(clips))
+                            decoded = [decode_clip(data, clip_indices(int(s), n, self.cfg.frames, self.cfg.stride))
+                                       for s in np.atleast_1d(batch.starts[j])]
+                            if self.cfg.train:  # one decoded clip, ``views`` independent augmentations
+                                views = [tf(decoded[0]) for _ in range(self.cfg.views)]
+                                items.append(views[0] if self.cfg.views == 1 else torch.stack(views))
+                            else:
+                                items.append(torch.stack([tf(d) for d in decoded]))
                         else:
                             items.append(tf(decode_image(data)))
                     except (ValueError, OSError) as err:

@@ -230,3 +230,40 @@ def test_joint_loader_interleaves_single_source_batches(clip_shards, image_shard
     assert [t for t, _ in got] == joint.schedule(0)
     for task, batch in got:
         assert batch["pixels"].ndim == (5 if task == "video" else 4)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("dali", marks=needs_dali), "torch"])
+def test_pretraining_views_are_independent_augmentations_of_one_clip(clip_shards, backend):
+    m, out = clip_shards
+    ds = open_dataset(m, out, role="train")
+    c = cfg(True, views=4, augment=Augment(rand_n=0, erase=0.0, flip=0.5))
+    batch = next(iter(Loader(ds, c, backend=backend).epoch(0)))
+    x = batch["pixels"]
+    assert x.shape == (2, 4, 3, 8, 64, 64)
+    assert not torch.allclose(x[0, 0], x[0, 1])  # different random crops of the same clip
+
+
+def test_mixup_cutmix_on_clip_batches():
+    from pipelines.mixing import BatchMixer
+
+    torch.manual_seed(0)
+    mixer = BatchMixer(num_classes=3, mixup=0.8, cutmix=1.0, smoothing=0.1)
+    x = torch.randn(4, 3, 8, 16, 16)
+    y = torch.tensor([0, 1, 2, 0])
+    mixed, soft = mixer(x, y)
+    assert mixed.shape == x.shape and soft.shape == (4, 3)
+    torch.testing.assert_close(soft.sum(1), torch.ones(4))
+    assert (soft.max(1).values < 1.0).all()
+    odd_x, odd_soft = mixer(x[:3], y[:3])
+    assert torch.equal(odd_x, x[:3]) and torch.allclose(odd_soft.max(1).values, torch.full((3,), 0.9 + 0.1 / 3))
+
+
+@needs_dali
+def test_abandoned_epoch_does_not_leak_batches_into_the_next(clip_shards):
+    m, out = clip_shards
+    ds = open_dataset(m, out, role="train")
+    loader = Loader(ds, cfg(False), backend="dali")
+    next(iter(loader.epoch(0)))  # stop after one batch; DALI has prefetched more
+    full = [b["keys"] for b in loader.epoch(0)]
+    assert full == [["v0", "v1"], ["v2", "v3"], ["v4"]]
+    assert [b["keys"] for b in loader.epoch(1)] == full  # eval order does not depend on the epoch

@@ -1,0 +1,162 @@
+"""Training video pipeline throughput: our shards + DALI (CPU, or GPU ``mixed``) and our PyTorch
+fallback vs a reference-style loader (JPEG frame folders read with PIL in a DataLoader, as the
+authors' code does), on the same clips, same sampling and same augmentations.
+
+    python benchmarks/bench_data.py                       # CPU, 2 threads / 2 workers
+    python benchmarks/bench_data.py --device gpu          # DALI mixed decoding (needs a GPU)
+
+Clips are cut from ../shared/fixtures/WolfgangLanger_Pexels.mp4 (160x160 centre crop) when
+present, else synthesised. Every loader is timed over the same number of epochs, in
+alternation; the table reports clips/s, frames/s and bytes on disk per clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+from torch.utils.data import DataLoader, Dataset
+
+from pipelines import Loader, LoaderConfig, dali_available, open_dataset
+from pipelines.plan import epoch_batches
+from pipelines.sampling import clip_indices
+from pipelines.torch_fallback import TorchTransforms
+from preprocess.encode import encode_clip
+from preprocess.manifest import parse_manifest
+from preprocess.run import finalize, run_shards
+
+
+def source_clips(count: int, frames: int) -> list[np.ndarray]:
+    video = Path(os.environ.get("S4D_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures")) / "WolfgangLanger_Pexels.mp4"
+    if video.is_file():
+        from preprocess.media import read_video
+
+        all_frames, _ = read_video(video)
+        crop = all_frames[:, 50:350, 280:580]
+        import cv2
+
+        small = np.stack([cv2.resize(f, (160, 160), interpolation=cv2.INTER_AREA) for f in crop])
+        return [small[(i * frames) % (len(small) - frames):][:frames] for i in range(count)]
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (frames, 160, 160, 3), dtype=np.uint8) for _ in range(count)]
+
+
+class JpegFolderClips(Dataset):
+    """The reference style: one JPEG per frame, PIL decode of the sampled frames, transforms."""
+
+    def __init__(self, folders: list[Path], labels: list[int], cfg: LoaderConfig, starts: list[int]) -> None:
+        self.folders, self.labels, self.cfg, self.starts = folders, labels, cfg, starts
+        self.tf = TorchTransforms(cfg, video=True, stored_size=160)
+
+    def __len__(self) -> int:
+        return len(self.folders)
+
+    def __getitem__(self, i: int):
+        files = sorted(self.folders[i].iterdir())
+        idx = clip_indices(self.starts[i], len(files), self.cfg.frames, self.cfg.stride)
+        frames = np.stack([np.asarray(Image.open(files[j]).convert("RGB")) for j in idx])
+        return self.tf(frames), self.labels[i]
+
+
+def folder_bytes(paths) -> int:
+    return sum(p.stat().st_size for p in paths)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--clip-frames", type=int, default=64, help="frames per stored clip")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2, help="DALI threads = DataLoader workers")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    tmp = Path(tempfile.mkdtemp(prefix="s4d-bench-data-"))
+    try:
+        clips = source_clips(args.clips, args.clip_frames)
+        raw = tmp / "raw"
+        (raw / "jpg").mkdir(parents=True)
+        rows = ["path,label,split"]
+        jpeg_dirs = []
+        for i, clip in enumerate(clips):
+            (raw / f"c{i:03d}.webm").write_bytes(encode_clip(clip, 25.0, "vp9", 31))
+            rows.append(f"c{i:03d}.webm,{'ab'[i % 2]},train")
+            d = raw / "jpg" / f"c{i:03d}"
+            d.mkdir()
+            for j, f in enumerate(clip):
+                Image.fromarray(f).save(d / f"{j:05d}.jpg", quality=95)
+            jpeg_dirs.append(d)
+        (raw / "list.csv").write_text("\n".join(rows) + "\n")
+        m = parse_manifest({
+            "name": "bench", "modality": "video", "classes": ["a", "b"], "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
+            "preprocess": {"align": False, "size": 160}, "partitions": ["train"], "folds": {"main": {"train": ["train"], "test": []}},
+            "clip": {"frames": 16, "stride": 4},
+        }, tmp / "bench.json")
+        run_shards(m, raw, tmp / "shards")
+        finalize(m, tmp / "shards")
+        ds = open_dataset(m, tmp / "shards", role="train")
+        cfg = LoaderConfig(batch_size=args.batch, train=True, size=160, frames=16, stride=4, num_threads=args.workers)
+
+        device_id = 0 if args.device == "gpu" else None
+        loaders = {}
+        if dali_available():
+            where = "mixed" if device_id is not None else "cpu"
+            loaders[f"ours: shards + DALI ({where})"] = Loader(ds, cfg, backend="dali", device_id=device_id)
+            no_ra = replace(cfg, augment=replace(cfg.augment, rand_n=0))
+            loaders[f"ours: shards + DALI ({where}), RandAugment off"] = Loader(ds, no_ra, backend="dali", device_id=device_id)
+        loaders["ours: shards + PyTorch fallback (1 process)"] = Loader(ds, cfg, backend="torch")
+
+        def reference_epoch(epoch: int):
+            plan = epoch_batches(ds, cfg, epoch=epoch)
+            order = np.concatenate([b.positions for b in plan])
+            starts = np.concatenate([b.starts for b in plan])
+            folder_of = {k: d for k, d in zip([f"c{i:03d}" for i in range(len(clips))], jpeg_dirs)}
+            dset = JpegFolderClips([folder_of[ds.keys[p]] for p in order], [int(ds.labels[p]) for p in order], cfg, list(starts))
+            return DataLoader(dset, batch_size=args.batch, num_workers=args.workers, persistent_workers=False)
+
+        names = list(loaders) + [f"reference: JPEG folders + PIL DataLoader ({args.workers} workers)"]
+        times = {n: 0.0 for n in names}
+        for name, loader in loaders.items():  # warm-up (builds DALI graphs)
+            for _ in loader.epoch(99):
+                break
+        for epoch in range(args.epochs):
+            for name in names:
+                start = time.perf_counter()
+                it = loaders[name].epoch(epoch) if name in loaders else reference_epoch(epoch)
+                for _ in it:
+                    pass
+                times[name] += time.perf_counter() - start
+
+        n = len(ds) * args.epochs
+        shard_bytes = folder_bytes((tmp / "shards").glob("*.tar")) / len(ds)
+        jpeg_bytes = folder_bytes(p for d in jpeg_dirs for p in d.iterdir()) / len(ds)
+        ref_rate = n / times[names[-1]]
+        table = Table(title=f"training clips (16 frames, stride 4, 160 px, full augmentation), {len(ds)} clips x {args.epochs} epochs, batch {args.batch}")
+        for col in ("loader", "clips/s", "frames/s", "vs reference", "KiB on disk per clip"):
+            table.add_column(col)
+        for name in names:
+            rate = n / times[name]
+            size = jpeg_bytes if name.startswith("reference") else shard_bytes
+            table.add_row(name, f"{rate:.1f}", f"{rate * 16:.0f}", f"{rate / ref_rate:.2f}x", f"{size / 1024:.1f}")
+        console = Console()
+        console.print(table)
+        console.print(f"command: python benchmarks/bench_data.py --clips {args.clips} --clip-frames {args.clip_frames} "
+                      f"--batch {args.batch} --workers {args.workers} --epochs {args.epochs} --device {args.device}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
