@@ -267,3 +267,44 @@ def test_abandoned_epoch_does_not_leak_batches_into_the_next(clip_shards):
     full = [b["keys"] for b in loader.epoch(0)]
     assert full == [["v0", "v1"], ["v2", "v3"], ["v4"]]
     assert [b["keys"] for b in loader.epoch(1)] == full  # eval order does not depend on the epoch
+
+
+@needs_dali
+def test_corrupt_sample_in_dali_names_the_shard(clip_shards, tmp_path):
+    import shutil
+
+    m, out = clip_shards
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    tar = broken / "train-00000.tar"
+    data = bytearray(tar.read_bytes())
+    for i in range(600, len(data) - 1024, 7):
+        data[i] ^= 0x5A
+    tar.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match="train-00000.tar"):
+        list(Loader(open_dataset(m, broken, role="train"), cfg(False), backend="dali").epoch(0))
+
+
+@pytest.mark.gpu
+def test_mixed_gpu_decoding_matches_cpu(clip_shards):
+    m, out = clip_shards
+    ds = open_dataset(m, out, role="train")
+    cpu = list(Loader(ds, cfg(False), backend="dali").epoch(0))
+    gpu = list(Loader(ds, cfg(False), backend="dali", device_id=0).epoch(0))
+    for a, b in zip(cpu, gpu):
+        assert b["pixels"].is_cuda and (a["pixels"] - b["pixels"].cpu()).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("backend", [pytest.param("dali", marks=needs_dali), "torch"])
+def test_voxceleb_style_crop_before_resizing(clip_shards, backend):
+    m, out = clip_shards
+    ds = open_dataset(m, out, role="train")
+    plain = next(iter(Loader(ds, LoaderConfig(batch_size=2, train=False, size=32, frames=8, stride=2), backend=backend).epoch(0)))
+    cropped = next(iter(Loader(ds, LoaderConfig(batch_size=2, train=False, size=32, frames=8, stride=2, crop=(0, 16, 32, 32)),
+                               backend=backend).epoch(0)))
+    assert cropped["pixels"].shape == plain["pixels"].shape == (2, 2, 3, 8, 32, 32)
+    assert not torch.allclose(cropped["pixels"], plain["pixels"], atol=0.1)
+    if backend == "dali":
+        ref = next(iter(Loader(ds, LoaderConfig(batch_size=2, train=False, size=32, frames=8, stride=2, crop=(0, 16, 32, 32)),
+                               backend="torch").epoch(0)))
+        assert (ref["pixels"] - cropped["pixels"]).abs().mean() < 0.05  # the same region on both backends
