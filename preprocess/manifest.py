@@ -117,12 +117,16 @@ def resolve_manifest_path(name: str | os.PathLike) -> Path:
     raise ManifestError(f"manifest {str(name)!r} not found (bare names resolve in manifests/: {', '.join(available)})")
 
 
-def load_manifest(name: str | os.PathLike) -> Manifest:
+def _read_json(name: str | os.PathLike) -> tuple[Any, Path]:
     path = resolve_manifest_path(name)
     try:
-        raw = json.loads(path.read_text())
+        return json.loads(path.read_text()), path
     except json.JSONDecodeError as err:
         raise ManifestError(f"{path}: not valid JSON ({err})") from None
+
+
+def load_manifest(name: str | os.PathLike) -> Manifest:
+    raw, path = _read_json(name)
     return parse_manifest(raw, path)
 
 
@@ -277,11 +281,7 @@ class Mixture:
 
 
 def load_mixture(name: str | os.PathLike) -> Mixture:
-    path = resolve_manifest_path(name)
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ManifestError(f"{path}: not valid JSON ({err})") from None
+    raw, path = _read_json(name)
     src = str(path)
     d = _fields(Mixture, raw, "the mixture", src)
     if not isinstance(d["sources"], list) or not d["sources"]:
