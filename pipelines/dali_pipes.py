@@ -44,14 +44,14 @@ def _normalise(x, cfg: LoaderConfig, layout: str, flip: bool):
     )
 
 
-def build_video_pipe(cfg: LoaderConfig, source: Callable, stored_size: int, device_id: int | None):
+def build_video_pipe(cfg: LoaderConfig, source: Callable, stored_size: int, device_id: int | None, seed: int):
     """Outputs: train -> (clips (B,3,T,H,W) float, or (B,V,3,T,H,W) with ``views`` > 1, labels);
     eval -> (first clips, last clips, labels)."""
     aug = cfg.augment
     decode_on = "mixed" if device_id is not None else "cpu"
 
     @pipeline_def(enable_conditionals=True, batch_size=cfg.batch_size, num_threads=cfg.num_threads, device_id=device_id,
-                  seed=cfg.seed, prefetch_queue_depth=2)
+                  seed=seed, prefetch_queue_depth=2)
     def pipe():
         if cfg.train:  # (bytes, start, label); eval adds the second clip's start
             data, s0, labels = fn.external_source(source=source, num_outputs=3, batch=True, dtype=[types.UINT8, types.INT32, types.INT64])
@@ -91,14 +91,14 @@ def build_video_pipe(cfg: LoaderConfig, source: Callable, stored_size: int, devi
         return pipe()
 
 
-def build_image_pipe(cfg: LoaderConfig, source: Callable, device_id: int | None):
+def build_image_pipe(cfg: LoaderConfig, source: Callable, device_id: int | None, seed: int):
     """Outputs: (images (B,3,H,W) float, labels). Train: resize shorter side to
     ``image_resize``, random ``size`` crop, flip, RandAugment, erasing; eval: centre crop."""
     aug = cfg.augment
     decode_on = "mixed" if device_id is not None else "cpu"
 
     @pipeline_def(enable_conditionals=True, batch_size=cfg.batch_size, num_threads=cfg.num_threads, device_id=device_id,
-                  seed=cfg.seed, prefetch_queue_depth=2)
+                  seed=seed, prefetch_queue_depth=2)
     def pipe():
         data, labels = fn.external_source(source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT64])
         img = fn.decoders.image(data, device=decode_on, output_type=types.RGB)

@@ -57,6 +57,7 @@ class Loader:
         self.num_samples = num_samples
         self.video = ds.modality == "video"
         self._pipe = None
+        self._pipe_seed: int | None = None
         self._pending: Iterator[Batch] = iter(())
 
     def batches(self, epoch: int) -> list[Batch]:
@@ -91,13 +92,17 @@ class Loader:
         s1 = [np.asarray(s[-1], dtype=np.int32) for s in starts]
         return data, s0, s1, labels
 
-    def _dali_epoch(self, batches: list[Batch]) -> Iterator[dict]:
+    def _dali_epoch(self, batches: list[Batch], epoch: int) -> Iterator[dict]:
         from .dali_pipes import build_image_pipe, build_video_pipe
 
         self._pending = iter(batches)
-        if self._pipe is None:
-            self._pipe = (build_video_pipe(self.cfg, self._dali_source, self.ds.manifest.preprocess.size, self.device_id)
-                          if self.video else build_image_pipe(self.cfg, self._dali_source, self.device_id))
+        # DALI's random augmentation is seeded per (seed, epoch, rank): ranks differ, and a
+        # resumed run repeats exactly the epoch it resumes (eval draws nothing: one seed).
+        seed = int(np.random.default_rng([self.cfg.seed, epoch, 4000 + self.rank]).integers(2**31)) if self.cfg.train else self.cfg.seed
+        if self._pipe is None or seed != self._pipe_seed:
+            self._pipe_seed = seed
+            self._pipe = (build_video_pipe(self.cfg, self._dali_source, self.ds.manifest.preprocess.size, self.device_id, seed)
+                          if self.video else build_image_pipe(self.cfg, self._dali_source, self.device_id, seed))
             with warnings.catch_warnings():  # DALI's RandAugment uses deprecated aliases of its own ops
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self._pipe.build()
@@ -164,7 +169,7 @@ class Loader:
 
     def epoch(self, epoch: int) -> Iterator[dict]:
         batches = self.batches(epoch)
-        return self._dali_epoch(batches) if self.backend == "dali" else self._torch_epoch(batches, epoch)
+        return self._dali_epoch(batches, epoch) if self.backend == "dali" else self._torch_epoch(batches, epoch)
 
 
 def _to_torch(out) -> torch.Tensor:

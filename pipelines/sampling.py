@@ -17,9 +17,10 @@ def train_start(num_frames: int, frames: int, stride: int, u: float) -> int:
 
 
 def eval_starts(num_frames: int, frames: int, stride: int) -> tuple[int, int]:
-    """The test protocol's two clips: the first and the last ``frames`` strided frames."""
-    span = (frames - 1) * stride + 1
-    return 0, max(num_frames - span, 0)
+    """The test protocol's two clips: the first and the last ``frames`` entries of the grid
+    ``range(0, num_frames, stride)`` (as the reference test code samples them)."""
+    grid = -(-num_frames // stride)  # len(range(0, num_frames, stride))
+    return 0, stride * max(grid - frames, 0)
 
 
 def clip_indices(start: int, num_frames: int, frames: int, stride: int) -> np.ndarray:
@@ -45,8 +46,12 @@ def epoch_order(
         classes, counts = np.unique(labels, return_counts=True)
         weight = 1.0 / counts[np.searchsorted(classes, labels)]
         return rng.choice(n, size=num_samples or n, replace=True, p=weight / weight.sum())
-    order = _rng(seed, epoch, 0).permutation(n) if shuffle else np.arange(n)
-    return order if num_samples is None else order[:num_samples]
+    if num_samples is None or num_samples <= n:
+        order = _rng(seed, epoch, 0).permutation(n) if shuffle else np.arange(n)
+        return order if num_samples is None else order[:num_samples]
+    rng = _rng(seed, epoch, 0)  # more than one pass: successive permutations, each sample once per pass
+    passes = [rng.permutation(n) if shuffle else np.arange(n) for _ in range(-(-num_samples // n))]
+    return np.concatenate(passes)[:num_samples]
 
 
 def rank_slice(order: np.ndarray, rank: int, world: int, *, pad: bool) -> np.ndarray:

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .media import MediaError
+
+MIN_DETECT_SIDE = 24  # MTCNN's smallest pyramid level needs at least 12 px; keep a margin
+
 
 @dataclass(frozen=True)
 class Face:
@@ -88,6 +92,8 @@ class FaceDetector:
         """(T, H, W, 3) uint8 RGB -> the best face per frame, or None."""
         out: list[Face | None] = []
         h, w = frames.shape[1:3]
+        if min(h, w) * min(1.0, self.max_side / max(h, w)) < MIN_DETECT_SIDE:
+            raise MediaError(f"frames of {w}x{h} are too small (or too thin) for face detection")
         scale = min(1.0, self.max_side / max(h, w))
         size = (round(w * scale), round(h * scale))
         for i in range(0, len(frames), self.batch_size):

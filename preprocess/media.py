@@ -28,8 +28,8 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_video(path: Path) -> tuple[np.ndarray, float]:
-    """(T, H, W, 3) uint8 RGB frames and frames per second. A file that breaks off part-way
-    keeps the frames decoded so far only if there are any; otherwise it is an error."""
+    """(T, H, W, 3) uint8 RGB frames and frames per second. A file that cannot be decoded to
+    the end is an error (the sample is reported and skipped, never stored half)."""
     import av
 
     frames: list[np.ndarray] = []
@@ -49,6 +49,8 @@ def read_video(path: Path) -> tuple[np.ndarray, float]:
         raise MediaError(f"{path}: video breaks off after {len(frames)} frames ({err.__class__.__name__})") from None
     if not frames:
         raise MediaError(f"{path}: video has no decodable frames")
+    if len({f.shape for f in frames}) != 1:
+        raise MediaError(f"{path}: frame size changes within the video {sorted({f.shape[:2] for f in frames})}")
     return np.stack(frames), fps
 
 

@@ -11,6 +11,7 @@ skips finished shards, and an interrupted shard leaves only ``*.tmp`` files that
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -121,7 +122,11 @@ def run_task(task: ShardTask, out_dir: Path, process: Callable[[RawSample], tupl
             try:
                 components, row = process(s)
             except (MediaError, NotEnoughFaces) as err:
-                reason = str(err) if isinstance(err, MediaError) else f"{s.source}: {err}"
+                reason = str(err) if str(err).startswith(str(s.source)) else f"{s.source}: {err}"
+                problems.append({"id": s.original_id, "key": s.key, "partition": s.partition, "reason": reason})
+                continue
+            except Exception as err:  # any other failure of one sample must not stop the run
+                reason = f"{s.source}: failed ({type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''})"
                 problems.append({"id": s.original_id, "key": s.key, "partition": s.partition, "reason": reason})
                 continue
             writer.write(s.key, components)
@@ -161,21 +166,25 @@ def check_plan(out_dir: Path, manifest: Manifest, tasks: list[ShardTask], adapte
     """Store the plan on the first run; refuse to mix shards of a different plan later."""
     plan = {
         "manifest": manifest.name,
-        "shard_samples": manifest.preprocess.shard_samples,
-        "shards": {t.name: [s.key for s in t.samples] for t in tasks},
+        "classes": list(manifest.classes),
+        "preprocess": dataclasses.asdict(manifest.preprocess),
+        "shards": {t.name: [[s.key, s.label] for s in t.samples] for t in tasks},
         "excluded": dict(adapter.excluded),
         "listing_problems": [{"id": p.original_id, "reason": p.reason} for p in adapter.problems],
     }
     path = out_dir / PLAN_FILE
     if path.is_file():
-        old = json.loads(path.read_text())
-        if old.get("shards") != plan["shards"]:
-            changed = sorted(set(old.get("shards", {})) ^ set(plan["shards"]) or
-                             [k for k in plan["shards"] if old["shards"].get(k) != plan["shards"][k]])
-            raise ManifestError(
-                f"{path}: the raw data or shard size changed since this output was started (shards {changed[:3]} differ); "
-                "use a new --out directory"
-            )
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ManifestError(f"{path}: unreadable ({err}); remove it and the shards beside it, or use a new --out") from None
+        for field in ("manifest", "classes", "preprocess", "shards"):
+            if old.get(field) != plan[field]:
+                what = "the samples or their labels" if field == "shards" else field
+                raise ManifestError(
+                    f"{path}: {what} changed since this output was started; finishing would mix two datasets in one "
+                    "folder: use a new --out directory"
+                )
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, plan)
@@ -237,6 +246,9 @@ def finalize(manifest: Manifest, out_dir: Path) -> dict[str, Any]:
     if not plan_path.is_file():
         raise ManifestError(f"{out_dir}: no {PLAN_FILE}; run the shards step first")
     plan = json.loads(plan_path.read_text())
+    if plan.get("manifest") != manifest.name or plan.get("classes") != list(manifest.classes):
+        raise ManifestError(f"{plan_path}: written for manifest {plan.get('manifest')!r} with classes {plan.get('classes')}, "
+                            f"not {manifest.name!r} with {list(manifest.classes)}")
     missing = [name for name in plan["shards"] if not record_path(out_dir, name).is_file()]
     if missing:
         raise ManifestError(f"{out_dir}: {len(missing)} shard(s) not done yet ({', '.join(missing[:3])}...): run the remaining --part jobs")

@@ -1,5 +1,6 @@
 """Loading pipelines on shards written by the preprocessing code: DALI (CPU) and the fallback."""
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -24,8 +25,9 @@ def test_clip_sampling_rule_by_hand():
     # short clip: start 0 and the last frame repeats
     assert train_start(30, 16, 4, 0.7) == 0
     assert clip_indices(0, 30, 16, 4).tolist() == [0, 4, 8, 12, 16, 20, 24, 28] + [29] * 8
-    # test protocol: first and last 16 strided frames (span 61 frames)
-    assert eval_starts(100, 16, 4) == (0, 39) and clip_indices(39, 100, 16, 4)[-1] == 99
+    # test protocol: first and last 16 entries of the grid range(0, n, stride)
+    assert eval_starts(100, 16, 4) == (0, 36) and clip_indices(36, 100, 16, 4).tolist() == list(range(36, 100, 4))
+    assert eval_starts(101, 16, 4) == (0, 40) and clip_indices(40, 101, 16, 4)[-1] == 100
     assert eval_starts(40, 16, 4) == (0, 0)
     assert eval_starts(16, 16, 1) == (0, 0) and eval_starts(17, 16, 1) == (0, 1)
 
@@ -38,6 +40,11 @@ def test_rank_split_covers_each_sample_once():
     assert len(padded[0]) == len(padded[1]) == 6 and set(np.concatenate(padded).tolist()) == set(range(11))
     with pytest.raises(ValueError, match="rank 2 outside world size 2"):
         rank_slice(order, 2, 2, pad=False)
+
+
+def test_more_than_one_pass_without_balancing():
+    order = epoch_order(np.zeros(5), seed=0, epoch=0, shuffle=True, num_samples=12)
+    assert len(order) == 12 and sorted(order[:5]) == sorted(order[5:10]) == list(range(5))
 
 
 def test_class_balanced_draws_and_epoch_determinism():
@@ -308,3 +315,67 @@ def test_voxceleb_style_crop_before_resizing(clip_shards, backend):
         ref = next(iter(Loader(ds, LoaderConfig(batch_size=2, train=False, size=32, frames=8, stride=2, crop=(0, 16, 32, 32)),
                                backend="torch").epoch(0)))
         assert (ref["pixels"] - cropped["pixels"]).abs().mean() < 0.05  # the same region on both backends
+
+
+@pytest.fixture(scope="module")
+def coded_shards(tmp_path_factory):
+    """Clips whose frame t is a flat grey of level 5*t (MJPEG at q 2: no drift between frames),
+    so decoded pixels tell the frame index."""
+    tmp = tmp_path_factory.mktemp("coded")
+    raw = tmp / "raw"
+    raw.mkdir()
+    rows = ["path,label,split"]
+    for i, n in enumerate((13, 30, 47)):
+        frames = np.repeat((5 * np.arange(n, dtype=np.uint8))[:, None, None, None], 64, axis=1).repeat(64, axis=2).repeat(3, axis=3)
+        write_video(raw / f"c{i}.avi", frames, codec="mjpeg")
+        rows.append(f"c{i}.avi,a,train")
+    (raw / "list.csv").write_text("\n".join(rows) + "\n")
+    raw_manifest = json.loads(json.dumps(_video_manifest(tmp).to_dict()))
+    raw_manifest["preprocess"].update(codec="mjpeg", quality=2)
+    m = parse_manifest(raw_manifest, tmp / "coded.json")
+    run_shards(m, raw, tmp / "out")
+    finalize(m, tmp / "out")
+    return m, tmp / "out"
+
+
+def _frame_ids(clip_CTHW, cfg_):
+    mean = torch.tensor(cfg_.mean).view(3, 1, 1, 1)
+    std = torch.tensor(cfg_.std).view(3, 1, 1, 1)
+    grey = ((clip_CTHW * std + mean) * 255).mean(dim=(0, 2, 3))
+    return torch.round(grey / 5).long().tolist()
+
+
+@pytest.mark.parametrize("backend", [pytest.param("dali", marks=needs_dali), "torch"])
+@pytest.mark.parametrize("train", [True, False])
+def test_decoded_frames_are_exactly_the_planned_indices(coded_shards, backend, train):
+    m, out = coded_shards
+    ds = open_dataset(m, out, role="train")
+    c = cfg(train, augment=Augment.off())
+    loader = Loader(ds, c, backend=backend)
+    for epoch in (0, 1):
+        for plan, batch in zip(loader.batches(epoch), loader.epoch(epoch)):
+            for j, pos in enumerate(plan.positions):
+                n = int(ds.frames[pos])
+                starts = np.atleast_1d(plan.starts[j])
+                clips = [batch["pixels"][j]] if train else list(batch["pixels"][j])
+                for start, clip in zip(starts, clips):
+                    assert _frame_ids(clip, c) == clip_indices(int(start), n, 8, 2).tolist()
+
+
+@needs_dali
+def test_dali_augmentation_depends_on_epoch_and_rank_not_on_history(clip_shards):
+    m, out = clip_shards
+    ds = open_dataset(m, out, role="train")
+    c = cfg(True, augment=Augment(rand_n=0, flip=0.0, erase=1.0))
+    running = Loader(ds, c, backend="dali")
+    for epoch in range(3):
+        list(running.epoch(epoch))
+    continued = list(running.epoch(3))
+    resumed = list(Loader(ds, c, backend="dali").epoch(3))  # a fresh loader, as after a restart
+    assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(continued, resumed))
+    r0 = Loader(ds, c, rank=0, world=2, backend="dali")
+    r1 = Loader(ds, c, rank=1, world=2, backend="dali")
+    assert r0._pipe_seed is None
+    next(iter(r0.epoch(0)))
+    next(iter(r1.epoch(0)))
+    assert r0._pipe_seed != r1._pipe_seed

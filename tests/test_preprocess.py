@@ -304,3 +304,30 @@ def test_own_csv_becomes_a_manifest(tmp_path):
     assert "manifest for training" in res.output and (tmp_path / "data" / "list" / "manifest.json").is_file()
     res = CliRunner().invoke(app, ["inspect", str(tmp_path / "data" / "list"), "--verify"])
     assert res.exit_code == 0 and "verified: 2 shards" in res.output, res.output
+
+
+def test_changed_labels_or_settings_are_not_mixed_into_old_shards(tmp_path):
+    raw = make_raw(tmp_path / "raw")
+    run_shards(csv_manifest(tmp_path), raw, tmp_path / "out", part=(0, 2))
+    with pytest.raises(ValueError, match="preprocess changed since this output was started"):
+        run_shards(csv_manifest(tmp_path, size=32), raw, tmp_path / "out", part=(1, 2))
+    (raw / "list.csv").write_text((raw / "list.csv").read_text().replace("v1.webm,upset", "v1.webm,calm"))
+    with pytest.raises(ValueError, match="the samples or their labels changed"):
+        run_shards(csv_manifest(tmp_path), raw, tmp_path / "out", part=(1, 2))
+
+
+def test_tiny_or_odd_media_are_reported_not_fatal(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_image(raw / "tiny.jpg", np.zeros((10, 10, 3), np.uint8))
+    write_image(raw / "ok.jpg", moving_square(1, 120, 100)[0])
+    (raw / "list.csv").write_text("path,label,split\ntiny.jpg,calm,train\nok.jpg,upset,train\n")
+    m = parse_manifest({**json.loads(json.dumps(csv_manifest(tmp_path).to_dict())), "modality": "image", "clip": None,
+                        "preprocess": {"align": True, "size": 48, "codec": "jpeg", "quality": 90}}, tmp_path / "img.json")
+    out = tmp_path / "out"
+    run_shards(m, raw, out)
+    result = finalize(m, out)
+    reasons = {p["id"]: p["reason"] for p in result["problems"]}
+    assert "tiny.jpg" in reasons["tiny.jpg"] and "too small" in reasons["tiny.jpg"]
+    assert "ok.jpg: no face found" in reasons["ok.jpg"]  # a readable image without a face: reported too
+    assert result["counts"]["train"] == 0
