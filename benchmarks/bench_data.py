@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipelines import Loader, LoaderConfig, dali_available, open_dataset
 from pipelines.plan import epoch_batches
@@ -52,20 +52,42 @@ def source_clips(count: int, frames: int) -> list[np.ndarray]:
 
 
 class JpegFolderClips(Dataset):
-    """The reference style: one JPEG per frame, PIL decode of the sampled frames, transforms."""
+    """The reference style: one JPEG per frame, PIL decode of the sampled frames, transforms.
+    Items are ``(epoch, i)``: the dataset derives the epoch's plan itself (the same pure plan
+    our loaders use), so persistent workers need no state from the main process."""
 
-    def __init__(self, folders: list[Path], labels: list[int], cfg: LoaderConfig, starts: list[int]) -> None:
-        self.folders, self.labels, self.cfg, self.starts = folders, labels, cfg, starts
+    def __init__(self, ds, folder_of: dict[str, Path], cfg: LoaderConfig) -> None:
+        self.ds, self.folder_of, self.cfg = ds, folder_of, cfg
         self.tf = TorchTransforms(cfg, video=True, stored_size=160)
+        self._plans: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        if epoch not in self._plans:
+            batches = epoch_batches(self.ds, self.cfg, epoch=epoch)
+            self._plans[epoch] = (np.concatenate([b.positions for b in batches]), np.concatenate([b.starts for b in batches]))
+        return self._plans[epoch]
 
     def __len__(self) -> int:
-        return len(self.folders)
+        return len(self.ds)
 
-    def __getitem__(self, i: int):
-        files = sorted(self.folders[i].iterdir())
-        idx = clip_indices(self.starts[i], len(files), self.cfg.frames, self.cfg.stride)
+    def __getitem__(self, item: tuple[int, int]):
+        epoch, i = item
+        order, starts = self.plan(epoch)
+        files = sorted(self.folder_of[self.ds.keys[order[i]]].iterdir())
+        idx = clip_indices(int(starts[i]), len(files), self.cfg.frames, self.cfg.stride)
         frames = np.stack([np.asarray(Image.open(files[j]).convert("RGB")) for j in idx])
-        return self.tf(frames), self.labels[i]
+        return self.tf(frames), int(self.ds.labels[order[i]])
+
+
+class EpochSampler(Sampler):
+    def __init__(self, n: int) -> None:
+        self.n, self.epoch = n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter([(self.epoch, i) for i in range(self.n)])
 
 
 def folder_bytes(paths) -> int:
@@ -118,31 +140,38 @@ def main() -> None:
             loaders[f"ours: shards + DALI ({where}), RandAugment off"] = Loader(ds, no_ra, backend="dali", device_id=device_id)
         loaders["ours: shards + PyTorch fallback (1 process)"] = Loader(ds, cfg, backend="torch")
 
-        def reference_epoch(epoch: int):
-            plan = epoch_batches(ds, cfg, epoch=epoch)
-            order = np.concatenate([b.positions for b in plan])
-            starts = np.concatenate([b.starts for b in plan])
-            folder_of = {k: d for k, d in zip([f"c{i:03d}" for i in range(len(clips))], jpeg_dirs)}
-            dset = JpegFolderClips([folder_of[ds.keys[p]] for p in order], [int(ds.labels[p]) for p in order], cfg, list(starts))
-            return DataLoader(dset, batch_size=args.batch, num_workers=args.workers, persistent_workers=False)
+        folder_of = {f"c{i:03d}": d for i, d in enumerate(jpeg_dirs)}
 
-        names = list(loaders) + [f"reference: JPEG folders + PIL DataLoader ({args.workers} workers)"]
+        class Reference:  # a warm DataLoader with persistent workers, one epoch per call
+            def __init__(self, c: LoaderConfig) -> None:
+                self.sampler = EpochSampler(len(ds))
+                self.loader = DataLoader(JpegFolderClips(ds, folder_of, c), batch_size=args.batch, sampler=self.sampler,
+                                         num_workers=args.workers, persistent_workers=True)
+
+            def epoch(self, epoch: int):
+                self.sampler.epoch = epoch
+                return iter(self.loader)
+
+        loaders[f"reference: JPEG folders + PIL DataLoader ({args.workers} workers)"] = Reference(cfg)
+        loaders[f"reference ({args.workers} workers), RandAugment off"] = Reference(replace(cfg, augment=replace(cfg.augment, rand_n=0)))
+
+        names = list(loaders)
         times = {n: 0.0 for n in names}
-        for name, loader in loaders.items():  # warm-up (builds DALI graphs)
+        for name, loader in loaders.items():  # warm-up: DALI graphs built, DataLoader workers started
             for _ in loader.epoch(99):
                 break
         for epoch in range(args.epochs):
             for name in names:
                 start = time.perf_counter()
-                it = loaders[name].epoch(epoch) if name in loaders else reference_epoch(epoch)
-                for _ in it:
+                for _ in loaders[name].epoch(epoch):
                     pass
                 times[name] += time.perf_counter() - start
 
         n = len(ds) * args.epochs
         shard_bytes = folder_bytes((tmp / "shards").glob("*.tar")) / len(ds)
         jpeg_bytes = folder_bytes(p for d in jpeg_dirs for p in d.iterdir()) / len(ds)
-        ref_rate = n / times[names[-1]]
+        ref_name = next(k for k in names if k.startswith("reference") and "off" not in k)
+        ref_rate = n / times[ref_name]
         table = Table(title=f"training clips (16 frames, stride 4, 160 px, full augmentation), {len(ds)} clips x {args.epochs} epochs, batch {args.batch}")
         for col in ("loader", "clips/s", "frames/s", "vs reference", "KiB on disk per clip"):
             table.add_column(col)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .manifest import Manifest, ManifestError, load_manifest, parse_manifest, verify_shards
+from .manifest import Manifest, ManifestError, load_manifest, parse_manifest, read_json_file, verify_shards
 
 
 def _resolve(target: str, data_root: str | Path | None) -> tuple[Path, Manifest | None]:
@@ -14,11 +13,11 @@ def _resolve(target: str, data_root: str | Path | None) -> tuple[Path, Manifest 
     folder = Path(target)
     if folder.is_dir():
         if (folder / "manifest.json").is_file():
-            return folder, parse_manifest(json.loads((folder / "manifest.json").read_text()), folder / "manifest.json")
+            return folder, parse_manifest(read_json_file(folder / "manifest.json"), folder / "manifest.json")
         if (folder / "shards.json").is_file():
             try:
-                return folder, load_manifest(json.loads((folder / "shards.json").read_text())["manifest"])
-            except ManifestError:
+                return folder, load_manifest(read_json_file(folder / "shards.json")["manifest"])
+            except (ManifestError, KeyError, TypeError):
                 return folder, None
         return folder, None
     m = load_manifest(target)
@@ -40,7 +39,7 @@ def describe(target: str, data_root: str | Path | None = None) -> str:
     index, summary_path = folder / "index.parquet", folder / "shards.json"
     if not index.is_file() or not summary_path.is_file():
         raise ManifestError(f"{folder}: no index.parquet/shards.json (run `s4d shards` first)")
-    summary = json.loads(summary_path.read_text())
+    summary = read_json_file(summary_path)
     rows = pq.read_table(index).to_pylist()
     classes = summary["classes"]
     lines = [f"{summary['manifest']}: {len(rows)} samples, {len(summary['shards'])} shards, "

@@ -117,12 +117,19 @@ def resolve_manifest_path(name: str | os.PathLike) -> Path:
     raise ManifestError(f"manifest {str(name)!r} not found (bare names resolve in manifests/: {', '.join(available)})")
 
 
-def _read_json(name: str | os.PathLike) -> tuple[Any, Path]:
-    path = resolve_manifest_path(name)
+def read_json_file(path: Path) -> Any:
+    """JSON from a file; any failure is a ``ManifestError`` naming the file."""
     try:
-        return json.loads(path.read_text()), path
+        return json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
         raise ManifestError(f"{path}: not valid JSON ({err})") from None
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot read ({err.strerror})") from None
+
+
+def _read_json(name: str | os.PathLike) -> tuple[Any, Path]:
+    path = resolve_manifest_path(name)
+    return read_json_file(path), path
 
 
 def load_manifest(name: str | os.PathLike) -> Manifest:
@@ -310,7 +317,10 @@ def verify_shards(manifest: Manifest, folder: str | os.PathLike, *, checksums: b
     summary_path = folder / "shards.json"
     if not summary_path.is_file():
         raise ManifestError(f"{summary_path}: missing; preprocess first (s4d shards --manifest {manifest.name})")
-    summary = json.loads(summary_path.read_text())
+    summary = read_json_file(summary_path)
+    missing_keys = sorted({"manifest", "classes", "shards", "counts"} - set(summary if isinstance(summary, dict) else {}))
+    if missing_keys:
+        raise ManifestError(f"{summary_path}: missing field(s) {missing_keys}; re-run `s4d shards` to rewrite it")
     if summary.get("manifest") != manifest.name:
         raise ManifestError(f"{summary_path}: written for manifest {summary.get('manifest')!r}, not {manifest.name!r}")
     if tuple(summary.get("classes", ())) != manifest.classes:

@@ -30,6 +30,10 @@ def manifest_from_csv(
         raise ManifestError(f"{path}: header must contain path,label (and optionally split or fold), got {sorted(cols)}")
     if not rows:
         raise ManifestError(f"{path}: no samples")
+    for i, row in enumerate(rows, start=2):
+        needed = ["path", "label"] + [c for c in ("fold", "split") if c in cols][:1]
+        if any(not row.get(c) for c in needed):
+            raise ManifestError(f"{path}:{i}: empty or missing field(s) in {dict(row)}")
     labels = sorted({r["label"] for r in rows})
     if classes:
         unknown = sorted(set(labels) - set(classes))

@@ -331,3 +331,17 @@ def test_tiny_or_odd_media_are_reported_not_fatal(tmp_path):
     assert "tiny.jpg" in reasons["tiny.jpg"] and "too small" in reasons["tiny.jpg"]
     assert "ok.jpg: no face found" in reasons["ok.jpg"]  # a readable image without a face: reported too
     assert result["counts"]["train"] == 0
+
+
+def test_bad_csv_rows_and_summaries_are_one_clear_line(tmp_path):
+    raw = make_raw(tmp_path / "raw", n=2)
+    (raw / "holes.csv").write_text("path,label,split\nv0.webm,calm,train\nv1.webm\n,upset,test\n")
+    res = CliRunner().invoke(app, ["shards", "--csv", str(raw / "holes.csv"), "--data-root", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "holes.csv:3: empty or missing field(s)" in res.output and "Traceback" not in res.output
+    m = csv_manifest(tmp_path)
+    out = tmp_path / "out"
+    run_shards(m, raw, out)
+    finalize(m, out)
+    (out / "shards.json").write_text("{ broken")
+    res = CliRunner().invoke(app, ["inspect", str(out)])
+    assert res.exit_code == 2 and "shards.json: not valid JSON" in res.output

@@ -24,6 +24,8 @@ def list_csv(root: Path, manifest: Manifest) -> AdapterResult:
             raise ManifestError(f"{path}: header must contain path,label (and optionally split or fold), got {reader.fieldnames}")
         part_col = "split" if "split" in cols else "fold" if "fold" in cols else None
         for i, row in enumerate(reader, start=2):
+            if not row.get("path") or not row.get("label") or (part_col and not row.get(part_col)):
+                raise ManifestError(f"{path}:{i}: empty or missing field(s) in {dict(row)}")
             src = Path(row["path"])
             src = src if src.is_absolute() else path.parent / src
             partition = row[part_col] if part_col else manifest.partitions[0]
