@@ -43,7 +43,7 @@ class Preprocess:
     codec: Literal["vp9", "mjpeg", "jpeg"] = "vp9"
     quality: int = 31  # VP9 crf (31: ~36 dB, BENCHMARKS.md), MJPEG quantiser, or JPEG quality
     min_face_fraction: float = 0.5  # drop a clip only when fewer frames than this have a face
-    shard_samples: int = 1000  # samples per shard (a 160 px VP9 clip is tens of KB: ~100 MB shards)
+    shard_samples: int = 1000  # samples per shard (160 px VP9 clips of ~64 frames are ~45 KB: ~45 MB shards)
     frames_fps: float = 25.0  # frame rate recorded for releases that ship frame folders
 
 

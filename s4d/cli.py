@@ -75,6 +75,7 @@ def shards(
     workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")] = 1,
     part: Annotated[str, typer.Option("--part", help="Process only part i of n (e.g. 0/4) of the shards; for several hosts.")] = "0/1",
     device: Annotated[Optional[str], typer.Option(help="MTCNN device (default: cuda if present, else cpu).")] = None,
+    merge_only: Annotated[bool, typer.Option("--merge-only", help="Only merge finished shards into index.parquet and shards.json.")] = False,
 ) -> None:
     """Preprocess a raw dataset into WebDataset shards (resumable: re-run to continue)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
@@ -96,16 +97,18 @@ def shards(
         target = out or m.shard_dir(data_root)
         target.mkdir(parents=True, exist_ok=True)  # the manifest the shards were made with, beside them
         (target / "manifest.json").write_text(json.dumps(m.to_dict(), indent=2) + "\n")
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=err_console, transient=True) as progress:
-            bar = progress.add_task(f"{m.name}: shards", total=None)
-            summary = run_shards(m, raw, target, workers=workers, part=parse_part(part), device=device,
-                                 on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
-        typer.echo(f"{m.name}: {summary.done_now} shard(s) written now, {summary.done_before} already done, "
-                   f"{summary.problems} sample problem(s) in this run")
-        if summary.pending:
-            typer.echo(f"{len(summary.pending)} shard(s) still pending (other --part jobs); re-run without --part to finish")
-            return
+        if not merge_only:
+            with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          TimeRemainingColumn(), console=err_console, transient=True) as progress:
+                bar = progress.add_task(f"{m.name}: shards", total=None)
+                summary = run_shards(m, raw, target, workers=workers, part=parse_part(part), device=device,
+                                     on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
+            typer.echo(f"{m.name}: {summary.done_now} shard(s) written now, {summary.done_before} already done, "
+                       f"{summary.problems} sample problem(s) in this run")
+            if summary.pending:
+                typer.echo(f"{len(summary.pending)} shard(s) belong to other --part jobs; when every part has finished, "
+                           "run the same command with --merge-only")
+                return
         result = finalize(m, target)
     _print_counts(result)
     typer.echo(f"wrote {target / 'shards.json'} and {target / 'index.parquet'}")

@@ -345,3 +345,18 @@ def test_bad_csv_rows_and_summaries_are_one_clear_line(tmp_path):
     (out / "shards.json").write_text("{ broken")
     res = CliRunner().invoke(app, ["inspect", str(out)])
     assert res.exit_code == 2 and "shards.json: not valid JSON" in res.output
+
+
+def test_parts_then_merge_only_from_the_command_line(tmp_path):
+    raw = make_raw(tmp_path / "raw")
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(csv_manifest(tmp_path).to_dict()))
+    base = ["shards", "--manifest", str(path), "--raw", str(raw), "--out", str(tmp_path / "o")]
+    runner = CliRunner()
+    first = runner.invoke(app, [*base, "--part", "0/2"])
+    assert first.exit_code == 0 and "when every part has finished" in first.output
+    early = runner.invoke(app, [*base, "--merge-only"])
+    assert early.exit_code == 2 and "not done yet" in early.output
+    assert runner.invoke(app, [*base, "--part", "1/2"]).exit_code == 0
+    merged = runner.invoke(app, [*base, "--merge-only"])
+    assert merged.exit_code == 0 and "mine: 6 samples" in merged.output
