@@ -101,6 +101,16 @@ class Classifier(Transformer):
             trunc_normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups by depth for timm's layer-wise lr decay: embedding, then each block
+        (its MoAE included), then ``fc_norm`` and the heads."""
+        return {"stem": r"^patch_embed", "blocks": [(r"^blocks\.(\d+)", None), (r"^fc_norm|^head", (99999,))]}
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()  # timm already exempts 1-D tensors (norms, biases, q/v biases)
+
     def resolve_task(self, x: torch.Tensor, task: str | None) -> str:
         if task is None:
             task = "video" if x.ndim == 5 else "image"

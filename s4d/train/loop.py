@@ -1,0 +1,95 @@
+"""The fine-tuning step loop and the test protocol, as small functions over batches.
+
+Batches come from ``pipelines`` (dicts with ``pixels``, ``labels``, ``keys``); the loop knows
+nothing of shards or DALI. A joint epoch is a sequence of ``(task, batch)`` pairs, each batch
+from one source; its loss is ``alpha * CE`` for video batches and ``(1 - alpha) * CE`` for
+image batches, plus the MoE balance loss (zero unless configured).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from timm.loss import SoftTargetCrossEntropy
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN/inf; the message gives the step and the batch keys."""
+
+
+@dataclass
+class EpochStats:
+    steps: int
+    loss: float  # mean weighted loss over steps
+    seconds: float = 0.0
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[str, dict]],
+    optimizer: torch.optim.Optimizer,
+    scheduler=None,
+    *,
+    step: int = 0,
+    mixers: dict[str, Callable] | None = None,
+    alpha: float = 0.5,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[EpochStats, int]:
+    """One pass; returns the statistics and the global step after it."""
+    model.train()
+    criterion = SoftTargetCrossEntropy()
+    device = torch.device(device)
+    total, n = torch.zeros((), device=device), 0
+    for task, batch in batches:
+        x = batch["pixels"].to(device, non_blocking=True)
+        y = batch["labels"].to(device, non_blocking=True)
+        if x.ndim == 6:  # (B, V, 3, T, H, W) views: each view is a training sample
+            x, y = x.flatten(0, 1), y.repeat_interleave(x.shape[1])
+        num_classes = model.config.heads[task]
+        x, soft = mixers[task](x, y) if mixers and task in mixers else (x, torch.nn.functional.one_hot(y, num_classes).float())
+        ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+        with ctx:
+            logits, aux = model(x, task=task, return_aux=True)
+        weight = alpha if task == "video" else 1.0 - alpha
+        loss = weight * criterion(logits.float(), soft) + aux.balance_loss
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"loss is {loss.item()} at step {step} ({task} batch, keys {batch['keys'][:4]})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if scheduler is not None:
+            scheduler.step_update(step)
+        total += loss.detach()
+        n += 1
+    return EpochStats(n, float(total) / max(n, 1)), step
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, batches: Iterable[dict], task: str, device: torch.device | str = "cpu",
+            autocast_dtype: torch.dtype | None = None) -> dict:
+    """The test protocol: softmax per clip, mean over a video's clips (test batches carry
+    (B, K, 3, T, H, W)), returned with keys and labels for pooling."""
+    model.eval()
+    device = torch.device(device)
+    keys, labels, probs = [], [], []
+    for batch in batches:
+        x = batch["pixels"].to(device)
+        clips = x.shape[1] if x.ndim == 6 else 1
+        flat = x.flatten(0, 1) if x.ndim == 6 else x
+        ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+        with ctx:
+            p = model(flat, task=task).float().softmax(dim=-1)
+        probs.append(p.view(len(x), clips, -1).mean(dim=1).cpu().numpy())
+        keys += list(batch["keys"])
+        labels.append(batch["labels"].numpy())
+    return {
+        "keys": keys,
+        "labels": np.concatenate(labels) if labels else np.zeros(0, np.int64),
+        "probs": np.concatenate(probs) if probs else np.zeros((0, model.config.heads[task]), np.float32),
+    }
