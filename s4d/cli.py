@@ -70,6 +70,9 @@ def shards(
     raw: Annotated[Optional[Path], typer.Option("--raw", help="Root of the raw release, laid out as its owners ship it.")] = None,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Own data: CSV of path,label[,split|fold]; a manifest is made from it.")] = None,
     align: Annotated[bool, typer.Option("--align/--no-align", help="With --csv: MTCNN-align faces (off for face crops).")] = True,
+    size: Annotated[int, typer.Option(min=16, help="With --csv: stored frame side in pixels.")] = 160,
+    frames: Annotated[int, typer.Option(min=1, help="With --csv: frames per training clip.")] = 16,
+    stride: Annotated[int, typer.Option(min=1, help="With --csv: stride between sampled frames.")] = 4,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: DATA_ROOT/<manifest name>).")] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", envvar="S4D_DATA", help="Where generated data lives (default ./data).")] = None,
     workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")] = 1,
@@ -88,7 +91,7 @@ def shards(
         if (manifest is None) == (csv is None):
             raise ValueError("give exactly one of --manifest (with --raw) or --csv")
         if csv is not None:
-            m = manifest_from_csv(csv, align=align)
+            m = manifest_from_csv(csv, align=align, size=size, frames=frames, stride=stride)
             raw = csv.resolve().parent
         else:
             m = load_manifest(manifest)
@@ -141,3 +144,83 @@ def inspect(
         typer.echo(describe(target, data_root))
         if verify:
             typer.echo(verify_folder(target, data_root))
+
+
+# ----------------------------------------------------------------------------- training
+ManifestOpt = Annotated[str, typer.Option("--manifest", "-m", help="Video manifest name (in manifests/) or path (own data: DIR/manifest.json).")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/<manifest>[-<fold>]).")]
+VariantOpt = Annotated[str, typer.Option(help="s4d | vit | vit-mtl | vit-moe")]
+SizeOpt = Annotated[str, typer.Option(help="debug | small | base")]
+EpochsOpt = Annotated[int, typer.Option(min=1, help="Training epochs.")]
+VideoBatchOpt = Annotated[int, typer.Option(min=1, help="Video clips per batch (per process).")]
+ImageBatchOpt = Annotated[int, typer.Option(min=1, help="Still images per batch (per process).")]
+SferOpt = Annotated[bool, typer.Option("--sfer/--no-sfer", help="Joint training with the manifest's still-image source.")]
+InitOpt = Annotated[Optional[Path], typer.Option(help="Initialise the encoder from a checkpoint (ours, or the authors' pre-trained file).")]
+DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", envvar="S4D_DATA", help="Where shards live (default ./data).")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of sampling, augmentation and initialisation.")]
+LrOpt = Annotated[float, typer.Option(help="Peak lr at a video batch of 32 (scaled linearly with the batch).")]
+BackendOpt = Annotated[str, typer.Option(help="Loader: auto | dali | torch.")]
+
+
+def _train_config(manifest, out, fold, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend):
+    from .train.finetune import TrainConfig
+    from .train.optim import OptimConfig
+
+    default_out = Path("runs") / (Path(manifest).stem if not Path(manifest).name == "manifest.json" else Path(manifest).parent.name)
+    return TrainConfig(
+        manifest=manifest, out=str(out or (default_out if fold is None else Path(f"{default_out}-{fold}"))), fold=fold,
+        variant=variant, size=size, epochs=epochs, video_batch=video_batch, image_batch=image_batch, sfer=sfer,
+        init=str(init) if init else None, data_root=str(data_root) if data_root else None, seed=seed, backend=backend,
+        optim=OptimConfig(base_lr=lr),
+    )
+
+
+@app.command("train")
+def train_cmd(
+    manifest: ManifestOpt,
+    out: OutOpt = None,
+    fold: Annotated[Optional[str], typer.Option(help="Fold name (default: the manifest's first).")] = None,
+    variant: VariantOpt = "s4d",
+    size: SizeOpt = "base",
+    epochs: EpochsOpt = 100,
+    video_batch: VideoBatchOpt = 16,
+    image_batch: ImageBatchOpt = 32,
+    sfer: SferOpt = True,
+    init: InitOpt = None,
+    data_root: DataRootOpt = None,
+    seed: SeedOpt = 0,
+    lr: LrOpt = 4e-5,
+    backend: BackendOpt = "auto",
+) -> None:
+    """Fine-tune on one fold (jointly with the still-image source); re-run to resume."""
+    from .train.finetune import train
+
+    with one_line_errors():
+        cfg = _train_config(manifest, out, fold, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend)
+        train(cfg, log=typer.echo)
+    typer.echo(f"outputs in {cfg.out}")
+
+
+@app.command("cv")
+def cv_cmd(
+    manifest: ManifestOpt,
+    out: OutOpt = None,
+    variant: VariantOpt = "s4d",
+    size: SizeOpt = "base",
+    epochs: EpochsOpt = 100,
+    video_batch: VideoBatchOpt = 16,
+    image_batch: ImageBatchOpt = 32,
+    sfer: SferOpt = True,
+    init: InitOpt = None,
+    data_root: DataRootOpt = None,
+    seed: SeedOpt = 0,
+    lr: LrOpt = 4e-5,
+    backend: BackendOpt = "auto",
+) -> None:
+    """Train and test every fold (resumable), then pool all folds' predictions into one UAR/WAR."""
+    from .train.finetune import cross_validate
+
+    with one_line_errors():
+        cfg = _train_config(manifest, out, None, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend)
+        cross_validate(cfg, log=typer.echo)
+    typer.echo(f"outputs in {cfg.out}")

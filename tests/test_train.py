@@ -127,3 +127,87 @@ def test_non_finite_loss_names_step_and_keys():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(NonFiniteLoss, match=r"at step 7 \(video batch, keys \['a', 'b'\]\)"):
         train_epoch(model, [("video", batch)], opt, step=7)
+
+
+def _run_cfg(m, shards, tmp, **kw):
+    import json as _json
+
+    from s4d.train.finetune import TrainConfig
+
+    path = tmp / "colour.json"
+    path.write_text(_json.dumps(m.to_dict()))
+    base = dict(manifest=str(path), out=str(tmp / "run"), size="debug", epochs=2, video_batch=4, sfer=False, augment=False,
+                data_root=str(shards.parent), optim=OptimConfig(base_lr=1e-3, warmup_epochs=0), backend="torch")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_writes_outputs_and_resume_reproduces_the_uninterrupted_run(colour_task, tmp_path):
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from s4d import load_model
+    from s4d.train.finetune import train
+
+    m, out = colour_task
+    data = tmp_path / "data"
+    shutil.copytree(out, data / "colour")  # the run finds shards under DATA_ROOT/<manifest name>
+    straight = _run_cfg(m, data / "colour", tmp_path, out=str(tmp_path / "straight"), epochs=3)
+    summary = train(straight, log=lambda *_: None)
+    run = tmp_path / "straight"
+    for name in ("config.json", "metrics.jsonl", "predictions.parquet", "confusion.png", "summary.json", "checkpoints/last.safetensors"):
+        assert (run / name).is_file(), name
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+    preds = pq.read_table(run / "predictions.parquet").to_pydict()
+    probs = np.stack([preds["p_warm"], preds["p_cold"]], axis=1)
+    again = scores(np.asarray(preds["label"]), probs.argmax(1), 2)
+    assert again["uar"] == summary["uar"] and again["war"] == summary["war"]  # summary = recomputation from predictions
+    assert summary["selected_on"].startswith("last epoch")
+
+    interrupted = _run_cfg(m, data / "colour", tmp_path, out=str(tmp_path / "resumed"), epochs=3)
+    assert train(interrupted, stop_after_epochs=1, log=lambda *_: None) is None  # "killed" after epoch 1
+    resumed = train(interrupted, log=lambda *_: None)
+    a = load_model(run / "checkpoints/last.safetensors").state_dict()
+    b = load_model(tmp_path / "resumed/checkpoints/last.safetensors").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical weights
+    assert resumed["uar"] == summary["uar"] and resumed["war"] == summary["war"]
+    with pytest.raises(ValueError, match="different settings \\(epochs\\)"):
+        train(_run_cfg(m, data / "colour", tmp_path, out=str(tmp_path / "resumed"), epochs=4), log=lambda *_: None)
+
+
+def test_cross_validation_pools_folds(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from s4d.cli import app
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = ["path,label,fold"]
+    for i in range(9):
+        clip = moving_square(8, 64, 64, seed=i)
+        write_video(raw / f"v{i}.webm", clip if i % 2 == 0 else clip[..., ::-1].copy())
+        rows.append(f"v{i}.webm,{'warm' if i % 2 == 0 else 'cold'},{'abc'[i % 3]}")
+    (raw / "list.csv").write_text("\n".join(rows) + "\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["shards", "--csv", str(raw / "list.csv"), "--no-align", "--size", "64", "--frames", "4", "--stride", "2",
+                              "--data-root", str(tmp_path / "data")])
+    assert res.exit_code == 0, res.output
+    manifest = tmp_path / "data" / "list" / "manifest.json"  # own data: the manifest lives beside its shards
+    args = ["cv", "--manifest", str(manifest), "--size", "debug", "--epochs", "1", "--video-batch", "2", "--no-sfer",
+            "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "cv"), "--backend", "torch"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    assert set(summary["folds"]) == {"a", "b", "c"} and summary["count"] == 9
+    tables = [pq.read_table(tmp_path / "cv" / f"fold_{f}" / "predictions.parquet").to_pydict() for f in "abc"]
+    labels = np.concatenate([t["label"] for t in tables])
+    probs = np.concatenate([np.stack([t["p_cold"], t["p_warm"]], 1) for t in tables])
+    pooled = scores(labels, probs.argmax(1), 2)
+    assert pooled["uar"] == pytest.approx(summary["uar"]) and pooled["war"] == pytest.approx(summary["war"])
+    res = runner.invoke(app, args)  # re-run: every fold is kept, only pooling runs
+    assert res.exit_code == 0 and res.output.count("done before, kept") == 3

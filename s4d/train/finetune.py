@@ -1,0 +1,303 @@
+"""``s4d train``: joint fine-tuning on a manifest's fold, with outputs and exact resume.
+
+A run directory holds ``config.json`` (the resolved config), ``checkpoints/last.safetensors``
+(+ ``.json``) and ``checkpoints/state.pt`` (optimizer, scheduler, RNG states, epoch, step),
+``metrics.jsonl`` (one line per epoch), and at the end ``predictions.parquet``,
+``confusion.png`` and ``summary.json``. Re-running the same command continues from the last
+finished epoch; the data order and augmentation are pure functions of (seed, epoch), and the
+RNG states are restored, so a resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines import Augment, JointLoader, Loader, LoaderConfig, open_dataset
+from pipelines.mixing import BatchMixer
+from preprocess.manifest import Manifest, ManifestError, load_manifest, load_sfer
+
+from ..checkpoint import init_from_pretrained, load_model, save_checkpoint
+from ..models import build_model
+from .loop import predict, train_epoch
+from .metrics import scores
+from .optim import OptimConfig, build_optimizer, build_scheduler
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    manifest: str
+    out: str
+    fold: str | None = None
+    variant: str = "s4d"
+    size: str = "base"
+    epochs: int = 100
+    video_batch: int = 16
+    image_batch: int = 32
+    sfer: bool = True
+    proportion: float | None = None  # default: the manifest's sfer.proportion
+    alpha: float = 0.5  # loss weight of video batches; image batches get 1 - alpha
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    smoothing: float = 0.1
+    augment: bool = True
+    init: str | None = None
+    data_root: str | None = None
+    seed: int = 0
+    backend: str = "auto"
+    device: str = "auto"
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.video_batch <= 0 or self.image_batch <= 0:
+            raise ValueError("epochs, video_batch and image_batch must be positive")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+def _shard_folder(m: Manifest, data_root: str | None, manifest_arg: str) -> Path:
+    """Own-data manifests live beside their shards; named ones under the data root."""
+    path = Path(manifest_arg)
+    if path.name == "manifest.json" and (path.parent / "shards.json").is_file():
+        return path.parent
+    return m.shard_dir(data_root)
+
+
+def _rng_state() -> dict[str, Any]:
+    """All RNG states as tensors and plain Python values, so ``weights_only`` loading reads them."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "python": [version, list(internal), gauss]}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class Run:
+    """Everything one fine-tuning run needs, built from a ``TrainConfig``."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.device = _device(cfg.device)
+        self.manifest = load_manifest(cfg.manifest)
+        m = self.manifest
+        if m.modality != "video":
+            raise ManifestError(f"{m.source}: s4d train fine-tunes on a video manifest; {m.name} holds images")
+        self.fold = cfg.fold or next(iter(m.folds))
+        folder = _shard_folder(m, cfg.data_root, cfg.manifest)
+        self.train_ds = open_dataset(m, folder, self.fold, "train")
+        self.test_ds = open_dataset(m, folder, self.fold, "test") if m.folds[self.fold].test else None
+
+        names = {"video": m.classes}
+        sfer = load_sfer(m) if cfg.sfer else None
+        if sfer is not None:
+            names["image"] = sfer.classes
+        self.model = build_model(cfg.variant, cfg.size, video_classes=len(m.classes), image_classes=len(sfer.classes) if sfer else 7)
+        enc = self.model.config.encoder
+        if m.clip.frames != enc.num_frames:
+            raise ManifestError(f"{m.source}: clip.frames is {m.clip.frames} but the {cfg.size} model takes {enc.num_frames} frames")
+        self.init_report = init_from_pretrained(self.model, cfg.init) if cfg.init else None
+        self.model.to(self.device)
+
+        aug = Augment() if cfg.augment else Augment.off()
+        self.video_cfg = LoaderConfig(batch_size=cfg.video_batch, train=True, size=enc.img_size, frames=m.clip.frames,
+                                      stride=m.clip.stride, crop=m.clip.crop, augment=aug, seed=cfg.seed)
+        self.test_cfg = dataclasses.replace(self.video_cfg, train=False, augment=Augment.off())
+        self.video = Loader(self.train_ds, self.video_cfg, backend=cfg.backend)
+        self.joint = None
+        if sfer is not None and "image" in self.model.head:
+            image_ds = open_dataset(sfer, sfer.shard_dir(cfg.data_root), None, "train")
+            image_cfg = LoaderConfig(batch_size=cfg.image_batch, train=True, size=enc.img_size, class_balanced=True,
+                                     augment=Augment.image() if cfg.augment else Augment.off(), seed=cfg.seed + 1)
+            proportion = m.sfer.proportion if cfg.proportion is None else cfg.proportion
+            self.joint = JointLoader(self.video, Loader(image_ds, image_cfg, backend=cfg.backend), proportion, seed=cfg.seed)
+        self.mixers = {task: BatchMixer(n, cfg.mixup, cfg.cutmix, cfg.smoothing) for task, n in self.model.config.heads.items()}
+        steps = len(self.joint.schedule(0)) if self.joint else len(self.video.batches(0))
+        self.optimizer = build_optimizer(self.model, cfg.optim, global_batch=cfg.video_batch)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.epochs, steps)
+        self.class_names = names
+
+    def batches(self, epoch: int):
+        return self.joint.epoch(epoch) if self.joint else (("video", b) for b in self.video.epoch(epoch))
+
+    # ------------------------------------------------------------------ state
+    @property
+    def ckpt(self) -> Path:
+        return self.out / "checkpoints" / "last.safetensors"
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / "checkpoints" / "state.pt"
+
+    def save(self, epoch: int, step: int) -> None:
+        save_checkpoint(self.model, self.ckpt, extra={"epoch": epoch, "fold": self.fold, "class_names": self.class_names})
+        state = {"epoch": epoch, "step": step, "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}
+        tmp = self.state_path.with_name("state.pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.state_path)
+
+    def resume(self) -> tuple[int, int]:
+        """(next epoch, global step) from the saved state, or (0, 0)."""
+        if not self.state_path.is_file():
+            return 0, 0
+        weights = load_model(self.ckpt)
+        self.model.load_state_dict(weights.state_dict())
+        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        return state["epoch"] + 1, state["step"]
+
+
+def write_config(out: Path, cfg: TrainConfig) -> None:
+    """The resolved config beside the outputs; a re-run must use the same one to resume."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n"
+    if path.is_file() and path.read_text() != text:
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != json.loads(text).get(k))
+        raise ValueError(f"{path}: this run was started with different settings ({', '.join(diff)}); use a new --out")
+    path.write_text(text)
+
+
+def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) -> dict[str, Any] | None:
+    """Run (or resume) fine-tuning; returns the summary, or None if stopped early on purpose."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    out = Path(cfg.out)
+    write_config(out, cfg)
+    run = Run(cfg)
+    if run.init_report:
+        log(run.init_report.summary())
+    start, step = run.resume()
+    if start:
+        log(f"resuming from epoch {start} (step {step})")
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        stats, step = train_epoch(run.model, run.batches(epoch), run.optimizer, run.scheduler, step=step, mixers=run.mixers,
+                                  alpha=cfg.alpha, device=run.device)
+        record = {"epoch": epoch, "step": step, "loss": stats.loss, "steps": stats.steps, "seconds": round(time.perf_counter() - t0, 3)}
+        with open(out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        run.save(epoch, step)
+        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {stats.loss:.4f} ({stats.steps} steps, {record['seconds']:.1f} s)")
+        if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and epoch + 1 < cfg.epochs:
+            return None
+    return evaluate_run(run, out, log)
+
+
+def evaluate_run(run: Run, out: Path, log=print) -> dict[str, Any]:
+    """Test protocol on the fold's test set with the last epoch's weights; writes outputs."""
+    if run.test_ds is None:
+        summary = {"fold": run.fold, "epochs": run.cfg.epochs, "note": "no test partition in this fold"}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+    test = Loader(run.test_ds, run.test_cfg, backend=run.cfg.backend)
+    pred = predict(run.model, test.epoch(0), "video", run.device)
+    write_predictions(out / "predictions.parquet", pred, run.fold, run.manifest.classes)
+    s = scores(pred["labels"], pred["probs"].argmax(1), len(run.manifest.classes))
+    summary = {"fold": run.fold, "epoch": run.cfg.epochs - 1, "selected_on": "last epoch (not selected on test)",
+               "uar": s["uar"], "war": s["war"], "recall": dict(zip(run.manifest.classes, s["recall"])),
+               "confusion": s["confusion"], "count": s["count"]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_confusion(out / "confusion.png", np.asarray(s["confusion"]), run.manifest.classes, f"{run.manifest.name} fold {run.fold}")
+    log(f"test ({s['count']} videos): UAR {100 * s['uar']:.2f}  WAR {100 * s['war']:.2f}")
+    return summary
+
+
+def write_predictions(path: Path, pred: dict, fold: str, classes: tuple[str, ...]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {"key": pred["keys"], "fold": [fold] * len(pred["keys"]), "label": pred["labels"].tolist()}
+    for c, name in enumerate(classes):
+        columns[f"p_{name}"] = pred["probs"][:, c].tolist()
+    pq.write_table(pa.table(columns), path)
+
+
+def plot_confusion(path: Path, cm: np.ndarray, classes: tuple[str, ...], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(classes), 1 + 0.6 * len(classes)))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    """Every fold of the manifest (resumable: finished folds are kept), then the paper's
+    protocol: predictions of all folds pooled into one UAR/WAR, plus per-fold mean and std."""
+    import pyarrow.parquet as pq
+
+    m = load_manifest(cfg.manifest)
+    out = Path(cfg.out)
+    per_fold = {}
+    for fold in m.folds:
+        fold_out = out / f"fold_{fold}"
+        if (fold_out / "summary.json").is_file():
+            log(f"fold {fold}: done before, kept")
+        else:
+            log(f"fold {fold}: training")
+            train(dataclasses.replace(cfg, fold=fold, out=str(fold_out)), log=log)
+        per_fold[fold] = json.loads((fold_out / "summary.json").read_text())
+    tables = [pq.read_table(out / f"fold_{f}" / "predictions.parquet").to_pydict() for f in m.folds]
+    labels = np.concatenate([t["label"] for t in tables])
+    probs = np.concatenate([np.stack([t[f"p_{c}"] for c in m.classes], axis=1) for t in tables])
+    keys = [k for t in tables for k in t["key"]]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a video was tested in more than one fold: the folds overlap")
+    pooled = scores(labels, probs.argmax(1), len(m.classes))
+    uars = [per_fold[f]["uar"] for f in m.folds]
+    wars = [per_fold[f]["war"] for f in m.folds]
+    summary = {
+        "manifest": m.name, "protocol": "predictions of all folds pooled", "selected_on": "last epoch of each fold",
+        "uar": pooled["uar"], "war": pooled["war"], "count": pooled["count"],
+        "recall": dict(zip(m.classes, pooled["recall"])), "confusion": pooled["confusion"],
+        "folds": {f: {"uar": per_fold[f]["uar"], "war": per_fold[f]["war"], "count": per_fold[f]["count"]} for f in m.folds},
+        "fold_mean": {"uar": float(np.mean(uars)), "war": float(np.mean(wars))},
+        "fold_std": {"uar": float(np.std(uars)), "war": float(np.std(wars))},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_confusion(out / "confusion.png", np.asarray(pooled["confusion"]), m.classes, f"{m.name}, {len(m.folds)} folds pooled")
+    log(f"pooled over {len(m.folds)} folds ({pooled['count']} videos): UAR {100 * pooled['uar']:.2f}  WAR {100 * pooled['war']:.2f}; "
+        f"per fold UAR {100 * np.mean(uars):.2f} +- {100 * np.std(uars):.2f}")
+    return summary
