@@ -211,3 +211,32 @@ def test_cross_validation_pools_folds(tmp_path):
     assert pooled["uar"] == pytest.approx(summary["uar"]) and pooled["war"] == pytest.approx(summary["war"])
     res = runner.invoke(app, args)  # re-run: every fold is kept, only pooling runs
     assert res.exit_code == 0 and res.output.count("done before, kept") == 3
+
+
+def test_two_process_ddp_with_torchrun(colour_task, tmp_path):
+    """Real DDP: torchrun starts 2 CPU processes (gloo); each trains on its half of every
+    epoch, rank 0 writes; predictions of both ranks are pooled, each test video once."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    m, out = colour_task
+    data = tmp_path / "data"
+    shutil.copytree(out, data / "colour")
+    (tmp_path / "colour.json").write_text(json.dumps(m.to_dict()))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "s4d", "train",
+           "--manifest", str(tmp_path / "colour.json"), "--size", "debug", "--epochs", "2", "--video-batch", "2", "--no-sfer",
+           "--data-root", str(data), "--out", str(tmp_path / "ddp"), "--backend", "torch", "--lr", "1e-3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("epoch 2/2") == 1  # only rank 0 logs
+    lines = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [0, 1] and lines[0]["steps"] == 3  # 12 train clips / 2 ranks / batch 2
+    keys = pq.read_table(tmp_path / "ddp" / "predictions.parquet").column("key").to_pylist()
+    assert sorted(keys) == ["v12", "v13", "v14", "v15"]  # every test video exactly once
+    assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["count"] == 4

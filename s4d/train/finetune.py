@@ -28,6 +28,7 @@ from preprocess.manifest import Manifest, ManifestError, load_manifest, load_sfe
 
 from ..checkpoint import init_from_pretrained, load_model, save_checkpoint
 from ..models import build_model
+from .dist import Dist, barrier, gather, mean, setup
 from .loop import predict, train_epoch
 from .metrics import scores
 from .optim import OptimConfig, build_optimizer, build_scheduler
@@ -98,10 +99,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 class Run:
     """Everything one fine-tuning run needs, built from a ``TrainConfig``."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, dist_: Dist | None = None, device: torch.device | None = None) -> None:
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.device = _device(cfg.device)
+        self.dist = dist_ or Dist()
+        self.device = device or _device(cfg.device)
         self.manifest = load_manifest(cfg.manifest)
         m = self.manifest
         if m.modality != "video":
@@ -121,22 +123,27 @@ class Run:
             raise ManifestError(f"{m.source}: clip.frames is {m.clip.frames} but the {cfg.size} model takes {enc.num_frames} frames")
         self.init_report = init_from_pretrained(self.model, cfg.init) if cfg.init else None
         self.model.to(self.device)
+        # DDP: one head (and for MoE, some experts) idle per single-source batch -> find_unused_parameters
+        self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                                              find_unused_parameters=True) if self.dist.active else self.model)
 
         aug = Augment() if cfg.augment else Augment.off()
         self.video_cfg = LoaderConfig(batch_size=cfg.video_batch, train=True, size=enc.img_size, frames=m.clip.frames,
                                       stride=m.clip.stride, crop=m.clip.crop, augment=aug, seed=cfg.seed)
         self.test_cfg = dataclasses.replace(self.video_cfg, train=False, augment=Augment.off())
-        self.video = Loader(self.train_ds, self.video_cfg, backend=cfg.backend)
+        rank, world = self.dist.rank, self.dist.world
+        self.video = Loader(self.train_ds, self.video_cfg, rank=rank, world=world, backend=cfg.backend)
         self.joint = None
         if sfer is not None and "image" in self.model.head:
             image_ds = open_dataset(sfer, sfer.shard_dir(cfg.data_root), None, "train")
             image_cfg = LoaderConfig(batch_size=cfg.image_batch, train=True, size=enc.img_size, class_balanced=True,
                                      augment=Augment.image() if cfg.augment else Augment.off(), seed=cfg.seed + 1)
             proportion = m.sfer.proportion if cfg.proportion is None else cfg.proportion
-            self.joint = JointLoader(self.video, Loader(image_ds, image_cfg, backend=cfg.backend), proportion, seed=cfg.seed)
+            self.joint = JointLoader(self.video, Loader(image_ds, image_cfg, rank=rank, world=world, backend=cfg.backend), proportion,
+                                     seed=cfg.seed)
         self.mixers = {task: BatchMixer(n, cfg.mixup, cfg.cutmix, cfg.smoothing) for task, n in self.model.config.heads.items()}
         steps = len(self.joint.schedule(0)) if self.joint else len(self.video.batches(0))
-        self.optimizer = build_optimizer(self.model, cfg.optim, global_batch=cfg.video_batch)
+        self.optimizer = build_optimizer(self.model, cfg.optim, global_batch=cfg.video_batch * world)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.epochs, steps)
         self.class_names = names
 
@@ -153,6 +160,8 @@ class Run:
         return self.out / "checkpoints" / "state.pt"
 
     def save(self, epoch: int, step: int) -> None:
+        if not self.dist.main:  # every rank holds the same weights and optimizer state
+            return
         save_checkpoint(self.model, self.ckpt, extra={"epoch": epoch, "fold": self.fold, "class_names": self.class_names})
         state = {"epoch": epoch, "step": step, "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}
@@ -187,12 +196,16 @@ def write_config(out: Path, cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) -> dict[str, Any] | None:
     """Run (or resume) fine-tuning; returns the summary, or None if stopped early on purpose."""
+    d, device = setup(cfg.device)
     torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    np.random.seed(cfg.seed + d.rank)  # Mixup's draws differ per rank
     random.seed(cfg.seed)
     out = Path(cfg.out)
-    write_config(out, cfg)
-    run = Run(cfg)
+    if d.main:
+        write_config(out, cfg)
+    barrier(d)
+    log = log if d.main else (lambda *_: None)
+    run = Run(cfg, d, device)
     if run.init_report:
         log(run.init_report.summary())
     start, step = run.resume()
@@ -200,13 +213,16 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
         log(f"resuming from epoch {start} (step {step})")
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        stats, step = train_epoch(run.model, run.batches(epoch), run.optimizer, run.scheduler, step=step, mixers=run.mixers,
+        stats, step = train_epoch(run.ddp, run.batches(epoch), run.optimizer, run.scheduler, step=step, mixers=run.mixers,
                                   alpha=cfg.alpha, device=run.device)
-        record = {"epoch": epoch, "step": step, "loss": stats.loss, "steps": stats.steps, "seconds": round(time.perf_counter() - t0, 3)}
-        with open(out / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        loss = mean(stats.loss, d)  # the epoch's mean loss over all ranks
+        record = {"epoch": epoch, "step": step, "loss": loss, "steps": stats.steps, "seconds": round(time.perf_counter() - t0, 3)}
+        if d.main:
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
         run.save(epoch, step)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {stats.loss:.4f} ({stats.steps} steps, {record['seconds']:.1f} s)")
+        barrier(d)
+        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} ({stats.steps} steps per rank, {record['seconds']:.1f} s)")
         if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and epoch + 1 < cfg.epochs:
             return None
     return evaluate_run(run, out, log)
@@ -216,10 +232,17 @@ def evaluate_run(run: Run, out: Path, log=print) -> dict[str, Any]:
     """Test protocol on the fold's test set with the last epoch's weights; writes outputs."""
     if run.test_ds is None:
         summary = {"fold": run.fold, "epochs": run.cfg.epochs, "note": "no test partition in this fold"}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if run.dist.main:
+            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
-    test = Loader(run.test_ds, run.test_cfg, backend=run.cfg.backend)
-    pred = predict(run.model, test.epoch(0), "video", run.device)
+    test = Loader(run.test_ds, run.test_cfg, rank=run.dist.rank, world=run.dist.world, backend=run.cfg.backend)
+    parts = gather(predict(run.model, test.epoch(0), "video", run.device), run.dist)  # pool, never average per rank
+    if not run.dist.main:
+        return {}
+    pred = {"keys": [k for p in parts for k in p["keys"]], "labels": np.concatenate([p["labels"] for p in parts]),
+            "probs": np.concatenate([p["probs"] for p in parts])}
+    order = np.argsort(pred["keys"], kind="stable")
+    pred = {"keys": [pred["keys"][i] for i in order], "labels": pred["labels"][order], "probs": pred["probs"][order]}
     write_predictions(out / "predictions.parquet", pred, run.fold, run.manifest.classes)
     s = scores(pred["labels"], pred["probs"].argmax(1), len(run.manifest.classes))
     summary = {"fold": run.fold, "epoch": run.cfg.epochs - 1, "selected_on": "last epoch (not selected on test)",

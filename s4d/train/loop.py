@@ -50,7 +50,7 @@ def train_epoch(
         y = batch["labels"].to(device, non_blocking=True)
         if x.ndim == 6:  # (B, V, 3, T, H, W) views: each view is a training sample
             x, y = x.flatten(0, 1), y.repeat_interleave(x.shape[1])
-        num_classes = model.config.heads[task]
+        num_classes = getattr(model, "module", model).config.heads[task]  # DDP wraps the model
         x, soft = mixers[task](x, y) if mixers and task in mixers else (x, torch.nn.functional.one_hot(y, num_classes).float())
         ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
         with ctx:
