@@ -21,6 +21,9 @@ def one_line_errors() -> Iterator[None]:
 
     try:
         yield
+    except KeyboardInterrupt:
+        err_console.print("[bold yellow]interrupted:[/] re-run the same command to continue from the last finished step/epoch")
+        raise typer.Exit(130) from None
     except (CheckpointError, ValueError, FileNotFoundError, NotADirectoryError) as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -224,3 +227,23 @@ def cv_cmd(
         cfg = _train_config(manifest, out, None, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend)
         cross_validate(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out}")
+
+
+@app.command("eval")
+def eval_cmd(
+    manifest: ManifestOpt,
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Our .safetensors or the authors' fine-tuned file.")],
+    fold: Annotated[Optional[str], typer.Option(help="Fold whose test set to use (default: the first).")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Head to use: video | image (default: the manifest's modality).")] = None,
+    out: OutOpt = None,
+    data_root: DataRootOpt = None,
+    backend: BackendOpt = "auto",
+) -> None:
+    """Test protocol on a manifest's test set: UAR, WAR, per-class recall, confusion matrix."""
+    from .train.evaluate import evaluate_checkpoint
+
+    with one_line_errors():
+        target = out or Path("runs") / f"eval-{Path(manifest).stem}-{fold or 'main'}"
+        evaluate_checkpoint(manifest, str(checkpoint), out=str(target), fold=fold, task=task,
+                            data_root=str(data_root) if data_root else None, backend=backend, log=typer.echo)
+    typer.echo(f"outputs in {target}")

@@ -240,3 +240,91 @@ def test_two_process_ddp_with_torchrun(colour_task, tmp_path):
     keys = pq.read_table(tmp_path / "ddp" / "predictions.parquet").column("key").to_pylist()
     assert sorted(keys) == ["v12", "v13", "v14", "v15"]  # every test video exactly once
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["count"] == 4
+
+
+def test_eval_command_and_cross_task_mapping(colour_task, tmp_path):
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from s4d import save_checkpoint
+    from s4d.cli import app
+    from s4d.models import model_config
+    from s4d.train.evaluate import head_columns
+
+    assert head_columns(("happy", "sad", "contempt"), ("neutral", "happiness", "sadness")) == [1, 2, None]
+    m, out = colour_task
+    data = tmp_path / "data"
+    shutil.copytree(out, data / "colour")
+    (tmp_path / "colour.json").write_text(json.dumps(m.to_dict()))
+    cfg = model_config("s4d", "debug", video_classes=2, image_classes=3)
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, class_names={"video": ("warm", "cold"), "image": ("cold", "other", "warm")})
+    model = build_model(cfg)
+    ckpt = save_checkpoint(model, tmp_path / "m.safetensors")
+    runner = CliRunner()
+    base = ["eval", "--manifest", str(tmp_path / "colour.json"), "--checkpoint", str(ckpt), "--data-root", str(data), "--backend", "torch"]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["count"] == 4 and summary["task_head"] == "video" and (tmp_path / "ev" / "confusion.png").is_file()
+    res = runner.invoke(app, [*base, "--task", "image", "--out", str(tmp_path / "ev_img")])  # image head on videos
+    assert res.exit_code == 0, res.output
+    cross = json.loads((tmp_path / "ev_img" / "summary.json").read_text())
+    assert cross["task_head"] == "image" and cross["count"] == 4 and cross["excluded_no_matching_class"] == 0
+    res = runner.invoke(app, [*base, "--task", "audio"])
+    assert res.exit_code == 2 and "no 'audio' head" in res.output
+
+
+def test_init_from_an_mae_checkpoint_reports_new_tensors(colour_task, tmp_path):
+    import shutil
+
+    from s4d import build_mae, save_checkpoint
+    from s4d.train.finetune import train
+
+    m, out = colour_task
+    data = tmp_path / "data"
+    shutil.copytree(out, data / "colour")
+    mae = save_checkpoint(build_mae("debug"), tmp_path / "mae.safetensors")
+    lines = []
+    train(_run_cfg(m, data / "colour", tmp_path, epochs=1, init=str(mae)), log=lines.append)
+    report = next(x for x in lines if "mae checkpoint" in x)
+    import re
+
+    new = int(re.search(r"(\d+) new \(", report)[1])
+    assert new == 22  # fc_norm (2) + 2 heads (4) + 2 MoAE blocks x 8 tensors (16)
+    assert "unused (" in report and "decoder." in report
+
+
+def test_sigterm_stops_training_and_the_same_command_resumes(colour_task, tmp_path):
+    import json
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    m, out = colour_task
+    data = tmp_path / "data"
+    shutil.copytree(out, data / "colour")
+    (tmp_path / "colour.json").write_text(json.dumps(m.to_dict()))
+    cmd = [sys.executable, "-m", "s4d", "train", "--manifest", str(tmp_path / "colour.json"), "--size", "debug", "--epochs", "40",
+           "--video-batch", "4", "--no-sfer", "--data-root", str(data), "--out", str(tmp_path / "r"), "--backend", "torch"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "re-run the same command" in err
+    done = len(metrics.read_text().splitlines())
+    assert 2 <= done < 40
+    res = subprocess.run([*cmd[:cmd.index("--epochs") + 1], str(done + 1), *cmd[cmd.index("--epochs") + 2:]], capture_output=True, text=True)
+    assert res.returncode == 2 and "different settings (epochs)" in res.stderr  # a changed command does not silently resume
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0 and f"resuming from epoch {done}" in res.stdout
+    assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == list(range(40))

@@ -10,6 +10,7 @@ RNG states are restored, so a resumed run ends with the same weights as an unint
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -27,7 +28,7 @@ from pipelines.mixing import BatchMixer
 from preprocess.manifest import Manifest, ManifestError, load_manifest, load_sfer
 
 from ..checkpoint import init_from_pretrained, load_model, save_checkpoint
-from ..models import build_model
+from ..models import build_model, model_config
 from .dist import Dist, barrier, gather, mean, setup
 from .loop import predict, train_epoch
 from .metrics import scores
@@ -117,7 +118,9 @@ class Run:
         sfer = load_sfer(m) if cfg.sfer else None
         if sfer is not None:
             names["image"] = sfer.classes
-        self.model = build_model(cfg.variant, cfg.size, video_classes=len(m.classes), image_classes=len(sfer.classes) if sfer else 7)
+        model_cfg = model_config(cfg.variant, cfg.size, video_classes=len(m.classes), image_classes=len(sfer.classes) if sfer else 7)
+        model_cfg = dataclasses.replace(model_cfg, class_names={t: names[t] for t in model_cfg.heads if t in names})
+        self.model = build_model(model_cfg)  # class names travel in the checkpoint's config
         enc = self.model.config.encoder
         if m.clip.frames != enc.num_frames:
             raise ManifestError(f"{m.source}: clip.frames is {m.clip.frames} but the {cfg.size} model takes {enc.num_frames} frames")
@@ -145,7 +148,6 @@ class Run:
         steps = len(self.joint.schedule(0)) if self.joint else len(self.video.batches(0))
         self.optimizer = build_optimizer(self.model, cfg.optim, global_batch=cfg.video_batch * world)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.epochs, steps)
-        self.class_names = names
 
     def batches(self, epoch: int):
         return self.joint.epoch(epoch) if self.joint else (("video", b) for b in self.video.epoch(epoch))
@@ -162,7 +164,7 @@ class Run:
     def save(self, epoch: int, step: int) -> None:
         if not self.dist.main:  # every rank holds the same weights and optimizer state
             return
-        save_checkpoint(self.model, self.ckpt, extra={"epoch": epoch, "fold": self.fold, "class_names": self.class_names})
+        save_checkpoint(self.model, self.ckpt, extra={"epoch": epoch, "fold": self.fold, "manifest": self.manifest.name})
         state = {"epoch": epoch, "step": step, "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}
         tmp = self.state_path.with_name("state.pt.tmp")
@@ -194,8 +196,47 @@ def write_config(out: Path, cfg: TrainConfig) -> None:
     path.write_text(text)
 
 
+_CRITICAL = {"inside": False, "pending": None}
+
+
+def _stop_on_sigterm() -> None:
+    """A scheduler's SIGTERM stops the run like Ctrl-C; the last finished epoch is on disk.
+    A signal that arrives while an epoch is being saved is delivered right after the save."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum, frame):
+            if _CRITICAL["inside"]:
+                _CRITICAL["pending"] = signum
+            else:
+                raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def _uninterrupted():
+    _CRITICAL["inside"] = True
+    try:
+        yield
+    finally:
+        _CRITICAL["inside"] = False
+        if _CRITICAL["pending"] is not None:
+            signum, _CRITICAL["pending"] = _CRITICAL["pending"], None
+            raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _trim_metrics(path: Path, next_epoch: int) -> None:
+    """Drop log lines of epochs that were not saved (a hard kill between log and save)."""
+    if path.is_file():
+        lines = [x for x in path.read_text().splitlines() if x and json.loads(x)["epoch"] < next_epoch]
+        path.write_text("".join(x + "\n" for x in lines))
+
+
 def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) -> dict[str, Any] | None:
     """Run (or resume) fine-tuning; returns the summary, or None if stopped early on purpose."""
+    _stop_on_sigterm()
     d, device = setup(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed + d.rank)  # Mixup's draws differ per rank
@@ -209,6 +250,8 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
     if run.init_report:
         log(run.init_report.summary())
     start, step = run.resume()
+    if d.main:
+        _trim_metrics(out / "metrics.jsonl", start)
     if start:
         log(f"resuming from epoch {start} (step {step})")
     for epoch in range(start, cfg.epochs):
@@ -217,10 +260,11 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
                                   alpha=cfg.alpha, device=run.device)
         loss = mean(stats.loss, d)  # the epoch's mean loss over all ranks
         record = {"epoch": epoch, "step": step, "loss": loss, "steps": stats.steps, "seconds": round(time.perf_counter() - t0, 3)}
-        if d.main:
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-        run.save(epoch, step)
+        with _uninterrupted():
+            run.save(epoch, step)
+            if d.main:
+                with open(out / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
         barrier(d)
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} ({stats.steps} steps per rank, {record['seconds']:.1f} s)")
         if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and epoch + 1 < cfg.epochs:
