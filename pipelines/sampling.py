@@ -74,8 +74,13 @@ def uniforms(seed: int, epoch: int, rank: int, count: int) -> np.ndarray:
     return _rng(seed, epoch, 1000 + rank).random(count)
 
 
+def mixture_schedule(counts: dict[str, int], *, seed: int, epoch: int) -> list[str]:
+    """Single-source batch order for one epoch: ``counts[name]`` batches of each source,
+    randomly interleaved, identical on every rank."""
+    names = np.array([name for name, n in counts.items() for _ in range(n)])
+    return [str(x) for x in _rng(seed, epoch, 2).permutation(names)]
+
+
 def joint_schedule(num_video_batches: int, num_image_batches: int, *, seed: int, epoch: int) -> list[str]:
-    """Single-source batch order for one epoch of joint fine-tuning: all video batches and
-    ``num_image_batches`` image batches, randomly interleaved, identical on every rank."""
-    tasks = np.array(["video"] * num_video_batches + ["image"] * num_image_batches)
-    return list(_rng(seed, epoch, 2).permutation(tasks))
+    """Joint fine-tuning: all video batches and ``num_image_batches`` image batches."""
+    return mixture_schedule({"video": num_video_batches, "image": num_image_batches}, seed=seed, epoch=epoch)

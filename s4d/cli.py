@@ -247,3 +247,26 @@ def eval_cmd(
         evaluate_checkpoint(manifest, str(checkpoint), out=str(target), fold=fold, task=task,
                             data_root=str(data_root) if data_root else None, backend=backend, log=typer.echo)
     typer.echo(f"outputs in {target}")
+
+
+@app.command("pretrain")
+def pretrain_cmd(
+    manifest: Annotated[str, typer.Option("--manifest", "-m", help="Pre-training mixture (default manifests/pretrain.json).")] = "pretrain",
+    out: OutOpt = None,
+    size: SizeOpt = "base",
+    epochs: EpochsOpt = 100,
+    video_batch: VideoBatchOpt = 16,
+    image_batch: ImageBatchOpt = 64,
+    data_root: DataRootOpt = None,
+    seed: SeedOpt = 0,
+    backend: BackendOpt = "auto",
+) -> None:
+    """Dual-modal MAE pre-training on videos and still images (re-run to resume)."""
+    from .train.pretrain import PretrainConfig, pretrain
+
+    with one_line_errors():
+        cfg = PretrainConfig(mixture=manifest, out=str(out or Path("runs") / f"pretrain-{Path(manifest).stem}"), size=size,
+                             epochs=epochs, video_batch=video_batch, image_batch=image_batch,
+                             data_root=str(data_root) if data_root else None, seed=seed, backend=backend)
+        pretrain(cfg, log=typer.echo)
+    typer.echo(f"outputs in {cfg.out} (encoder for fine-tuning: s4d train --init {cfg.out}/checkpoints/last.safetensors)")

@@ -328,3 +328,43 @@ def test_sigterm_stops_training_and_the_same_command_resumes(colour_task, tmp_pa
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0 and f"resuming from epoch {done}" in res.stdout
     assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == list(range(40))
+
+
+def test_pretrain_on_a_mixture_then_finetune_from_it(colour_task, tmp_path):
+    import json
+    import shutil
+
+    from s4d import load_model
+    from s4d.models import PretrainMAE
+    from s4d.train.finetune import train
+    from s4d.train.pretrain import PretrainConfig, pretrain
+
+    m, out = colour_task
+    data = tmp_path / "data"
+    shutil.copytree(out, data / "colour")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = ["path,label,split"]
+    for i in range(6):
+        write_image(raw / f"i{i}.jpg", moving_square(1, 80, 80, seed=i)[0])
+        rows.append(f"i{i}.jpg,{['neutral', 'happy'][i % 2]},train")
+    (raw / "list.csv").write_text("\n".join(rows) + "\n")
+    stills = _manifest(tmp_path, "stills", "image", ["neutral", "happy"], preprocess={"align": False, "size": 72, "codec": "jpeg"})
+    run_shards(stills, raw, data / "stills")
+    finalize(stills, data / "stills")
+    (tmp_path / "colour.json").write_text(json.dumps(m.to_dict()))
+    (tmp_path / "stills.json").write_text(json.dumps(stills.to_dict()))
+    (tmp_path / "mix.json").write_text(json.dumps({"name": "mix", "sources": [
+        {"manifest": "colour.json", "share": 0.5, "repeat": 2}, {"manifest": "stills.json", "share": 1.0}]}))
+    cfg = PretrainConfig(mixture=str(tmp_path / "mix.json"), out=str(tmp_path / "pre"), size="debug", epochs=2, video_batch=2,
+                         image_batch=2, data_root=str(data), backend="torch")
+    lines = []
+    assert pretrain(cfg, log=lines.append)
+    assert "colour 3 batches, stills 3 batches per epoch" in lines[0]  # 12 clips / 2 x 0.5; 6 images / 2
+    metrics = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["steps"] for x in metrics] == [6, 6] and all(math.isfinite(x["loss"]) for x in metrics)
+    mae = load_model(tmp_path / "pre" / "checkpoints" / "last.safetensors")
+    assert isinstance(mae, PretrainMAE)
+    lines = []
+    train(_run_cfg(m, data / "colour", tmp_path, epochs=1, init=str(tmp_path / "pre/checkpoints/last.safetensors")), log=lines.append)
+    assert any("mae checkpoint" in x and "22 new" in x for x in lines)

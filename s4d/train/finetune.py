@@ -148,23 +148,26 @@ class Run:
         steps = len(self.joint.schedule(0)) if self.joint else len(self.video.batches(0))
         self.optimizer = build_optimizer(self.model, cfg.optim, global_batch=cfg.video_batch * world)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.epochs, steps)
+        self.checkpointer = Checkpointer(self.out, self.model, self.optimizer, self.scheduler, self.dist)
 
     def batches(self, epoch: int):
         return self.joint.epoch(epoch) if self.joint else (("video", b) for b in self.video.epoch(epoch))
 
-    # ------------------------------------------------------------------ state
-    @property
-    def ckpt(self) -> Path:
-        return self.out / "checkpoints" / "last.safetensors"
 
-    @property
-    def state_path(self) -> Path:
-        return self.out / "checkpoints" / "state.pt"
 
-    def save(self, epoch: int, step: int) -> None:
+class Checkpointer:
+    """``checkpoints/last.safetensors`` (+ ``.json``) and ``checkpoints/state.pt`` (optimizer,
+    scheduler, RNG states, epoch, step) of a run; only rank 0 writes, every rank resumes."""
+
+    def __init__(self, out: Path, model: torch.nn.Module, optimizer, scheduler, dist_: Dist) -> None:
+        self.model, self.optimizer, self.scheduler, self.dist = model, optimizer, scheduler, dist_
+        self.ckpt = out / "checkpoints" / "last.safetensors"
+        self.state_path = out / "checkpoints" / "state.pt"
+
+    def save(self, epoch: int, step: int, extra: dict[str, Any] | None = None) -> None:
         if not self.dist.main:  # every rank holds the same weights and optimizer state
             return
-        save_checkpoint(self.model, self.ckpt, extra={"epoch": epoch, "fold": self.fold, "manifest": self.manifest.name})
+        save_checkpoint(self.model, self.ckpt, extra={"epoch": epoch, **(extra or {})})
         state = {"epoch": epoch, "step": step, "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}
         tmp = self.state_path.with_name("state.pt.tmp")
@@ -175,8 +178,7 @@ class Run:
         """(next epoch, global step) from the saved state, or (0, 0)."""
         if not self.state_path.is_file():
             return 0, 0
-        weights = load_model(self.ckpt)
-        self.model.load_state_dict(weights.state_dict())
+        self.model.load_state_dict(load_model(self.ckpt).state_dict())
         state = torch.load(self.state_path, map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -184,7 +186,7 @@ class Run:
         return state["epoch"] + 1, state["step"]
 
 
-def write_config(out: Path, cfg: TrainConfig) -> None:
+def write_config(out: Path, cfg: Any) -> None:
     """The resolved config beside the outputs; a re-run must use the same one to resume."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.json"
@@ -234,42 +236,60 @@ def _trim_metrics(path: Path, next_epoch: int) -> None:
         path.write_text("".join(x + "\n" for x in lines))
 
 
-def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) -> dict[str, Any] | None:
-    """Run (or resume) fine-tuning; returns the summary, or None if stopped early on purpose."""
+def start_run(cfg: Any, out: Path, log) -> tuple[Dist, torch.device, Any]:
+    """Signals, process group, seeds, config file; returns (dist, device, rank-aware log)."""
     _stop_on_sigterm()
     d, device = setup(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed + d.rank)  # Mixup's draws differ per rank
     random.seed(cfg.seed)
-    out = Path(cfg.out)
     if d.main:
         write_config(out, cfg)
     barrier(d)
-    log = log if d.main else (lambda *_: None)
-    run = Run(cfg, d, device)
-    if run.init_report:
-        log(run.init_report.summary())
-    start, step = run.resume()
+    return d, device, (log if d.main else (lambda *_: None))
+
+
+def run_epochs(one_epoch, checkpointer: Checkpointer, out: Path, epochs: int, d: Dist, log, *, extra=None,
+               stop_after_epochs: int | None = None) -> bool:
+    """Resume, then ``one_epoch(epoch, step) -> (EpochStats, step)`` per epoch, each saved with
+    its log line as one uninterruptible unit. Returns False if stopped early on purpose."""
+    start, step = checkpointer.resume()
     if d.main:
         _trim_metrics(out / "metrics.jsonl", start)
     if start:
         log(f"resuming from epoch {start} (step {step})")
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(start, epochs):
         t0 = time.perf_counter()
-        stats, step = train_epoch(run.ddp, run.batches(epoch), run.optimizer, run.scheduler, step=step, mixers=run.mixers,
-                                  alpha=cfg.alpha, device=run.device)
+        stats, step = one_epoch(epoch, step)
         loss = mean(stats.loss, d)  # the epoch's mean loss over all ranks
         record = {"epoch": epoch, "step": step, "loss": loss, "steps": stats.steps, "seconds": round(time.perf_counter() - t0, 3)}
         with _uninterrupted():
-            run.save(epoch, step)
+            checkpointer.save(epoch, step, extra)
             if d.main:
                 with open(out / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps(record) + "\n")
         barrier(d)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} ({stats.steps} steps per rank, {record['seconds']:.1f} s)")
-        if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and epoch + 1 < cfg.epochs:
-            return None
-    return evaluate_run(run, out, log)
+        log(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} ({stats.steps} steps per rank, {record['seconds']:.1f} s)")
+        if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and epoch + 1 < epochs:
+            return False
+    return True
+
+
+def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) -> dict[str, Any] | None:
+    """Run (or resume) fine-tuning; returns the summary, or None if stopped early on purpose."""
+    out = Path(cfg.out)
+    d, device, log = start_run(cfg, out, log)
+    run = Run(cfg, d, device)
+    if run.init_report:
+        log(run.init_report.summary())
+
+    def one_epoch(epoch: int, step: int):
+        return train_epoch(run.ddp, run.batches(epoch), run.optimizer, run.scheduler, step=step, mixers=run.mixers,
+                           alpha=cfg.alpha, device=run.device)
+
+    finished = run_epochs(one_epoch, run.checkpointer, out, cfg.epochs, d, log,
+                          extra={"fold": run.fold, "manifest": run.manifest.name}, stop_after_epochs=stop_after_epochs)
+    return evaluate_run(run, out, log) if finished else None
 
 
 def evaluate_run(run: Run, out: Path, log=print) -> dict[str, Any]:
