@@ -64,7 +64,7 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
     model = build_mae(cfg.size).to(device)
     enc = model.config.encoder
     ddp = torch.nn.parallel.DistributedDataParallel(model) if d.active else model
-    loaders, repeats, counts = {}, {}, {}
+    loaders, counts = {}, {}
     for i, (source, m) in enumerate(zip(mixture.sources, mixture.manifests())):
         ds = open_dataset(m, m.shard_dir(cfg.data_root), None, "train")
         if m.modality == "video":
