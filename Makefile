@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 FACENET := facenet-pytorch>=2.6,<3
 
-.PHONY: help install test test-all demo bench bench-model bench-codec bench-preprocess bench-data shards clean
+.PHONY: help install test test-all demo bench bench-model bench-codec bench-preprocess bench-data bench-train shards clean
 
 help:
 	@echo "make test         set up .venv (first run) and run the CPU test suite"
@@ -46,7 +46,10 @@ bench-preprocess: $(STAMP)
 bench-data: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py
 
-bench: bench-model bench-codec bench-preprocess bench-data
+bench-train: $(STAMP)
+	$(BIN)/python benchmarks/bench_train.py
+
+bench: bench-model bench-codec bench-preprocess bench-data bench-train
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

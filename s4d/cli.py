@@ -163,9 +163,12 @@ DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", envvar="S4D_
 SeedOpt = Annotated[int, typer.Option(help="Seed of sampling, augmentation and initialisation.")]
 LrOpt = Annotated[float, typer.Option(help="Peak lr at a video batch of 32 (scaled linearly with the batch).")]
 BackendOpt = Annotated[str, typer.Option(help="Loader: auto | dali | torch.")]
+AmpOpt = Annotated[str, typer.Option(help="Mixed precision: auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | off.")]
+CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")]
 
 
-def _train_config(manifest, out, fold, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend):
+def _train_config(manifest, out, fold, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend,
+                  amp="auto", compile_=False):
     from .train.finetune import TrainConfig
     from .train.optim import OptimConfig
 
@@ -174,7 +177,7 @@ def _train_config(manifest, out, fold, variant, size, epochs, video_batch, image
         manifest=manifest, out=str(out or (default_out if fold is None else Path(f"{default_out}-{fold}"))), fold=fold,
         variant=variant, size=size, epochs=epochs, video_batch=video_batch, image_batch=image_batch, sfer=sfer,
         init=str(init) if init else None, data_root=str(data_root) if data_root else None, seed=seed, backend=backend,
-        optim=OptimConfig(base_lr=lr),
+        amp=amp, compile=compile_, optim=OptimConfig(base_lr=lr),
     )
 
 
@@ -194,12 +197,15 @@ def train_cmd(
     seed: SeedOpt = 0,
     lr: LrOpt = 4e-5,
     backend: BackendOpt = "auto",
+    amp: AmpOpt = "auto",
+    compile_: CompileOpt = False,
 ) -> None:
     """Fine-tune on one fold (jointly with the still-image source); re-run to resume."""
     from .train.finetune import train
 
     with one_line_errors():
-        cfg = _train_config(manifest, out, fold, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend)
+        cfg = _train_config(manifest, out, fold, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend,
+                            amp, compile_)
         train(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out}")
 
@@ -219,12 +225,15 @@ def cv_cmd(
     seed: SeedOpt = 0,
     lr: LrOpt = 4e-5,
     backend: BackendOpt = "auto",
+    amp: AmpOpt = "auto",
+    compile_: CompileOpt = False,
 ) -> None:
     """Train and test every fold (resumable), then pool all folds' predictions into one UAR/WAR."""
     from .train.finetune import cross_validate
 
     with one_line_errors():
-        cfg = _train_config(manifest, out, None, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend)
+        cfg = _train_config(manifest, out, None, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend,
+                            amp, compile_)
         cross_validate(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out}")
 

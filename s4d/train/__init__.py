@@ -1,8 +1,6 @@
-"""Training and evaluation: metrics, optimiser/schedule, the step loop and the test protocol.
-
-Work in progress (issue 5): the ``s4d train/eval/cv/pretrain`` commands, checkpointing with
-resume, and DDP are not built yet.
-"""
+"""Training and evaluation: metrics, optimiser/schedule, the step loop, the test protocol, and
+the runs behind ``s4d train`` / ``cv`` / ``eval`` / ``pretrain`` (``finetune``, ``evaluate``,
+``pretrain`` modules; ``dist`` for torchrun/DDP)."""
 
 from .loop import EpochStats, NonFiniteLoss, predict, train_epoch
 from .metrics import clip_average, confusion, scores

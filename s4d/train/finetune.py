@@ -57,9 +57,13 @@ class TrainConfig:
     seed: int = 0
     backend: str = "auto"
     device: str = "auto"
+    amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | bf16 | fp16 | off
+    compile: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         if self.epochs <= 0 or self.video_batch <= 0 or self.image_batch <= 0:
             raise ValueError("epochs, video_batch and image_batch must be positive")
         if not 0.0 <= self.alpha <= 1.0:
@@ -67,6 +71,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if amp == "fp16" else torch.bfloat16
 
 
 def _device(name: str) -> torch.device:
@@ -149,6 +159,10 @@ class Run:
         self.optimizer = build_optimizer(self.model, cfg.optim, global_batch=cfg.video_batch * world)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.epochs, steps)
         self.checkpointer = Checkpointer(self.out, self.model, self.optimizer, self.scheduler, self.dist)
+        self.autocast = autocast_dtype(cfg.amp, self.device)
+        self.steps_per_epoch = steps
+        if cfg.compile:
+            self.ddp = torch.compile(self.ddp)
 
     def batches(self, epoch: int):
         return self.joint.epoch(epoch) if self.joint else (("video", b) for b in self.video.epoch(epoch))
@@ -236,6 +250,27 @@ def _trim_metrics(path: Path, next_epoch: int) -> None:
         path.write_text("".join(x + "\n" for x in lines))
 
 
+def progress(items, total: int, description: str, show: bool):
+    """Iterate with a progress bar (steps, steps/s, ETA) on stderr; plain iteration if not shown."""
+    if not show:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:.2f} steps/s" if task.speed else "")
+
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), Rate(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
 def start_run(cfg: Any, out: Path, log) -> tuple[Dist, torch.device, Any]:
     """Signals, process group, seeds, config file; returns (dist, device, rank-aware log)."""
     _stop_on_sigterm()
@@ -284,8 +319,9 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
         log(run.init_report.summary())
 
     def one_epoch(epoch: int, step: int):
-        return train_epoch(run.ddp, run.batches(epoch), run.optimizer, run.scheduler, step=step, mixers=run.mixers,
-                           alpha=cfg.alpha, device=run.device)
+        batches = progress(run.batches(epoch), run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", d.main)
+        return train_epoch(run.ddp, batches, run.optimizer, run.scheduler, step=step, mixers=run.mixers,
+                           alpha=cfg.alpha, device=run.device, autocast_dtype=run.autocast)
 
     finished = run_epochs(one_epoch, run.checkpointer, out, cfg.epochs, d, log,
                           extra={"fold": run.fold, "manifest": run.manifest.name}, stop_after_epochs=stop_after_epochs)
@@ -300,7 +336,7 @@ def evaluate_run(run: Run, out: Path, log=print) -> dict[str, Any]:
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
     test = Loader(run.test_ds, run.test_cfg, rank=run.dist.rank, world=run.dist.world, backend=run.cfg.backend)
-    parts = gather(predict(run.model, test.epoch(0), "video", run.device), run.dist)  # pool, never average per rank
+    parts = gather(predict(run.model, test.epoch(0), "video", run.device, run.autocast), run.dist)  # pool, never average per rank
     if not run.dist.main:
         return {}
     pred = {"keys": [k for p in parts for k in p["keys"]], "labels": np.concatenate([p["labels"] for p in parts]),
