@@ -165,10 +165,11 @@ LrOpt = Annotated[float, typer.Option(help="Peak lr at a video batch of 32 (scal
 BackendOpt = Annotated[str, typer.Option(help="Loader: auto | dali | torch.")]
 AmpOpt = Annotated[str, typer.Option(help="Mixed precision: auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | off.")]
 CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")]
+AccumOpt = Annotated[int, typer.Option(min=1, help="Batches accumulated per optimiser step (the lr scales with the effective batch).")]
 
 
 def _train_config(manifest, out, fold, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend,
-                  amp="auto", compile_=False):
+                  amp="auto", compile_=False, accum=1):
     from .train.finetune import TrainConfig
     from .train.optim import OptimConfig
 
@@ -177,7 +178,7 @@ def _train_config(manifest, out, fold, variant, size, epochs, video_batch, image
         manifest=manifest, out=str(out or (default_out if fold is None else Path(f"{default_out}-{fold}"))), fold=fold,
         variant=variant, size=size, epochs=epochs, video_batch=video_batch, image_batch=image_batch, sfer=sfer,
         init=str(init) if init else None, data_root=str(data_root) if data_root else None, seed=seed, backend=backend,
-        amp=amp, compile=compile_, optim=OptimConfig(base_lr=lr),
+        amp=amp, compile=compile_, accum=accum, optim=OptimConfig(base_lr=lr),
     )
 
 
@@ -199,13 +200,14 @@ def train_cmd(
     backend: BackendOpt = "auto",
     amp: AmpOpt = "auto",
     compile_: CompileOpt = False,
+    accum: AccumOpt = 1,
 ) -> None:
     """Fine-tune on one fold (jointly with the still-image source); re-run to resume."""
     from .train.finetune import train
 
     with one_line_errors():
         cfg = _train_config(manifest, out, fold, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend,
-                            amp, compile_)
+                            amp, compile_, accum)
         train(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out}")
 
@@ -227,13 +229,14 @@ def cv_cmd(
     backend: BackendOpt = "auto",
     amp: AmpOpt = "auto",
     compile_: CompileOpt = False,
+    accum: AccumOpt = 1,
 ) -> None:
     """Train and test every fold (resumable), then pool all folds' predictions into one UAR/WAR."""
     from .train.finetune import cross_validate
 
     with one_line_errors():
         cfg = _train_config(manifest, out, None, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend,
-                            amp, compile_)
+                            amp, compile_, accum)
         cross_validate(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out}")
 

@@ -125,8 +125,28 @@ def test_non_finite_loss_names_step_and_keys():
         model.head["video"].weight.fill_(float("nan"))
     batch = {"pixels": torch.randn(2, 3, 4, 64, 64), "labels": torch.tensor([0, 1]), "keys": ["a", "b"]}
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(NonFiniteLoss, match=r"at step 7 \(video batch, keys \['a', 'b'\]\)"):
+    with pytest.raises(NonFiniteLoss, match=r"at step 7 \(batch 0 of this epoch: video, keys \['a', 'b'\]\)"):
         train_epoch(model, [("video", batch)], opt, step=7)
+    good = build_model("vit", "debug", video_classes=2)
+    bad = {**batch, "keys": ["c", "d"]}
+    seq = [("video", batch)] * 2 + [("video", {**bad, "pixels": torch.full_like(batch["pixels"], float("nan"))})] + [("video", batch)]
+    with pytest.raises(NonFiniteLoss, match=r"batch 2 of this epoch: video, keys \['c', 'd'\]"):
+        train_epoch(good, seq, torch.optim.SGD(good.parameters(), lr=0.1), check_every=4)  # found at the deferred check
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    torch.manual_seed(0)
+    a = build_model("vit", "debug", video_classes=2)
+    b = build_model("vit", "debug", video_classes=2)
+    b.load_state_dict(a.state_dict())
+    x, y = torch.randn(4, 3, 4, 64, 64), torch.tensor([0, 1, 1, 0])
+    whole = [("video", {"pixels": x, "labels": y, "keys": list("abcd")})]
+    halves = [("video", {"pixels": x[i : i + 2], "labels": y[i : i + 2], "keys": list("abcd")[i : i + 2]}) for i in (0, 2)]
+    _, s1 = train_epoch(a, whole, torch.optim.SGD(a.parameters(), lr=0.1))
+    _, s2 = train_epoch(b, halves, torch.optim.SGD(b.parameters(), lr=0.1), accum=2)
+    assert s1 == s2 == 1
+    for (k, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=k)
 
 
 def _run_cfg(m, shards, tmp, **kw):

@@ -58,14 +58,15 @@ class TrainConfig:
     backend: str = "auto"
     device: str = "auto"
     amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | bf16 | fp16 | off
+    accum: int = 1  # batches accumulated per optimiser step
     compile: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
-        if self.epochs <= 0 or self.video_batch <= 0 or self.image_batch <= 0:
-            raise ValueError("epochs, video_batch and image_batch must be positive")
+        if self.epochs <= 0 or self.video_batch <= 0 or self.image_batch <= 0 or self.accum <= 0:
+            raise ValueError("epochs, video_batch, image_batch and accum must be positive")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
 
@@ -155,12 +156,13 @@ class Run:
             self.joint = JointLoader(self.video, Loader(image_ds, image_cfg, rank=rank, world=world, backend=cfg.backend), proportion,
                                      seed=cfg.seed)
         self.mixers = {task: BatchMixer(n, cfg.mixup, cfg.cutmix, cfg.smoothing) for task, n in self.model.config.heads.items()}
-        steps = len(self.joint.schedule(0)) if self.joint else len(self.video.batches(0))
-        self.optimizer = build_optimizer(self.model, cfg.optim, global_batch=cfg.video_batch * world)
+        batches = len(self.joint.schedule(0)) if self.joint else len(self.video.batches(0))
+        steps = -(-batches // cfg.accum)  # optimiser steps per epoch
+        self.optimizer = build_optimizer(self.model, cfg.optim, global_batch=cfg.video_batch * world * cfg.accum)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.epochs, steps)
         self.checkpointer = Checkpointer(self.out, self.model, self.optimizer, self.scheduler, self.dist)
         self.autocast = autocast_dtype(cfg.amp, self.device)
-        self.steps_per_epoch = steps
+        self.batches_per_epoch = batches
         if cfg.compile:
             self.ddp = torch.compile(self.ddp)
 
@@ -319,9 +321,9 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
         log(run.init_report.summary())
 
     def one_epoch(epoch: int, step: int):
-        batches = progress(run.batches(epoch), run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", d.main)
+        batches = progress(run.batches(epoch), run.batches_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", d.main)
         return train_epoch(run.ddp, batches, run.optimizer, run.scheduler, step=step, mixers=run.mixers,
-                           alpha=cfg.alpha, device=run.device, autocast_dtype=run.autocast)
+                           alpha=cfg.alpha, device=run.device, autocast_dtype=run.autocast, accum=cfg.accum)
 
     finished = run_epochs(one_epoch, run.checkpointer, out, cfg.epochs, d, log,
                           extra={"fold": run.fold, "manifest": run.manifest.name}, stop_after_epochs=stop_after_epochs)

@@ -39,12 +39,30 @@ def train_epoch(
     alpha: float = 0.5,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
+    accum: int = 1,
+    check_every: int | None = None,
 ) -> tuple[EpochStats, int]:
-    """One pass; returns the statistics and the global step after it."""
+    """One pass; returns the statistics and the global (optimiser) step after it.
+
+    ``accum`` batches are accumulated per optimiser step. The finiteness of the loss is checked
+    on the host every ``check_every`` batches (default: every batch on CPU, every 25 on a GPU,
+    so steps do not wait on the device); a NaN/inf stops the run naming the first bad batch."""
     model.train()
     criterion = SoftTargetCrossEntropy()
     device = torch.device(device)
+    check_every = check_every or (1 if device.type == "cpu" else 25)
     total, n = torch.zeros((), device=device), 0
+    bad_at = torch.full((), -1, dtype=torch.int64, device=device)
+    recent: dict[int, tuple[str, list[str]]] = {}
+
+    def check() -> None:
+        first = int(bad_at)  # one host sync per check
+        if first >= 0:
+            task_, keys = recent.get(first, ("?", []))
+            raise NonFiniteLoss(f"loss became NaN/inf at step {step} (batch {first} of this epoch: {task_}, keys {keys[:4]})")
+        recent.clear()
+
+    optimizer.zero_grad(set_to_none=True)
     for task, batch in batches:
         x = batch["pixels"].to(device, non_blocking=True)
         y = batch["labels"].to(device, non_blocking=True)
@@ -57,16 +75,26 @@ def train_epoch(
             logits, aux = model(x, task=task, return_aux=True)
         weight = alpha if task == "video" else 1.0 - alpha
         loss = weight * criterion(logits.float(), soft) + aux.balance_loss
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"loss is {loss.item()} at step {step} ({task} batch, keys {batch['keys'][:4]})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        recent[n] = (task, list(batch["keys"]))
+        bad_at = torch.where((bad_at < 0) & ~torch.isfinite(loss), torch.tensor(n, device=device), bad_at)
+        if (n + 1) % check_every == 0:
+            check()
+        (loss / accum).backward()
+        n += 1
+        total += loss.detach()
+        if n % accum == 0:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if scheduler is not None:
+                scheduler.step_update(step)
+    if n % accum:  # a last, partial accumulation
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
         step += 1
         if scheduler is not None:
             scheduler.step_update(step)
-        total += loss.detach()
-        n += 1
+    check()
     return EpochStats(n, float(total) / max(n, 1)), step
 
 
