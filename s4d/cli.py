@@ -163,7 +163,7 @@ DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", envvar="S4D_
 SeedOpt = Annotated[int, typer.Option(help="Seed of sampling, augmentation and initialisation.")]
 LrOpt = Annotated[float, typer.Option(help="Peak lr at a video batch of 32 (scaled linearly with the batch).")]
 BackendOpt = Annotated[str, typer.Option(help="Loader: auto | dali | torch.")]
-AmpOpt = Annotated[str, typer.Option(help="Mixed precision: auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | off.")]
+AmpOpt = Annotated[str, typer.Option(help="Mixed precision: auto (bf16 on CUDA, fp32 on CPU) | bf16 | off.")]
 CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")]
 AccumOpt = Annotated[int, typer.Option(min=1, help="Batches accumulated per optimiser step (the lr scales with the effective batch).")]
 

@@ -39,6 +39,16 @@ def test_layer_decay_and_schedule():
                 assert g["weight_decay"] == 0.0  # norms, biases, q/v biases
     head = next(g for g in opt.param_groups if any(p is model.head["video"].weight for p in g["params"]))
     assert head["lr_scale"] == 1.0 and head["weight_decay"] == 0.05
+
+    def scale_of(param):
+        return next(g["lr_scale"] for g in opt.param_groups if any(p is param for p in g["params"]))
+
+    depth = model.config.encoder.depth  # BEiT/MAE rule: head 1, last block 0.75, embedding 0.75^(depth+1)
+    assert scale_of(model.blocks[depth - 1].attn.qkv.weight) == pytest.approx(0.75)
+    assert scale_of(model.blocks[depth - 1].moae.experts.w1) == pytest.approx(0.75)
+    assert scale_of(model.blocks[0].mlp.fc1.weight) == pytest.approx(0.75**depth)
+    assert scale_of(model.patch_embed.proj.weight) == pytest.approx(0.75 ** (depth + 1))
+    assert scale_of(model.fc_norm.weight) == 1.0
     sched = build_scheduler(opt, OptimConfig(warmup_epochs=1), epochs=4, steps_per_epoch=10)
     lr = []
     for step in range(41):
@@ -231,6 +241,20 @@ def test_cross_validation_pools_folds(tmp_path):
     assert pooled["uar"] == pytest.approx(summary["uar"]) and pooled["war"] == pytest.approx(summary["war"])
     res = runner.invoke(app, args)  # re-run: every fold is kept, only pooling runs
     assert res.exit_code == 0 and res.output.count("done before, kept") == 3
+    res = runner.invoke(app, [*args[:args.index("--epochs") + 1], "2", *args[args.index("--epochs") + 2:]])
+    assert res.exit_code == 2 and "different settings (epochs)" in res.output  # kept folds must match the command
+
+    import os
+    import subprocess
+    import sys
+
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29521", "-m", "s4d",
+           *[a if a != str(tmp_path / "cv") else str(tmp_path / "cv_ddp") for a in args]]
+    res = subprocess.run(ddp, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("fold a: training") == 1  # rank 0 speaks
+    ddp_summary = json.loads((tmp_path / "cv_ddp" / "summary.json").read_text())
+    assert ddp_summary["count"] == 9 and set(ddp_summary["folds"]) == {"a", "b", "c"}
 
 
 def test_two_process_ddp_with_torchrun(colour_task, tmp_path):
@@ -296,6 +320,9 @@ def test_eval_command_and_cross_task_mapping(colour_task, tmp_path):
     assert cross["task_head"] == "image" and cross["count"] == 4 and cross["excluded_no_matching_class"] == 0
     res = runner.invoke(app, [*base, "--task", "audio"])
     assert res.exit_code == 2 and "no 'audio' head" in res.output
+    unnamed = save_checkpoint(build_model(model_config("s4d", "debug", video_classes=2, image_classes=2)), tmp_path / "u.safetensors")
+    res = runner.invoke(app, [*base[:3], "--checkpoint", str(unnamed), *base[5:], "--task", "image"])
+    assert res.exit_code == 2 and "has no class names" in res.output  # never map columns by position across tasks
 
 
 def test_init_from_an_mae_checkpoint_reports_new_tensors(colour_task, tmp_path):
@@ -388,3 +415,64 @@ def test_pretrain_on_a_mixture_then_finetune_from_it(colour_task, tmp_path):
     lines = []
     train(_run_cfg(m, data / "colour", tmp_path, epochs=1, init=str(tmp_path / "pre/checkpoints/last.safetensors")), log=lines.append)
     assert any("mae checkpoint" in x and "22 new" in x for x in lines)
+
+
+def test_ddp_resume_is_exact(colour_task, tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    m, out = colour_task
+    data = tmp_path / "data"
+    shutil.copytree(out, data / "colour")
+    (tmp_path / "colour.json").write_text(json.dumps(m.to_dict()))
+    job = Path(__file__).with_name("ddp_resume_job.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519", str(job),
+           str(tmp_path / "colour.json"), str(data), str(tmp_path / "runs")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                                                                 "PYTHONPATH": str(job.parent.parent)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result["identical"] and result["losses"][0] == result["losses"][1]  # Mixup RNG restored per rank
+
+
+def test_signal_during_a_save_is_delivered_after_it():
+    import os
+    import signal
+
+    from s4d.train.finetune import _stop_on_sigterm, _uninterrupted
+
+    old = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        _stop_on_sigterm()
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with _uninterrupted():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append("saved")  # still runs: the signal waits
+        assert done == ["saved"]
+    finally:
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGTERM, old[1])
+
+
+def test_resume_refuses_mismatched_weights_and_state(colour_task, tmp_path):
+    import json
+    import shutil
+
+    from s4d.train.finetune import train
+
+    m, out = colour_task
+    data = tmp_path / "data"
+    shutil.copytree(out, data / "colour")
+    cfg = _run_cfg(m, data / "colour", tmp_path, epochs=3)
+    train(cfg, stop_after_epochs=2, log=lambda *_: None)
+    sidecar = tmp_path / "run" / "checkpoints" / "last.json"
+    meta = json.loads(sidecar.read_text())
+    meta["epoch"] = 0  # as if the weights were older than the optimizer state
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"weights \(epoch 0\) and optimizer state \(epoch 1\) do not match"):
+        train(cfg, log=lambda *_: None)

@@ -105,7 +105,8 @@ class Classifier(Transformer):
     def group_matcher(self, coarse: bool = False) -> dict:
         """Parameter groups by depth for timm's layer-wise lr decay: embedding, then each block
         (its MoAE included), then ``fc_norm`` and the heads."""
-        return {"stem": r"^patch_embed", "blocks": [(r"^blocks\.(\d+)", None), (r"^fc_norm|^head", (99999,))]}
+        # (100000,) is a group of its own after the last block (99999 would merge into block 11)
+        return {"stem": r"^patch_embed", "blocks": [(r"^blocks\.(\d+)", None), (r"^fc_norm|^head", (100000,))]}
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

@@ -60,6 +60,9 @@ def evaluate_checkpoint(
 
     head_names = tuple(model.config.class_names.get(task, ())) or None
     excluded = 0
+    if head_names is None and task != m.modality:
+        raise ManifestError(f"{checkpoint}: the {task} head has no class names, so its classes cannot be matched to "
+                            f"{m.name}'s; cross-task evaluation needs a checkpoint trained by s4d (names in its config)")
     if head_names is None and model.config.heads[task] != len(m.classes):
         raise ManifestError(f"{checkpoint}: the {task} head has {model.config.heads[task]} classes and no class names; "
                             f"{m.name} has {len(m.classes)}")

@@ -57,14 +57,14 @@ class TrainConfig:
     seed: int = 0
     backend: str = "auto"
     device: str = "auto"
-    amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | bf16 | fp16 | off
+    amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | bf16 | off
     accum: int = 1  # batches accumulated per optimiser step
     compile: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
+        if self.amp not in ("auto", "bf16", "off"):  # fp16 would need loss scaling; bf16 does not
+            raise ValueError(f"amp must be auto, bf16 or off, got {self.amp!r}")
         if self.epochs <= 0 or self.video_batch <= 0 or self.image_batch <= 0 or self.accum <= 0:
             raise ValueError("epochs, video_batch, image_batch and accum must be positive")
         if not 0.0 <= self.alpha <= 1.0:
@@ -77,7 +77,7 @@ class TrainConfig:
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
-    return torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.bfloat16
 
 
 def _device(name: str) -> torch.device:
@@ -96,8 +96,11 @@ def _rng_state() -> dict[str, Any]:
     """All RNG states as tensors and plain Python values, so ``weights_only`` loading reads them."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
-    return {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-            "python": [version, list(internal), gauss]}
+    state = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+             "python": [version, list(internal), gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -106,6 +109,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 class Run:
@@ -146,15 +151,16 @@ class Run:
                                       stride=m.clip.stride, crop=m.clip.crop, augment=aug, seed=cfg.seed)
         self.test_cfg = dataclasses.replace(self.video_cfg, train=False, augment=Augment.off())
         rank, world = self.dist.rank, self.dist.world
-        self.video = Loader(self.train_ds, self.video_cfg, rank=rank, world=world, backend=cfg.backend)
+        self.device_id = self.device.index if self.device.type == "cuda" else None  # DALI decodes where we train
+        self.video = Loader(self.train_ds, self.video_cfg, rank=rank, world=world, backend=cfg.backend, device_id=self.device_id)
         self.joint = None
         if sfer is not None and "image" in self.model.head:
             image_ds = open_dataset(sfer, sfer.shard_dir(cfg.data_root), None, "train")
             image_cfg = LoaderConfig(batch_size=cfg.image_batch, train=True, size=enc.img_size, class_balanced=True,
                                      augment=Augment.image() if cfg.augment else Augment.off(), seed=cfg.seed + 1)
             proportion = m.sfer.proportion if cfg.proportion is None else cfg.proportion
-            self.joint = JointLoader(self.video, Loader(image_ds, image_cfg, rank=rank, world=world, backend=cfg.backend), proportion,
-                                     seed=cfg.seed)
+            images = Loader(image_ds, image_cfg, rank=rank, world=world, backend=cfg.backend, device_id=self.device_id)
+            self.joint = JointLoader(self.video, images, proportion, seed=cfg.seed)
         self.mixers = {task: BatchMixer(n, cfg.mixup, cfg.cutmix, cfg.smoothing) for task, n in self.model.config.heads.items()}
         batches = len(self.joint.schedule(0)) if self.joint else len(self.video.batches(0))
         steps = -(-batches // cfg.accum)  # optimiser steps per epoch
@@ -181,24 +187,41 @@ class Checkpointer:
         self.state_path = out / "checkpoints" / "state.pt"
 
     def save(self, epoch: int, step: int, extra: dict[str, Any] | None = None) -> None:
+        """Every rank contributes its RNG states (Mixup and masks differ per rank); rank 0 writes
+        ``state.pt.tmp``, then the weights, then renames the state: a kill in between leaves a
+        ``.tmp`` whose epoch matches the weights, which ``resume`` promotes."""
+        rngs = gather(_rng_state(), self.dist)
         if not self.dist.main:  # every rank holds the same weights and optimizer state
             return
-        save_checkpoint(self.model, self.ckpt, extra={"epoch": epoch, **(extra or {})})
-        state = {"epoch": epoch, "step": step, "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}
+        state = {"epoch": epoch, "step": step, "world": self.dist.world, "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": rngs}
         tmp = self.state_path.with_name("state.pt.tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, tmp)
+        save_checkpoint(self.model, self.ckpt, extra={"epoch": epoch, **(extra or {})})
         os.replace(tmp, self.state_path)
 
     def resume(self) -> tuple[int, int]:
         """(next epoch, global step) from the saved state, or (0, 0)."""
-        if not self.state_path.is_file():
+        tmp = self.state_path.with_name("state.pt.tmp")
+        if not self.state_path.is_file() and not tmp.is_file():
             return 0, 0
+        weights_epoch = json.loads(self.ckpt.with_suffix(".json").read_text()).get("epoch") if self.ckpt.is_file() else None
+        state = torch.load(self.state_path, map_location="cpu", weights_only=True) if self.state_path.is_file() else None
+        if tmp.is_file():
+            pending = torch.load(tmp, map_location="cpu", weights_only=True)
+            if pending["epoch"] == weights_epoch:  # killed after the weights, before the rename
+                state = pending
+        if state is None or state["epoch"] != weights_epoch:
+            raise ValueError(f"{self.state_path.parent}: weights (epoch {weights_epoch}) and optimizer state "
+                             f"(epoch {None if state is None else state['epoch']}) do not match; start a new --out")
+        if state["world"] != self.dist.world:
+            raise ValueError(f"{self.state_path}: saved by {state['world']} process(es); resume with the same number "
+                             f"(now {self.dist.world}) for an exact continuation")
         self.model.load_state_dict(load_model(self.ckpt).state_dict())
-        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        _set_rng_state(state["rng"][self.dist.rank])
         return state["epoch"] + 1, state["step"]
 
 
@@ -206,20 +229,25 @@ def write_config(out: Path, cfg: Any) -> None:
     """The resolved config beside the outputs; a re-run must use the same one to resume."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.json"
-    text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n"
-    if path.is_file() and path.read_text() != text:
+    new = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as they are stored
+    if path.is_file():
         old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != json.loads(text).get(k))
-        raise ValueError(f"{path}: this run was started with different settings ({', '.join(diff)}); use a new --out")
-    path.write_text(text)
+        diff = sorted(k for k in set(old) | set(new) if k not in _NOT_IDENTITY and old.get(k) != new.get(k))
+        if diff:
+            raise ValueError(f"{path}: this run was started with different settings ({', '.join(diff)}); use a new --out")
+    path.write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
+
+
+# Where data lives and how it is loaded do not change what a run computes.
+_NOT_IDENTITY = {"data_root", "backend", "device", "out"}
 
 
 _CRITICAL = {"inside": False, "pending": None}
 
 
 def _stop_on_sigterm() -> None:
-    """A scheduler's SIGTERM stops the run like Ctrl-C; the last finished epoch is on disk.
-    A signal that arrives while an epoch is being saved is delivered right after the save."""
+    """SIGTERM (a scheduler) and SIGINT (Ctrl-C) stop the run; the last finished epoch is on
+    disk. A signal that arrives while an epoch is being saved is delivered right after the save."""
     import signal
     import threading
 
@@ -231,6 +259,7 @@ def _stop_on_sigterm() -> None:
                 raise KeyboardInterrupt(f"signal {signum}")
 
         signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
 
 
 @contextlib.contextmanager
@@ -274,16 +303,21 @@ def progress(items, total: int, description: str, show: bool):
 
 
 def start_run(cfg: Any, out: Path, log) -> tuple[Dist, torch.device, Any]:
-    """Signals, process group, seeds, config file; returns (dist, device, rank-aware log)."""
+    """Signals, process group, seeds; returns (dist, device, rank-aware log)."""
     _stop_on_sigterm()
     d, device = setup(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed + d.rank)  # Mixup's draws differ per rank
     random.seed(cfg.seed)
+    return d, device, (log if d.main else (lambda *_: None))
+
+
+def commit_config(cfg: Any, out: Path, d: Dist) -> None:
+    """Write (or check) ``config.json`` once the run's inputs have been validated, so a failed
+    start does not pin a folder to wrong settings."""
     if d.main:
         write_config(out, cfg)
     barrier(d)
-    return d, device, (log if d.main else (lambda *_: None))
 
 
 def run_epochs(one_epoch, checkpointer: Checkpointer, out: Path, epochs: int, d: Dist, log, *, extra=None,
@@ -317,6 +351,7 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
     out = Path(cfg.out)
     d, device, log = start_run(cfg, out, log)
     run = Run(cfg, d, device)
+    commit_config(cfg, out, d)
     if run.init_report:
         log(run.init_report.summary())
 
@@ -331,16 +366,24 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
 
 
 def evaluate_run(run: Run, out: Path, log=print) -> dict[str, Any]:
-    """Test protocol on the fold's test set with the last epoch's weights; writes outputs."""
+    """Test protocol on the fold's test set with the last epoch's weights; rank 0 writes the
+    outputs and every rank leaves only once they are on disk."""
+    summary: dict[str, Any] = {}
     if run.test_ds is None:
         summary = {"fold": run.fold, "epochs": run.cfg.epochs, "note": "no test partition in this fold"}
         if run.dist.main:
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return summary
-    test = Loader(run.test_ds, run.test_cfg, rank=run.dist.rank, world=run.dist.world, backend=run.cfg.backend)
-    parts = gather(predict(run.model, test.epoch(0), "video", run.device, run.autocast), run.dist)  # pool, never average per rank
-    if not run.dist.main:
-        return {}
+    else:
+        test = Loader(run.test_ds, run.test_cfg, rank=run.dist.rank, world=run.dist.world, backend=run.cfg.backend,
+                      device_id=run.device_id)
+        parts = gather(predict(run.model, test.epoch(0), "video", run.device, run.autocast), run.dist)  # pool, never average
+        if run.dist.main:
+            summary = _write_test_outputs(run, out, parts, log)
+    barrier(run.dist)
+    return summary
+
+
+def _write_test_outputs(run: Run, out: Path, parts: list[dict], log) -> dict[str, Any]:
     pred = {"keys": [k for p in parts for k in p["keys"]], "labels": np.concatenate([p["labels"] for p in parts]),
             "probs": np.concatenate([p["probs"] for p in parts])}
     order = np.argsort(pred["keys"], kind="stable")
@@ -395,6 +438,9 @@ def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
 
     m = load_manifest(cfg.manifest)
     out = Path(cfg.out)
+    d, _ = setup(cfg.device)
+    log = log if d.main else (lambda *_: None)
+    commit_config(dataclasses.replace(cfg, fold=None), out, d)  # kept folds must come from the same settings
     per_fold = {}
     for fold in m.folds:
         fold_out = out / f"fold_{fold}"
@@ -404,6 +450,8 @@ def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
             log(f"fold {fold}: training")
             train(dataclasses.replace(cfg, fold=fold, out=str(fold_out)), log=log)
         per_fold[fold] = json.loads((fold_out / "summary.json").read_text())
+    if not d.main:
+        return {}
     tables = [pq.read_table(out / f"fold_{f}" / "predictions.parquet").to_pydict() for f in m.folds]
     labels = np.concatenate([t["label"] for t in tables])
     probs = np.concatenate([np.stack([t[f"p_{c}"] for c in m.classes], axis=1) for t in tables])

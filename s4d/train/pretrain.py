@@ -4,13 +4,14 @@ Every step is single-source. Per epoch each source contributes ``share`` x the b
 pass over it (AffectNet x1, VoxCeleb2 x1/4 in the paper), in an order seeded by the epoch; a
 video is decoded once and seen as ``repeat`` views (4 in the paper), each with its own
 augmentation and its own mask. Optimiser as the reference: AdamW (0.9, 0.95), weight decay
-0.05, lr 1.6e-3 x batch / 512, warm-up then cosine. Outputs and resume as ``s4d train``.
+0.05, lr 1.6e-3 x batch / 512 with batch = masked samples per step (clips x views, all ranks),
+5% of the epochs warm-up, then cosine. Outputs and resume as ``s4d train``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,7 +23,7 @@ from pipelines.sampling import mixture_schedule
 from preprocess.manifest import load_mixture
 
 from ..models import build_mae
-from .finetune import Checkpointer, run_epochs, start_run
+from .finetune import Checkpointer, autocast_dtype, commit_config, run_epochs, start_run
 from .loop import EpochStats, NonFiniteLoss
 from .optim import OptimConfig, build_scheduler
 
@@ -42,8 +43,10 @@ class PretrainConfig:
     seed: int = 0
     backend: str = "auto"
     device: str = "auto"
+    amp: str = "auto"
+    warmup_fraction: float = 0.05  # of all epochs (the reference's 5%)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=1.6e-3, reference_batch=512, weight_decay=0.05,
-                                                                   layer_decay=1.0, betas=(0.9, 0.95), warmup_epochs=5))
+                                                                   layer_decay=1.0, betas=(0.9, 0.95)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -62,6 +65,8 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
     d, device, log = start_run(cfg, out, log)
     mixture = load_mixture(cfg.mixture)
     model = build_mae(cfg.size).to(device)
+    amp = autocast_dtype(cfg.amp, device)
+    device_id = device.index if device.type == "cuda" else None
     enc = model.config.encoder
     ddp = torch.nn.parallel.DistributedDataParallel(model) if d.active else model
     loaders, counts = {}, {}
@@ -73,35 +78,43 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
         else:
             lc = LoaderConfig(batch_size=cfg.image_batch, train=True, size=enc.img_size, image_resize=enc.img_size,
                               augment=PRETRAIN_AUGMENT, seed=cfg.seed + i)
-        loader = Loader(ds, lc, rank=d.rank, world=d.world, backend=cfg.backend)
+        loader = Loader(ds, lc, rank=d.rank, world=d.world, backend=cfg.backend, device_id=device_id)
         per_pass = len(loader.batches(0))
         counts[m.name] = max(1, round(source.share * per_pass))
         loader.num_samples = counts[m.name] * lc.batch_size * d.world  # exactly the batches the schedule takes
         loaders[m.name] = loader
     steps = sum(counts.values())
-    optimizer = _mae_optimizer(model, cfg.optim, cfg.video_batch * d.world)
-    scheduler = build_scheduler(optimizer, cfg.optim, cfg.epochs, steps)
+    # lr scales with the samples per step: a video step holds video_batch x views masked clips
+    views = max((s.repeat for s, m in zip(mixture.sources, mixture.manifests()) if m.modality == "video"), default=1)
+    optim_cfg = dataclasses.replace(cfg.optim, warmup_epochs=cfg.warmup_fraction * cfg.epochs)
+    optimizer = _mae_optimizer(model, optim_cfg, cfg.video_batch * views * d.world)
+    scheduler = build_scheduler(optimizer, optim_cfg, cfg.epochs, steps)
+    commit_config(cfg, out, d)
     log(f"pre-training: {', '.join(f'{n} {c} batches' for n, c in counts.items())} per epoch")
 
     def one_epoch(epoch: int, step: int) -> tuple[EpochStats, int]:
         ddp.train()
         iters: dict[str, Iterator[dict]] = {n: loader.epoch(epoch) for n, loader in loaders.items()}
-        total, n = 0.0, 0
+        total, n = torch.zeros((), device=device), 0
+        check_every = 1 if device.type == "cpu" else 25  # host syncs only now and then on a GPU
         for name in mixture_schedule(counts, seed=cfg.seed, epoch=epoch):
             x = next(iters[name])["pixels"].to(device)
             if x.ndim == 6:  # (B, views, 3, T, H, W): every view gets its own mask
                 x = x.flatten(0, 1)
-            loss = ddp(x).loss
-            if not math.isfinite(loss.item()):
-                raise NonFiniteLoss(f"MAE loss is {loss.item()} at step {step} ({name} batch)")
+            with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+                loss = ddp(x).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
             scheduler.step_update(step)
-            total += loss.item()
+            total += loss.detach()
             n += 1
-        return EpochStats(n, total / max(n, 1)), step
+            if n % check_every == 0 and not torch.isfinite(total):
+                raise NonFiniteLoss(f"MAE loss became NaN/inf by step {step} (last batch: {name})")
+        if not torch.isfinite(total):
+            raise NonFiniteLoss(f"MAE loss became NaN/inf by step {step}")
+        return EpochStats(n, float(total) / max(n, 1)), step
 
     checkpointer = Checkpointer(out, model, optimizer, scheduler, d)
     return run_epochs(one_epoch, checkpointer, out, cfg.epochs, d, log, extra={"mixture": mixture.name},
