@@ -247,6 +247,8 @@ def _checked(cls: type, d: dict[str, Any], where: str) -> dict[str, Any]:
 # Sizes as data. ``debug`` is tiny (tests); ``base`` is ViT-B/16 at 160 px and 16 frames.
 SIZES: dict[str, EncoderConfig] = {
     "debug": EncoderConfig(img_size=64, num_frames=4, dim=32, depth=4, num_heads=2),
+    # the demo: small enough to train on 2 CPU cores in minutes, fine enough (8 px patches) to see a mouth
+    "demo": EncoderConfig(img_size=64, num_frames=8, patch=8, dim=64, depth=4, num_heads=4),
     "small": EncoderConfig(dim=384, depth=12, num_heads=6),
     "base": EncoderConfig(),
 }
