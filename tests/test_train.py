@@ -64,6 +64,21 @@ def _manifest(tmp, name, modality, classes, **extra):
     return parse_manifest(raw, tmp / f"{name}.json")
 
 
+def make_stills(tmp, shards, count):
+    """An image (SFER) dataset of ``count`` generated stills, preprocessed into ``shards``."""
+    raw = tmp / "raw_stills"
+    raw.mkdir()
+    rows = ["path,label,split"]
+    for i in range(count):
+        write_image(raw / f"i{i}.jpg", moving_square(1, 80, 80, seed=i)[0])
+        rows.append(f"i{i}.jpg,{['neutral', 'happy'][i % 2]},train")
+    (raw / "list.csv").write_text("\n".join(rows) + "\n")
+    m = _manifest(tmp, "stills", "image", ["neutral", "happy"], preprocess={"align": False, "size": 72, "codec": "jpeg"})
+    run_shards(m, raw, shards)
+    finalize(m, shards)
+    return m
+
+
 @pytest.fixture(scope="module")
 def colour_task(tmp_path_factory):
     """An easy task: the moving square is warm (class 0) or cold (class 1)."""
@@ -105,16 +120,7 @@ def test_fine_tuning_learns_the_easy_task_and_the_test_protocol_scores_it(colour
 
 def test_joint_epoch_with_mixup_and_image_head(colour_task, tmp_path):
     m, out = colour_task
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    rows = ["path,label,split"]
-    for i in range(8):
-        write_image(raw / f"i{i}.jpg", moving_square(1, 80, 80, seed=i)[0])
-        rows.append(f"i{i}.jpg,{['neutral', 'happy'][i % 2]},train")
-    (raw / "list.csv").write_text("\n".join(rows) + "\n")
-    mi = _manifest(tmp_path, "stills", "image", ["neutral", "happy"], preprocess={"align": False, "size": 72, "codec": "jpeg"})
-    run_shards(mi, raw, tmp_path / "out")
-    finalize(mi, tmp_path / "out")
+    mi = make_stills(tmp_path, tmp_path / "out", 8)
     video = Loader(open_dataset(m, out, role="train"), LoaderConfig(batch_size=4, train=True, size=64, frames=4, stride=2), backend="torch")
     image = Loader(open_dataset(mi, tmp_path / "out", role="train"),
                    LoaderConfig(batch_size=4, train=True, size=64, image_resize=64, class_balanced=True, augment=Augment.image()),
@@ -389,16 +395,7 @@ def test_pretrain_on_a_mixture_then_finetune_from_it(colour_task, tmp_path):
     m, out = colour_task
     data = tmp_path / "data"
     shutil.copytree(out, data / "colour")
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    rows = ["path,label,split"]
-    for i in range(6):
-        write_image(raw / f"i{i}.jpg", moving_square(1, 80, 80, seed=i)[0])
-        rows.append(f"i{i}.jpg,{['neutral', 'happy'][i % 2]},train")
-    (raw / "list.csv").write_text("\n".join(rows) + "\n")
-    stills = _manifest(tmp_path, "stills", "image", ["neutral", "happy"], preprocess={"align": False, "size": 72, "codec": "jpeg"})
-    run_shards(stills, raw, data / "stills")
-    finalize(stills, data / "stills")
+    stills = make_stills(tmp_path, data / "stills", 6)
     (tmp_path / "colour.json").write_text(json.dumps(m.to_dict()))
     (tmp_path / "stills.json").write_text(json.dumps(stills.to_dict()))
     (tmp_path / "mix.json").write_text(json.dumps({"name": "mix", "sources": [
