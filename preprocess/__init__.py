@@ -1,1 +1,2 @@
-"""Preprocessing into WebDataset shards (MTCNN alignment, encoding). Not built yet: see issue 3."""
+"""Preprocessing: manifests, raw layout adapters, MTCNN alignment, encoding, WebDataset shards
+(``s4d shards``, ``s4d inspect``)."""
