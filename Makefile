@@ -9,7 +9,7 @@ FACENET := facenet-pytorch>=2.6,<3
 
 help:
 	@echo "make test         set up .venv (first run) and run the CPU test suite"
-	@echo "make demo         the whole system on a generated dataset (not built yet)"
+	@echo "make demo         the whole system on a generated dataset (~10 min on 2 CPU cores)"
 	@echo "make bench        all benchmarks (model step, shard codec, preprocessing); figures in BENCHMARKS.md"
 	@echo "make test-all     also the slow tests"
 	@echo "make shards DATASET=mafw RAW=/data/MAFW [WORKERS=4]   preprocess a dataset into shards"
@@ -29,10 +29,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -m 'not gpu'
 
 demo: $(STAMP)
-	@echo "make demo will: generate a small procedural face-expression dataset, write shards,"
-	@echo "pre-train briefly, fine-tune with the still-image source, and print UAR/WAR."
-	@echo "Not built yet: it needs the preprocessing, pipelines and training stages (issues 3-6)."
-	@exit 1
+	$(BIN)/s4d demo --out demo
 
 bench-model: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py

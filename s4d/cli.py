@@ -282,3 +282,24 @@ def pretrain_cmd(
                              data_root=str(data_root) if data_root else None, seed=seed, backend=backend)
         pretrain(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out} (encoder for fine-tuning: s4d train --init {cfg.out}/checkpoints/last.safetensors)")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Work folder for the generated data and runs.")] = Path("demo"),
+    epochs: EpochsOpt = 30,
+    seed: SeedOpt = 0,
+) -> None:
+    """The whole system on a generated face-expression dataset (shards, pretrain, train, eval)."""
+    from .demo.run import run_demo
+
+    with one_line_errors():
+        summary = run_demo(out, epochs=epochs, seed=seed, log=typer.echo)
+    run = out / "runs" / "train"
+    typer.echo(f"\ndemo finished in {summary['seconds']:.0f} s: test UAR {100 * summary['uar']:.1f}%  WAR {100 * summary['war']:.1f}% "
+               f"(4 classes, chance 25%)")
+    typer.echo(f"plots: {run / 'confusion.png'}")
+    typer.echo("try next:")
+    typer.echo(f"  s4d eval --manifest {out}/manifests/demo_videos.json --checkpoint {run}/checkpoints/last.safetensors "
+               f"--data-root {out}/data --task image     # the still-image head on the clips")
+    typer.echo(f"  s4d inspect {out}/data/demo_videos")

@@ -32,3 +32,15 @@ def test_dataset_is_a_users_csv_dataset(tmp_path):
     assert im.modality == "image" and len(im.classes) == 4
     rows = videos.read_text().splitlines()[1:]
     assert len(rows) == 20 and sum(r.endswith(",test") for r in rows) == 4  # every fifth clip of a class is held out
+
+
+@pytest.mark.slow
+def test_demo_learns_the_expressions_and_their_order(tmp_path):
+    """``make demo``'s run (about 10 minutes on 2 cores): well above chance, and the two classes
+    that differ only in frame order are told apart (a model blind to time gets at most 50% on
+    them together)."""
+    from s4d.demo.run import run_demo
+
+    summary = run_demo(tmp_path, log=lambda *_: None)
+    assert summary["uar"] > 0.5  # chance: 0.25
+    assert summary["recall"]["happy_onset"] + summary["recall"]["happy_offset"] > 1.1

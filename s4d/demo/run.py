@@ -27,7 +27,7 @@ def demo_manifests(root: Path) -> tuple[Path, Path, Path]:
               "description": "Procedural face clips of the S4D demo; happy_onset/happy_offset differ only in time.",
               "layout": {"adapter": "csv", "options": {"csv": "videos.csv"}},
               "preprocess": {"align": False, "size": 64, "codec": "vp9"}, "partitions": ["train", "test"], "folds": FOLDS,
-              "clip": {"frames": 4, "stride": 8}, "sfer": {"manifest": "demo_images.json", "proportion": 0.5}}
+              "clip": {"frames": 8, "stride": 4}, "sfer": {"manifest": "demo_images.json", "proportion": 0.5}}
     images = {"name": "demo_images", "modality": "image", "classes": list(IMAGE_CLASSES),
               "description": "Apex frames of the procedural faces (the still-image source).",
               "layout": {"adapter": "csv", "options": {"csv": "images.csv"}},
@@ -42,14 +42,14 @@ def demo_manifests(root: Path) -> tuple[Path, Path, Path]:
     return paths[0], paths[1], paths[2]
 
 
-def run_demo(root: str | Path = "demo", *, clips_per_class: int = 60, pretrain_epochs: int = 3, epochs: int = 20,
-             backend: str = "auto", seed: int = 0, log=print) -> dict:
+def run_demo(root: str | Path = "demo", *, clips_per_class: int = 150, images_per_class: int = 60, pretrain_epochs: int = 2,
+             epochs: int = 30, backend: str = "torch", seed: int = 0, log=print) -> dict:
     root = Path(root)
     t0 = time.perf_counter()
     raw = root / "raw"
     if not (raw / "videos.csv").is_file():
         log(f"generating the procedural dataset in {raw}")
-        write_dataset(raw, clips_per_class=clips_per_class, images_per_class=clips_per_class, seed=seed)
+        write_dataset(raw, clips_per_class=clips_per_class, images_per_class=images_per_class, seed=seed)
     video_m, image_m, mixture = demo_manifests(root)
     data = root / "data"
     for path in (video_m, image_m):
@@ -57,13 +57,13 @@ def run_demo(root: str | Path = "demo", *, clips_per_class: int = 60, pretrain_e
         run_shards(m, raw, data / m.name)
         result = finalize(m, data / m.name)
         log(f"shards: {m.name}: {sum(result['counts'].values())} samples in {data / m.name}")
-    pre = PretrainConfig(mixture=str(mixture), out=str(root / "runs" / "pretrain"), size="debug", epochs=pretrain_epochs,
+    pre = PretrainConfig(mixture=str(mixture), out=str(root / "runs" / "pretrain"), size="demo", epochs=pretrain_epochs,
                          video_batch=8, image_batch=16, data_root=str(data), backend=backend, seed=seed)
     pretrain(pre, log=log)
-    cfg = TrainConfig(manifest=str(video_m), out=str(root / "runs" / "train"), size="debug", epochs=epochs, video_batch=8,
+    cfg = TrainConfig(manifest=str(video_m), out=str(root / "runs" / "train"), size="demo", epochs=epochs, video_batch=8,
                       image_batch=16, init=str(root / "runs" / "pretrain" / "checkpoints" / "last.safetensors"),
-                      data_root=str(data), augment=False, mixup=0.0, cutmix=0.0, backend=backend, seed=seed,
-                      optim=OptimConfig(base_lr=1e-3, reference_batch=8, layer_decay=0.9, warmup_epochs=1))
+                      data_root=str(data), augment=False, mixup=0.0, cutmix=0.0, smoothing=0.0, backend=backend, seed=seed,
+                      optim=OptimConfig(base_lr=1e-3, reference_batch=8, layer_decay=1.0, weight_decay=0.0, warmup_epochs=1))
     summary = train(cfg, log=log)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     return summary
