@@ -16,7 +16,6 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from .config import LoaderConfig
-from .sampling import clip_indices
 
 
 def decode_clip(data: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -87,7 +86,3 @@ class TorchTransforms:
         if self.erase is not None:
             x = self.erase(x)
         return x.permute(1, 0, 2, 3).contiguous() if self.video else x
-
-
-def load_video_sample(data: np.ndarray, start: int, num_frames: int, cfg: LoaderConfig) -> np.ndarray:
-    return decode_clip(data, clip_indices(start, num_frames, cfg.frames, cfg.stride))
