@@ -89,8 +89,13 @@ class FaceDetector:
         self.max_side = max_side  # detect on a copy no larger than this; boxes are scaled back
 
     def detect(self, frames: np.ndarray) -> list[Face | None]:
-        """(T, H, W, 3) uint8 RGB -> the best face per frame, or None."""
-        out: list[Face | None] = []
+        """(T, H, W, 3) uint8 RGB -> the most confident face per frame, or None."""
+        return [faces[0] if faces else None for faces in self.detect_all(frames)]
+
+    def detect_all(self, frames: np.ndarray) -> list[list[Face]]:
+        """(T, H, W, 3) uint8 RGB -> per frame, every face at or above ``min_prob``, most
+        confident first."""
+        out: list[list[Face]] = []
         h, w = frames.shape[1:3]
         if min(h, w) * min(1.0, self.max_side / max(h, w)) < MIN_DETECT_SIDE:
             raise MediaError(f"frames of {w}x{h} are too small (or too thin) for face detection")
@@ -100,15 +105,13 @@ class FaceDetector:
             chunk = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) if scale < 1 else f for f in frames[i : i + self.batch_size]]
             boxes, probs, landmarks = self.mtcnn.detect(chunk, landmarks=True)
             for b, p, lm in zip(boxes, probs, landmarks):
-                if b is None or len(b) == 0:
-                    out.append(None)
-                    continue
-                best = int(np.nanargmax(p))
-                if p[best] < self.min_prob:
-                    out.append(None)
-                    continue
-                box = tuple(float(v) / scale for v in b[best])
-                out.append(Face(box, float(p[best]), np.asarray(lm[best], dtype=np.float64) / scale))
+                faces = []
+                if b is not None:
+                    for j in np.argsort(-np.nan_to_num(np.asarray(p, dtype=np.float64), nan=-1.0), kind="stable"):
+                        if p[j] >= self.min_prob:
+                            faces.append(Face(tuple(float(v) / scale for v in b[j]), float(p[j]),
+                                              np.asarray(lm[j], dtype=np.float64) / scale))
+                out.append(faces)
         return out
 
 

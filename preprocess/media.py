@@ -5,6 +5,7 @@ Returns RGB uint8 arrays; every failure is a ``MediaError`` whose message names 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from .adapters.base import IMAGE_EXTS
 
 
-class MediaError(Exception):
+class MediaError(ValueError):
     """A file could not be decoded; the message says which and why."""
 
 
@@ -27,31 +28,67 @@ def read_image(path: Path) -> np.ndarray:
         raise MediaError(f"{path}: unreadable image ({err.__class__.__name__}: {err})") from None
 
 
+def iter_video(path: Path) -> tuple[float, Iterator[np.ndarray]]:
+    """Frames per second and a generator of (H, W, 3) uint8 RGB frames, decoded one at a time
+    (for long inputs). Opening and every decoding failure raise ``MediaError`` naming the file;
+    a video that breaks off says after how many frames."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise MediaError(f"{path}: unreadable video ({err.__class__.__name__}: {err})") from None
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"{path}: no video stream")
+    stream = container.streams.video[0]
+    fps = float(stream.average_rate or stream.guessed_rate or 25.0)
+    declared = declared_frames(stream.frames, container.duration, fps)
+
+    def frames() -> Iterator[np.ndarray]:
+        count, shape = 0, None
+        try:
+            for frame in container.decode(stream):
+                rgb = frame.to_ndarray(format="rgb24")
+                if shape is not None and rgb.shape != shape:
+                    raise MediaError(f"{path}: frame size changes within the video ({shape[:2]} then {rgb.shape[:2]})")
+                shape = rgb.shape
+                count += 1
+                yield rgb
+        except MediaError:
+            raise
+        except (av.error.FFmpegError, OSError, ValueError) as err:
+            what = "unreadable video" if count == 0 else f"video breaks off after {count} frames"
+            raise MediaError(f"{path}: {what} ({err.__class__.__name__}: {err})") from None
+        finally:
+            container.close()
+        if count == 0:
+            raise MediaError(f"{path}: video has no decodable frames")
+        if declared is not None and count < TRUNCATED * declared:
+            raise MediaError(f"{path}: video breaks off after {count} frames (its header declares about {declared}); "
+                             "the file is probably truncated")
+
+    return fps, frames()
+
+
+TRUNCATED = 0.9  # fewer decoded frames than this share of the declared count means a cut-off file
+
+
+def declared_frames(stream_frames: int, container_duration_us: int | None, fps: float) -> int | None:
+    """Frames the container promises: the stream's frame count (MP4), else duration x fps
+    (WebM/Matroska store a duration, not a count); None when neither is known."""
+    if stream_frames and stream_frames > 0:
+        return int(stream_frames)
+    if container_duration_us and container_duration_us > 0 and fps > 0:
+        return int(container_duration_us / 1e6 * fps)
+    return None
+
+
 def read_video(path: Path) -> tuple[np.ndarray, float]:
     """(T, H, W, 3) uint8 RGB frames and frames per second. A file that cannot be decoded to
     the end is an error (the sample is reported and skipped, never stored half)."""
-    import av
-
-    frames: list[np.ndarray] = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise MediaError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 25.0)
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-    except MediaError:
-        raise
-    except (av.error.FFmpegError, OSError, ValueError) as err:
-        if not frames:
-            raise MediaError(f"{path}: unreadable video ({err.__class__.__name__}: {err})") from None
-        raise MediaError(f"{path}: video breaks off after {len(frames)} frames ({err.__class__.__name__})") from None
-    if not frames:
-        raise MediaError(f"{path}: video has no decodable frames")
-    if len({f.shape for f in frames}) != 1:
-        raise MediaError(f"{path}: frame size changes within the video {sorted({f.shape[:2] for f in frames})}")
-    return np.stack(frames), fps
+    fps, frames = iter_video(path)
+    return np.stack(list(frames)), fps
 
 
 def read_frame_folder(path: Path, fps: float = 25.0) -> tuple[np.ndarray, float]:

@@ -261,6 +261,33 @@ def eval_cmd(
     typer.echo(f"outputs in {target}")
 
 
+@app.command("predict")
+def predict_cmd(
+    inputs: Annotated[list[Path], typer.Argument(help="Videos (any container/codec PyAV reads) or still images.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Our .safetensors or the authors' fine-tuned file.")],
+    out: Annotated[Optional[Path], typer.Option(help="Per-window results: a .json or .csv file (a folder for several inputs).")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Timeline PNG of class probabilities (a folder for several inputs).")] = None,
+    hop: Annotated[Optional[int], typer.Option(help="Frames between window starts (default: half a window).")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Frame stride in a window (default: the checkpoint's training stride).")] = None,
+    align: Annotated[Optional[bool], typer.Option("--align/--no-align", help="Detect and align the face (default: as in training); --no-align for face crops.")] = None,
+    classes: Annotated[Optional[str], typer.Option(help="Class names for checkpoints without them: 'a,b,c' or a manifest (e.g. dfew).")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
+) -> None:
+    """Emotion of the main face in a raw video (per-window timeline) or a still image."""
+    from .infer import PredictConfig, Predictor, plot_timeline, summary_line, write_output
+
+    with one_line_errors():
+        predictor = Predictor(PredictConfig(str(checkpoint), hop=hop, stride=stride, align=align, classes=classes, device=device))
+        several = len(inputs) > 1
+        for path in inputs:
+            result = predictor(path)
+            typer.echo(summary_line(result))
+            if out is not None:
+                typer.echo(f"  windows: {write_output(result, out / f'{path.stem}.json' if several else out)}")
+            if plot is not None:
+                typer.echo(f"  timeline: {plot_timeline(result, plot / f'{path.stem}.png' if several else plot)}")
+
+
 @app.command("pretrain")
 def pretrain_cmd(
     manifest: Annotated[str, typer.Option("--manifest", "-m", help="Pre-training mixture (default manifests/pretrain.json).")] = "pretrain",

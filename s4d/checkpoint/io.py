@@ -84,6 +84,21 @@ def save_checkpoint(model: Classifier | PretrainMAE, path: str | os.PathLike, ex
     return path
 
 
+def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The whole JSON sidecar of our checkpoint (config plus what training recorded, such as
+    ``input``: clip stride and preprocessing); ``{}`` for foreign files."""
+    meta_path = sidecar(Path(path))
+    if Path(path).suffix != ".safetensors" or not meta_path.is_file():
+        return {}
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{meta_path}: not a valid S4D config sidecar ({_first_line(err)})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path}: not a valid S4D config sidecar (not an object)")
+    return meta
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any] | None]:
     """Return (raw checkpoint object, our config dict or None). Errors name the file."""
     path = Path(path)

@@ -361,8 +361,15 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
                            alpha=cfg.alpha, device=run.device, autocast_dtype=run.autocast, accum=cfg.accum)
 
     finished = run_epochs(one_epoch, run.checkpointer, out, cfg.epochs, d, log,
-                          extra={"fold": run.fold, "manifest": run.manifest.name}, stop_after_epochs=stop_after_epochs)
+                          extra={"fold": run.fold, "manifest": run.manifest.name, "input": input_settings(run.manifest)}, stop_after_epochs=stop_after_epochs)
     return evaluate_run(run, out, log) if finished else None
+
+
+def input_settings(m: Manifest) -> dict[str, Any]:
+    """How the training clips were made, recorded in the checkpoint so ``s4d predict`` prepares a
+    raw video the same way: frame stride, stored crop, and face alignment."""
+    return {"stride": m.clip.stride, "crop": list(m.clip.crop) if m.clip.crop else None, "align": m.preprocess.align,
+            "margin": m.preprocess.margin, "stored_size": m.preprocess.size}
 
 
 def evaluate_run(run: Run, out: Path, log=print) -> dict[str, Any]:

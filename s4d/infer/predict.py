@@ -1,0 +1,353 @@
+"""``s4d predict``: emotions of the main face in a raw video or a still image.
+
+A video is read twice as a stream, so its length is not bounded by memory: the first pass runs
+MTCNN on every frame (the preprocessing detector) and ``tracking.main_face`` picks the face to
+follow; the second pass aligns only the frames the windows need, exactly as preprocessing did
+for the training data (eye-line alignment, the stored size and crop the checkpoint records),
+then resizes and normalises them as the eval loader does. Windows of ``frames`` frames at the
+training stride slide by ``hop``; a window with too few face frames is reported as "no face"
+and never classified. The clip-level answer is the mean over the windows with a face.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from pipelines import LoaderConfig
+from preprocess.adapters.base import IMAGE_EXTS
+from preprocess.faces import Face, FaceDetector, align, centre_square, fill_nearest
+from preprocess.manifest import ManifestError, load_manifest
+from preprocess.media import MediaError, iter_video, read_image
+
+from ..checkpoint import CheckpointError, checkpoint_meta, load_model
+from ..models import Classifier
+from .tracking import main_face
+from .windows import plan_windows
+
+DEFAULT_INPUT = {"stride": 4, "crop": None, "align": True, "margin": 0.25}  # foreign checkpoints: the DFEW/MAFW recipe
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    checkpoint: str
+    hop: int | None = None  # frames between window starts (default: half a window)
+    stride: int | None = None  # frame stride inside a window (default: the checkpoint's training stride)
+    align: bool | None = None  # detect and align faces (default: as the checkpoint's training data)
+    classes: str | None = None  # comma-separated names or a manifest, for checkpoints without names
+    device: str = "auto"
+    batch_size: int = 8
+    min_face_fraction: float = 0.5  # a window needs faces in at least this share of its frames
+    max_gap_s: float = 0.5  # missed detections up to this long borrow the nearest face of the track
+    min_track_s: float = 0.2  # a face seen for less time than this (in detections) is a false positive
+    min_prob: float = 0.9  # MTCNN confidence for a face
+
+    def __post_init__(self) -> None:
+        for name in ("hop", "stride"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 frame, got {value}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 0.0 < self.min_face_fraction <= 1.0:
+            raise ValueError(f"min_face_fraction must be in (0, 1], got {self.min_face_fraction}")
+        if self.max_gap_s < 0 or self.min_track_s < 0:
+            raise ValueError(f"max_gap_s and min_track_s must be >= 0, got {self.max_gap_s} and {self.min_track_s}")
+        if not 0.0 < self.min_prob <= 1.0:
+            raise ValueError(f"min_prob must be in (0, 1], got {self.min_prob}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+def parse_classes(spec: str) -> tuple[str, ...]:
+    """``"a,b,c"`` or a manifest (name or path) whose classes to use."""
+    if "," not in spec:
+        try:
+            return load_manifest(spec).classes
+        except ManifestError:
+            raise ManifestError(f"--classes {spec!r}: not a manifest, and one class name is not a classifier") from None
+    names = tuple(c.strip() for c in spec.split(","))
+    if any(not c for c in names):
+        raise ValueError(f"--classes {spec!r}: empty class name")
+    return names
+
+
+class Predictor:
+    """Loads the checkpoint once; ``__call__(path)`` predicts one file."""
+
+    def __init__(self, cfg: PredictConfig, log=print) -> None:
+        self.cfg, self.log = cfg, log
+        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                                   "cpu" if cfg.device == "auto" else cfg.device)
+        model = load_model(cfg.checkpoint)
+        if not isinstance(model, Classifier):
+            raise CheckpointError(f"{cfg.checkpoint}: a pre-training (MAE) checkpoint has no classifier head; fine-tune it first")
+        self.model = model.to(self.device).eval()
+        enc = model.config.encoder
+        self.size, self.frames = enc.img_size, enc.num_frames
+        recorded = checkpoint_meta(cfg.checkpoint).get("input") or {}
+        settings = {**DEFAULT_INPUT, "stored_size": self.size, **recorded}
+        self.stride = cfg.stride or int(settings["stride"])
+        self.align_faces = settings["align"] if cfg.align is None else cfg.align
+        self.margin = float(settings["margin"])
+        self.stored_size = int(settings["stored_size"])
+        self.crop = tuple(settings["crop"]) if settings["crop"] else None
+        self.hop = cfg.hop or max(1, self.frames * self.stride // 2)
+        loader = LoaderConfig()
+        self.mean = torch.tensor(loader.mean).view(3, 1, 1)
+        self.std = torch.tensor(loader.std).view(3, 1, 1)
+        self.class_names = {task: self._names(task) for task in model.head}
+        self._detector: FaceDetector | None = None
+
+    def _names(self, task: str) -> tuple[str, ...]:
+        n = self.model.config.heads[task]
+        if self.cfg.classes:
+            names = parse_classes(self.cfg.classes)
+            if len(names) != n:
+                raise ValueError(f"--classes gives {len(names)} names but the {task} head has {n} classes")
+            return names
+        stored = tuple(self.model.config.class_names.get(task, ()))
+        if not stored:
+            raise CheckpointError(f"{self.cfg.checkpoint}: the {task} head has no class names (not trained by s4d); "
+                                  f"pass --classes (comma-separated names or a manifest such as dfew)")
+        return stored
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = FaceDetector(device=str(self.device) if self.device.type == "cuda" else "cpu", min_prob=self.cfg.min_prob)
+        return self._detector
+
+    def __call__(self, path: str | Path) -> dict[str, Any]:
+        path = Path(path)
+        if not path.is_file():
+            raise MediaError(f"{path}: no such file")
+        return self.predict_image(path) if path.suffix.lower() in IMAGE_EXTS else self.predict_video(path)
+
+    # ------------------------------------------------------------------ preparing pixels
+
+    def _crop(self, frame: np.ndarray, face: Face | None) -> np.ndarray:
+        """One aligned frame at the stored size, then the stored crop, then the model's size."""
+        out = align(frame, face, self.margin, self.stored_size) if face is not None else centre_square(frame, self.stored_size)
+        if self.crop is not None:
+            top, left, h, w = self.crop
+            out = out[top : top + h, left : left + w]
+        if out.shape[:2] != (self.size, self.size):
+            out = cv2.resize(out, (self.size, self.size), interpolation=cv2.INTER_AREA if out.shape[0] > self.size else cv2.INTER_LINEAR)
+        return out
+
+    def _tensor(self, frames_THWC: np.ndarray) -> torch.Tensor:
+        """uint8 (T, H, W, 3) -> normalised (3, T, H, W); (H, W, 3) -> (3, H, W)."""
+        x = torch.from_numpy(np.ascontiguousarray(frames_THWC)).float() / 255.0
+        if x.ndim == 3:
+            return (x.permute(2, 0, 1) - self.mean) / self.std
+        return ((x.permute(0, 3, 1, 2) - self.mean) / self.std).permute(1, 0, 2, 3)
+
+    @torch.no_grad()
+    def _probs(self, inputs: list[torch.Tensor], task: str) -> np.ndarray:
+        out = []
+        for i in range(0, len(inputs), self.cfg.batch_size):
+            x = torch.stack(inputs[i : i + self.cfg.batch_size]).to(self.device)
+            out.append(self.model(x, task).float().softmax(-1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.config.heads[task]), np.float32)
+
+    # ------------------------------------------------------------------ videos
+
+    def _detect_stream(self, path: Path) -> tuple[float, list[list[Face]]]:
+        fps, frames = iter_video(path)
+        faces: list[list[Face]] = []
+        chunk: list[np.ndarray] = []
+        for frame in frames:
+            chunk.append(frame)
+            if len(chunk) == self.detector.batch_size:
+                faces += self.detector.detect_all(np.stack(chunk))
+                chunk = []
+        if chunk:
+            faces += self.detector.detect_all(np.stack(chunk))
+        return fps, faces
+
+    def _frame_count(self, path: Path) -> tuple[float, int]:
+        fps, frames = iter_video(path)
+        return fps, sum(1 for _ in frames)
+
+    def predict_video(self, path: Path) -> dict[str, Any]:
+        task = "video" if "video" in self.model.head else next(iter(self.model.head))
+        if self.align_faces:
+            fps, detections = self._detect_stream(path)
+            tracked = main_face(detections, max_gap=round(self.cfg.max_gap_s * fps),
+                                min_detections=max(1, round(self.cfg.min_track_s * fps)))
+            faces_found = sum(f is not None for f in tracked)  # the followed face, short gaps included
+        else:  # already face crops: every frame is the face
+            fps, n = self._frame_count(path)
+            tracked, faces_found = [None] * n, n
+        n = len(tracked)
+        windows = plan_windows(n, self.frames, self.stride, self.hop)
+        # per window: the face of each sampled frame (nearest in the window where missing), or no face
+        window_faces: list[list[Face | None] | None] = []
+        for idx in windows:
+            if not self.align_faces:
+                window_faces.append([None] * len(idx))
+                continue
+            faces = [tracked[i] for i in idx]
+            present = sum(f is not None for f in faces)
+            window_faces.append(fill_nearest(faces) if present >= self.cfg.min_face_fraction * len(idx) else None)
+        needed: dict[int, Face | None] = {}
+        for idx, faces in zip(windows, window_faces):
+            if faces is not None:
+                for i, f in zip(idx, faces):
+                    needed.setdefault(int(i), f)
+        crops: dict[int, np.ndarray] = {}
+        _, frames = iter_video(path)
+        for i, frame in enumerate(frames):
+            if i in needed:
+                crops[i] = self._crop(frame, needed[i])
+        inputs = [self._tensor(np.stack([crops[int(i)] for i in idx])) for idx, faces in zip(windows, window_faces) if faces is not None]
+        probs = self._probs(inputs, task)
+        names = self.class_names[task]
+        rows, k = [], 0
+        for idx, faces in zip(windows, window_faces):
+            row: dict[str, Any] = {"start_frame": int(idx[0]), "end_frame": int(idx[-1]), "start_s": round(float(idx[0]) / fps, 3),
+                                   "end_s": round(float(idx[-1] + 1) / fps, 3), "face": faces is not None}
+            if faces is not None:
+                row["probs"] = {c: float(p) for c, p in zip(names, probs[k])}
+                row["top"] = names[int(probs[k].argmax())]
+                k += 1
+            rows.append(row)
+        result = self._result(path, task, "video", probs, rows)
+        result.update({"fps": fps, "frames": n, "frames_with_face": faces_found, "no_face_segments": no_face_segments(rows),
+                       "window": {"frames": self.frames, "stride": self.stride, "hop": self.hop, "align": self.align_faces}})
+        return result
+
+    # ------------------------------------------------------------------ images
+
+    def predict_image(self, path: Path) -> dict[str, Any]:
+        """The image head on the main (largest confident) face; a video-only model sees the image
+        as a still clip. The crop follows the eval transform: resize to 1.2x, centre crop."""
+        image = read_image(path)
+        task = "image" if "image" in self.model.head else "video" if "video" in self.model.head else next(iter(self.model.head))
+        faces = self.detector.detect_all(image[None])[0] if self.align_faces else []
+        face = max(faces, key=lambda f: f.side * f.prob) if faces else None
+        rows: list[dict[str, Any]] = [{"face": face is not None or not self.align_faces, "faces_in_image": len(faces)}]
+        probs = np.zeros((0, self.model.config.heads[task]), np.float32)
+        if rows[0]["face"]:
+            big = round(self.size * 1.2)
+            crop = align(image, face, self.margin, big) if face is not None else centre_square(image, big)
+            off = (big - self.size) // 2
+            crop = crop[off : off + self.size, off : off + self.size]
+            x = self._tensor(crop) if task == "image" else self._tensor(np.repeat(crop[None], self.frames, axis=0))
+            probs = self._probs([x], task)
+            names = self.class_names[task]
+            rows[0].update(probs={c: float(p) for c, p in zip(names, probs[0])}, top=names[int(probs[0].argmax())])
+            if face is not None:
+                rows[0]["box"] = [round(v, 1) for v in face.box]
+        return self._result(path, task, "image", probs, rows)
+
+    def _result(self, path: Path, task: str, kind: str, probs: np.ndarray, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        names = self.class_names[task]
+        result: dict[str, Any] = {"input": str(path), "kind": kind, "checkpoint": str(self.cfg.checkpoint), "head": task,
+                                  "classes": list(names), "prediction": None, "windows": rows}
+        if len(probs):
+            mean = probs.mean(axis=0)
+            best = int(mean.argmax())
+            result["prediction"] = {"class": names[best], "probability": float(mean[best]),
+                                    "probs": {c: float(p) for c, p in zip(names, mean)}, "windows_used": len(probs)}
+        return result
+
+
+def no_face_segments(rows: list[dict[str, Any]]) -> list[list[float]]:
+    """Merged [start_s, end_s] ranges covered only by windows without a face."""
+    segments: list[list[float]] = []
+    for r in rows:
+        if r["face"]:
+            continue
+        if segments and r["start_s"] <= segments[-1][1]:
+            segments[-1][1] = max(segments[-1][1], r["end_s"])
+        else:
+            segments.append([r["start_s"], r["end_s"]])
+    face_spans = [(r["start_s"], r["end_s"]) for r in rows if r["face"]]
+    out = []
+    for s, e in segments:  # trim the parts a face window covers
+        for fs, fe in face_spans:
+            if fs <= s < fe:
+                s = fe
+            if fs < e <= fe:
+                e = fs
+        if e > s:
+            out.append([round(s, 3), round(e, 3)])
+    return out
+
+
+def write_output(result: dict[str, Any], path: str | Path) -> Path:
+    """``.json``: the whole result; ``.csv``: one row per window with a column per class."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    elif path.suffix.lower() == ".csv":
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["start_s", "end_s", "face", "top", *result["classes"]])
+            for r in result["windows"]:
+                p = r.get("probs", {})
+                w.writerow([r.get("start_s", ""), r.get("end_s", ""), int(r["face"]), r.get("top", ""),
+                            *(f"{p[c]:.6f}" if c in p else "" for c in result["classes"])])
+    else:
+        raise ValueError(f"--out {path}: use a .json or .csv file name")
+    return path
+
+
+def plot_timeline(result: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
+    """Class probabilities over time (window centres), no-face stretches shaded grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = result["windows"]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    if result["kind"] == "video":
+        centres = [(r["start_s"] + r["end_s"]) / 2 for r in rows]
+        for c in result["classes"]:
+            xs = [x for x, r in zip(centres, rows) if r["face"]]
+            ys = [r["probs"][c] for r in rows if r["face"]]
+            ax.plot(xs, ys, marker="o", ms=3, lw=1.5, label=c)
+        for s, e in result["no_face_segments"]:
+            ax.axvspan(s, e, color="0.85", zorder=0, label="no face" if s == result["no_face_segments"][0][0] else None)
+        ax.set_xlabel("time (s), window centres")
+        end = max((r["end_s"] for r in rows), default=1.0)
+        ax.set_xlim(0, end)
+    else:
+        probs = rows[0].get("probs", {})
+        ax.bar(range(len(result["classes"])), [probs.get(c, 0.0) for c in result["classes"]])
+        ax.set_xticks(range(len(result["classes"])), result["classes"], rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    pred = result["prediction"]
+    ax.set_title(title or (f"{Path(result['input']).name}: {pred['class']} ({pred['probability']:.2f})" if pred else
+                           f"{Path(result['input']).name}: no face"), fontsize=10)
+    if result["kind"] == "video":
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    pred = result["prediction"]
+    if result["kind"] == "image":
+        return f"{result['input']}: " + (f"{pred['class']} {pred['probability']:.2f}" if pred else "no face")
+    with_face = sum(r["face"] for r in result["windows"])
+    span = f"{result['frames'] / result['fps']:.1f} s, {len(result['windows'])} windows, {with_face} with a face"
+    if pred is None:
+        return f"{result['input']}: no face ({span})"
+    return f"{result['input']}: {pred['class']} {pred['probability']:.2f} ({span})"
