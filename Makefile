@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 FACENET := facenet-pytorch>=2.6,<3
 
-.PHONY: help install test test-all demo bench bench-model bench-codec bench-preprocess bench-data bench-train shards clean
+.PHONY: help install test test-all demo bench bench-model bench-codec bench-preprocess bench-data bench-train bench-scaling shards clean
 
 help:
 	@echo "make test         set up .venv (first run) and run the CPU test suite"
-	@echo "make demo         the whole system on a generated dataset (~10 min on 2 CPU cores)"
-	@echo "make bench        all benchmarks (model step, shard codec, preprocessing); figures in BENCHMARKS.md"
+	@echo "make demo         the whole system on a generated dataset (~8 min on 2 CPU cores)"
+	@echo "make bench        every benchmark (model step vs reference, codec, preprocessing, data, training, scaling); BENCHMARKS.md"
 	@echo "make test-all     also the slow tests"
 	@echo "make shards DATASET=mafw RAW=/data/MAFW [WORKERS=4]   preprocess a dataset into shards"
 
@@ -46,7 +46,11 @@ bench-data: $(STAMP)
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 
-bench: bench-model bench-codec bench-preprocess bench-data bench-train
+bench-scaling: $(STAMP)
+	$(BIN)/python benchmarks/bench_scaling.py
+
+# Every benchmark, one after another; each prints its table and the command that reproduces it.
+bench: bench-model bench-codec bench-preprocess bench-data bench-train bench-scaling
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -28,6 +28,14 @@ class ShardDataset:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def sample(self, limit: int, seed: int = 0) -> ShardDataset:
+        """At most ``limit`` samples drawn without replacement (key order kept), for analyses
+        that need a representative part, not the whole set."""
+        if limit >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), limit, replace=False))
+        return ShardDataset(self.manifest, [self.keys[i] for i in keep], self.labels[keep], self.frames[keep], self.reader)
+
     @property
     def media_ext(self) -> str:
         return {"vp9": "webm", "mjpeg": "avi", "jpeg": "jpg"}[self.manifest.preprocess.codec]

@@ -19,23 +19,28 @@ from .config import LoaderConfig
 
 
 def decode_clip(data: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """(len(indices), H, W, 3) uint8 RGB; decodes up to the last index needed."""
+    """(len(indices), H, W, 3) uint8 RGB; decodes up to the last index needed and converts only
+    the frames asked for (the RGB conversion costs more than decoding small clips)."""
     import av
 
-    wanted = int(indices.max())
-    frames: list[np.ndarray] = []
+    wanted = {int(i) for i in indices}
+    frames: dict[int, np.ndarray] = {}
+    count = 0
     try:
         with av.open(io.BytesIO(data.tobytes())) as container:
-            for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if len(frames) > wanted:
+            frame = None
+            for count, frame in enumerate(container.decode(video=0), 1):
+                if count - 1 in wanted:
+                    frames[count - 1] = frame.to_ndarray(format="rgb24")
+                if count > max(wanted):
                     break
+            if frame is not None and count - 1 not in frames:  # a short clip: its last frame stands in
+                frames[count - 1] = frame.to_ndarray(format="rgb24")
     except (av.error.FFmpegError, IndexError, OSError) as err:  # IndexError: no video stream
         raise ValueError(f"clip does not decode ({type(err).__name__}: {err})") from None
-    if not frames:
+    if not count:
         raise ValueError("clip has no decodable frames")
-    last = len(frames) - 1
-    return np.stack([frames[min(int(i), last)] for i in indices])
+    return np.stack([frames[min(int(i), count - 1)] for i in indices])
 
 
 def decode_image(data: np.ndarray) -> np.ndarray:

@@ -314,7 +314,7 @@ def pretrain_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Work folder for the generated data and runs.")] = Path("demo"),
-    epochs: EpochsOpt = 30,
+    epochs: EpochsOpt = 60,
     seed: SeedOpt = 0,
 ) -> None:
     """The whole system on a generated face-expression dataset (shards, pretrain, train, eval)."""
@@ -323,10 +323,98 @@ def demo_cmd(
     with one_line_errors():
         summary = run_demo(out, epochs=epochs, seed=seed, log=typer.echo)
     run = out / "runs" / "train"
+    ckpt = summary["checkpoint"]
+    order = summary["analysis"]["frame_order"]
+    pair = ("happy_onset", "happy_offset")
     typer.echo(f"\ndemo finished in {summary['seconds']:.0f} s: test UAR {100 * summary['uar']:.1f}%  WAR {100 * summary['war']:.1f}% "
                f"(4 classes, chance 25%)")
-    typer.echo(f"plots: {run / 'confusion.png'}")
+    typer.echo("frame order matters: recall of " + ", ".join(
+        f"{c} {100 * order['recall'][c]:.0f}% -> {100 * order['recall_shuffled'][c]:.0f}%" for c in pair) + " with the frames shuffled")
+    pred = summary["timeline"]["prediction"]
+    typer.echo(f"predict on a new face acting all four (demo/story.webm): {pred['class']} {pred['probability']:.2f} overall")
+    typer.echo("plots:")
+    for path in (run / "confusion.png", run / "recall.png", summary["timeline"]["plot"], summary["analysis"]["experts"]["plot"],
+                 summary["analysis"]["relevance"]["plot"]):
+        typer.echo(f"  {path}")
     typer.echo("try next:")
-    typer.echo(f"  s4d eval --manifest {out}/manifests/demo_videos.json --checkpoint {run}/checkpoints/last.safetensors "
-               f"--data-root {out}/data --task image     # the still-image head on the clips")
+    typer.echo(f"  s4d predict {summary['timeline']['video']} -c {ckpt} --hop 2 --plot story.png --out story.csv")
+    typer.echo(f"  s4d eval -m {out}/manifests/demo_videos.json -c {ckpt} --data-root {out}/data --task image   # the image head on clips")
+    typer.echo(f"  s4d analyze experts -m {out}/manifests/demo_videos.json -c {ckpt} --data-root {out}/data")
     typer.echo(f"  s4d inspect {out}/data/demo_videos")
+
+
+analyze_app = typer.Typer(no_args_is_help=True, help="The paper's analyses of a trained model, as PNG + JSON.")
+app.add_typer(analyze_app, name="analyze")
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="A fine-tuned checkpoint.")]
+LimitOpt = Annotated[int, typer.Option(help="At most this many samples per task (a random, fixed subset).")]
+DeviceOpt = Annotated[str, typer.Option(help="cpu | cuda[:N]")]
+
+
+def _analyze(kind: str, checkpoint: Path, manifest: str, fold, out, data_root, limit: int, backend: str, device: str) -> None:
+    from .analysis.run import analyze_experts, analyze_relevance, collect_tasks
+
+    with one_line_errors():
+        if limit < 1:
+            raise ValueError(f"--limit must be at least 1, got {limit}")
+        target = out or Path("runs") / f"analyze-{Path(manifest).stem}"
+        collected = collect_tasks(str(checkpoint), manifest, fold=fold, data_root=str(data_root) if data_root else None,
+                                  limit=limit, backend=backend, device=device)
+        ckpt = Path(checkpoint)
+        title = f"{ckpt.parent.parent.name if ckpt.parent.name == 'checkpoints' else ckpt.stem} on {Path(manifest).stem}"
+        result = (analyze_experts if kind == "experts" else analyze_relevance)(collected, target, title)
+    if kind == "experts" and "task_difference" in result:
+        diff = ", ".join(f"block {b}: {v:.2f}" for b, v in result["task_difference"].items())
+        typer.echo(f"routing difference video vs image (0 = same experts, 1 = disjoint): {diff}")
+    if kind == "relevance":
+        typer.echo("closest still-image class: " + ", ".join(f"{v} -> {i}" for v, i in result["closest_image_class"].items()))
+    typer.echo(f"{kind}: {result['plot']} and {Path(result['plot']).with_suffix('.json')}")
+
+
+@analyze_app.command("experts")
+def analyze_experts_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: Annotated[Optional[str], typer.Option()] = None,
+                        out: OutOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = 1000, backend: BackendOpt = "auto",
+                        device: DeviceOpt = "cpu") -> None:
+    """Mean gate weight of each expert per MoAE layer, video vs still-image inputs (Fig. 5)."""
+    _analyze("experts", checkpoint, manifest, fold, out, data_root, limit, backend, device)
+
+
+@analyze_app.command("relevance")
+def analyze_relevance_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: Annotated[Optional[str], typer.Option()] = None,
+                          out: OutOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = 1000, backend: BackendOpt = "auto",
+                          device: DeviceOpt = "cpu") -> None:
+    """Cosine similarity of class centres, video classes x still-image classes (Fig. 4)."""
+    _analyze("relevance", checkpoint, manifest, fold, out, data_root, limit, backend, device)
+
+
+@analyze_app.command("order")
+def analyze_order_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: Annotated[Optional[str], typer.Option()] = None,
+                      out: OutOpt = None, data_root: DataRootOpt = None, backend: BackendOpt = "auto", device: DeviceOpt = "cpu") -> None:
+    """Does the model use time? Test-set recall with frames in order vs shuffled within each clip."""
+    from .analysis.run import frame_order_test
+
+    with one_line_errors():
+        result = frame_order_test(str(checkpoint), manifest, fold=fold, data_root=str(data_root) if data_root else None,
+                                  backend=backend, device=device)
+        target = out or Path("runs") / f"analyze-{Path(manifest).stem}"
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "frame_order.json").write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(f"UAR {100 * result['uar']:.1f}% in order, {100 * result['uar_shuffled']:.1f}% with frames shuffled")
+    for c in result["classes"]:
+        typer.echo(f"  {c}: {100 * result['recall'][c]:.1f}% -> {100 * result['recall_shuffled'][c]:.1f}%")
+    typer.echo(f"written: {target / 'frame_order.json'}")
+
+
+@analyze_app.command("scores")
+def analyze_scores_cmd(
+    run: Annotated[Path, typer.Argument(help="Output folder of s4d eval, train or cv (with summary.json).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the figures (default: the run folder).")] = None,
+) -> None:
+    """Confusion matrix and per-class recall bars of an evaluation (Fig. 7)."""
+    from .analysis.run import analyze_scores
+
+    with one_line_errors():
+        result = analyze_scores(run, out)
+    typer.echo(f"UAR {100 * result['uar']:.2f}: " + " and ".join(result["plots"]))
+    if result["most_confused"]:
+        mc = result["most_confused"]
+        typer.echo(f"most confused: {mc['true']} predicted as {mc['predicted']} ({mc['count']} samples)")

@@ -92,6 +92,17 @@ def make_clip(cls: str, rng: np.random.Generator, frames: int = 32, size: int = 
     return np.stack([draw_face(size, ident, shift=tuple(drift[i]), rng=rng, **e) for i, e in enumerate(expression_track(cls, frames))])
 
 
+def make_story(rng: np.random.Generator, classes: tuple[str, ...] = VIDEO_CLASSES, frames_per_part: int = 32,
+               size: int = 64) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+    """One identity acting the ``classes`` one after another (the demo's ``predict`` input):
+    (T, size, size, 3) frames and the true parts as (class, first frame, end frame)."""
+    ident = random_identity(rng)
+    track = [e for cls in classes for e in expression_track(cls, frames_per_part)]
+    drift = rng.normal(0, 0.01, (len(track), 2)).cumsum(0)
+    frames = np.stack([draw_face(size, ident, shift=tuple(drift[i]), rng=rng, **e) for i, e in enumerate(track)])
+    return frames, [(cls, i * frames_per_part, (i + 1) * frames_per_part) for i, cls in enumerate(classes)]
+
+
 def make_image(cls: str, rng: np.random.Generator, size: int = 72) -> np.ndarray:
     return draw_face(size, random_identity(rng), shift=(0.0, 0.0), rng=rng, **APEX[cls])
 

@@ -8,13 +8,17 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from preprocess.manifest import parse_manifest
 from preprocess.run import finalize, run_shards
 
 from ..train.finetune import TrainConfig, train
 from ..train.optim import OptimConfig
 from ..train.pretrain import PretrainConfig, pretrain
-from .faces import IMAGE_CLASSES, VIDEO_CLASSES, write_dataset
+from .faces import IMAGE_CLASSES, VIDEO_CLASSES, make_story, write_dataset
+
+FPS = 25.0  # frame rate of the generated videos
 
 FOLDS = {"main": {"train": ["train"], "test": ["test"]}}
 
@@ -42,8 +46,10 @@ def demo_manifests(root: Path) -> tuple[Path, Path, Path]:
     return paths[0], paths[1], paths[2]
 
 
-def run_demo(root: str | Path = "demo", *, clips_per_class: int = 150, images_per_class: int = 60, pretrain_epochs: int = 2,
-             epochs: int = 30, backend: str = "torch", seed: int = 0, log=print) -> dict:
+def run_demo(root: str | Path = "demo", *, clips_per_class: int = 150, images_per_class: int = 60, pretrain_epochs: int = 3,
+             epochs: int = 60, backend: str = "auto", seed: int = 0, log=print) -> dict:
+    """The whole path; returns the test summary plus the paths and figures of what followed:
+    ``predict`` on a generated video, the analyses, and the frame-order test."""
     root = Path(root)
     t0 = time.perf_counter()
     raw = root / "raw"
@@ -65,5 +71,37 @@ def run_demo(root: str | Path = "demo", *, clips_per_class: int = 150, images_pe
                       data_root=str(data), augment=False, mixup=0.0, cutmix=0.0, smoothing=0.0, backend=backend, seed=seed,
                       optim=OptimConfig(base_lr=1e-3, reference_batch=8, layer_decay=1.0, weight_decay=0.0, warmup_epochs=1))
     summary = train(cfg, log=log)
+    ckpt = str(root / "runs" / "train" / "checkpoints" / "last.safetensors")
+    summary["checkpoint"] = ckpt
+    summary["timeline"] = demo_timeline(root, ckpt, seed)
+    summary["analysis"] = demo_analyses(root, ckpt, str(video_m), str(data), backend)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     return summary
+
+
+def demo_timeline(root: Path, ckpt: str, seed: int) -> dict:
+    """``s4d predict`` on a new identity acting every class in turn, with the truth marked."""
+    from preprocess.encode import encode_clip
+
+    from ..infer import PredictConfig, Predictor, plot_timeline, write_output
+
+    frames, parts = make_story(np.random.default_rng(seed + 1000))
+    video = root / "story.webm"
+    video.write_bytes(encode_clip(frames, FPS, "vp9", 31))
+    result = Predictor(PredictConfig(ckpt, hop=2), log=lambda *_: None)(video)
+    marks = [(cls, a / FPS, b / FPS) for cls, a, b in parts]
+    return {"video": str(video), "json": str(write_output(result, root / "story.json")),
+            "plot": str(plot_timeline(result, root / "story.png", "s4d predict demo/story.webm (top: what the face does)", marks)),
+            "prediction": result["prediction"]}
+
+
+def demo_analyses(root: Path, ckpt: str, manifest: str, data: str, backend: str) -> dict:
+    from ..analysis.run import analyze_experts, analyze_relevance, collect_tasks, frame_order_test
+
+    out = root / "analysis"
+    collected = collect_tasks(ckpt, manifest, data_root=data, backend=backend)
+    experts = analyze_experts(collected, out, "demo model: mean gate weight per expert")
+    relevance = analyze_relevance(collected, out, "demo model: class-centre cosine similarity")
+    order = frame_order_test(ckpt, manifest, data_root=data, backend=backend)
+    (out / "frame_order.json").write_text(json.dumps(order, indent=2) + "\n")
+    return {"experts": experts, "relevance": relevance, "frame_order": order}

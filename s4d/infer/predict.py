@@ -103,10 +103,20 @@ class Predictor:
         loader = LoaderConfig()
         self.mean = torch.tensor(loader.mean).view(3, 1, 1)
         self.std = torch.tensor(loader.std).view(3, 1, 1)
-        self.class_names = {task: self._names(task) for task in model.head}
+        self._names: dict[str, tuple[str, ...]] = {}
         self._detector: FaceDetector | None = None
+        self.names(self.video_task)  # fail now, not after decoding a long video
 
-    def _names(self, task: str) -> tuple[str, ...]:
+    @property
+    def video_task(self) -> str:
+        return "video" if "video" in self.model.head else next(iter(self.model.head))
+
+    def names(self, task: str) -> tuple[str, ...]:
+        if task not in self._names:
+            self._names[task] = self._resolve_names(task)
+        return self._names[task]
+
+    def _resolve_names(self, task: str) -> tuple[str, ...]:
         n = self.model.config.heads[task]
         if self.cfg.classes:
             names = parse_classes(self.cfg.classes)
@@ -177,8 +187,44 @@ class Predictor:
         fps, frames = iter_video(path)
         return fps, sum(1 for _ in frames)
 
+    def _window_probs(self, path: Path, windows: list[np.ndarray], window_faces: list, task: str) -> np.ndarray:
+        """Second pass: align the frames the face windows need and classify each window as soon
+        as its last frame has arrived, so memory holds about one window of crops per pending
+        window, however long the video. Returns (windows with a face, classes)."""
+        todo = [k for k, faces in enumerate(window_faces) if faces is not None]  # by start = by end
+        needed: dict[int, Face | None] = {}
+        for k in todo:
+            for i, f in zip(windows[k], window_faces[k]):
+                needed.setdefault(int(i), f)
+        crops: dict[int, np.ndarray] = {}
+        out: list[np.ndarray] = []
+        ready: list[int] = []
+        ptr = 0
+
+        def flush() -> None:
+            batch = [self._tensor(np.stack([crops[int(i)] for i in windows[k]])) for k in ready]
+            out.append(self._probs(batch, task))
+            ready.clear()
+
+        _, frames = iter_video(path)
+        for i, frame in enumerate(frames):
+            if i in needed:
+                crops[i] = self._crop(frame, needed[i])
+            while ptr < len(todo) and windows[todo[ptr]][-1] <= i:
+                ready.append(todo[ptr])
+                ptr += 1
+            if len(ready) >= self.cfg.batch_size:
+                flush()
+            oldest = windows[ready[0]][0] if ready else windows[todo[ptr]][0] if ptr < len(todo) else i + 1
+            for j in [j for j in crops if j < oldest]:
+                del crops[j]
+        ready += todo[ptr:]  # windows padded past the end (a video shorter than one window)
+        if ready:
+            flush()
+        return np.concatenate(out) if out else np.zeros((0, self.model.config.heads[task]), np.float32)
+
     def predict_video(self, path: Path) -> dict[str, Any]:
-        task = "video" if "video" in self.model.head else next(iter(self.model.head))
+        task = self.video_task
         if self.align_faces:
             fps, detections = self._detect_stream(path)
             tracked = main_face(detections, max_gap=round(self.cfg.max_gap_s * fps),
@@ -198,19 +244,8 @@ class Predictor:
             faces = [tracked[i] for i in idx]
             present = sum(f is not None for f in faces)
             window_faces.append(fill_nearest(faces) if present >= self.cfg.min_face_fraction * len(idx) else None)
-        needed: dict[int, Face | None] = {}
-        for idx, faces in zip(windows, window_faces):
-            if faces is not None:
-                for i, f in zip(idx, faces):
-                    needed.setdefault(int(i), f)
-        crops: dict[int, np.ndarray] = {}
-        _, frames = iter_video(path)
-        for i, frame in enumerate(frames):
-            if i in needed:
-                crops[i] = self._crop(frame, needed[i])
-        inputs = [self._tensor(np.stack([crops[int(i)] for i in idx])) for idx, faces in zip(windows, window_faces) if faces is not None]
-        probs = self._probs(inputs, task)
-        names = self.class_names[task]
+        probs = self._window_probs(path, windows, window_faces, task)
+        names = self.names(task)
         rows, k = [], 0
         for idx, faces in zip(windows, window_faces):
             row: dict[str, Any] = {"start_frame": int(idx[0]), "end_frame": int(idx[-1]), "start_s": round(float(idx[0]) / fps, 3),
@@ -243,14 +278,14 @@ class Predictor:
             crop = crop[off : off + self.size, off : off + self.size]
             x = self._tensor(crop) if task == "image" else self._tensor(np.repeat(crop[None], self.frames, axis=0))
             probs = self._probs([x], task)
-            names = self.class_names[task]
+            names = self.names(task)
             rows[0].update(probs={c: float(p) for c, p in zip(names, probs[0])}, top=names[int(probs[0].argmax())])
             if face is not None:
                 rows[0]["box"] = [round(v, 1) for v in face.box]
         return self._result(path, task, "image", probs, rows)
 
     def _result(self, path: Path, task: str, kind: str, probs: np.ndarray, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        names = self.class_names[task]
+        names = self.names(task)
         result: dict[str, Any] = {"input": str(path), "kind": kind, "checkpoint": str(self.cfg.checkpoint), "head": task,
                                   "classes": list(names), "prediction": None, "windows": rows}
         if len(probs):
@@ -303,8 +338,10 @@ def write_output(result: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def plot_timeline(result: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
-    """Class probabilities over time (window centres), no-face stretches shaded grey."""
+def plot_timeline(result: dict[str, Any], path: str | Path, title: str | None = None,
+                  parts: list[tuple[str, float, float]] | None = None) -> Path:
+    """Class probabilities over time (window centres), no-face stretches shaded grey; ``parts``
+    (label, start s, end s) are marked along the top, e.g. the known truth of a test video."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -322,6 +359,12 @@ def plot_timeline(result: dict[str, Any], path: str | Path, title: str | None = 
             ax.plot(xs, ys, marker="o", ms=3, lw=1.5, label=c)
         for s, e in result["no_face_segments"]:
             ax.axvspan(s, e, color="0.85", zorder=0, label="no face" if s == result["no_face_segments"][0][0] else None)
+        for k, (label, s, e) in enumerate(parts or []):
+            ax.axvspan(s, e, ymin=0.94, ymax=1.0, color=f"C{result['classes'].index(label)}" if label in result["classes"] else "0.5",
+                       alpha=0.6, lw=0)
+            ax.text((s + e) / 2, 1.02, label, ha="center", va="bottom", fontsize=7, transform=ax.get_xaxis_transform())
+            if k:
+                ax.axvline(s, color="0.6", lw=0.8, ls=":")
         ax.set_xlabel("time (s), window centres")
         end = max((r["end_s"] for r in rows), default=1.0)
         ax.set_xlim(0, end)
@@ -333,7 +376,7 @@ def plot_timeline(result: dict[str, Any], path: str | Path, title: str | None = 
     ax.set_ylabel("probability")
     pred = result["prediction"]
     ax.set_title(title or (f"{Path(result['input']).name}: {pred['class']} ({pred['probability']:.2f})" if pred else
-                           f"{Path(result['input']).name}: no face"), fontsize=10)
+                           f"{Path(result['input']).name}: no face"), fontsize=10, pad=16 if parts else 6)
     if result["kind"] == "video":
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()

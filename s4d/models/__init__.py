@@ -3,7 +3,7 @@
 Nothing here knows about data loading or training.
 """
 
-from .config import SIZES, VARIANTS, EncoderConfig, MAEConfig, ModelConfig, MoEConfig, model_config, moe_block_indices
+from .config import MAE_DECODERS, SIZES, VARIANTS, EncoderConfig, MAEConfig, ModelConfig, MoEConfig, model_config, moe_block_indices
 from .mae import MAEOutput, Masks, PretrainMAE, patchify, random_masking
 from .moe import MixtureOfExperts, MoEAux
 from .pos_embed import sinusoid_table
@@ -24,7 +24,7 @@ def build_mae(size: str = "base", **kwargs) -> PretrainMAE:
     """The MAE pre-training model for an encoder size; keyword arguments are ``MAEConfig`` fields."""
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
-    return PretrainMAE(MAEConfig(encoder=SIZES[size], **kwargs))
+    return PretrainMAE(MAEConfig(encoder=SIZES[size], **{**MAE_DECODERS.get(size, {}), **kwargs}))
 
 
 __all__ = [

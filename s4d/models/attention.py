@@ -19,12 +19,17 @@ class Attention(nn.Module):
             self.q_bias = self.v_bias = None
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x_BND: torch.Tensor) -> torch.Tensor:
+    def heads(self, x_BND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v, each (B, H, N, D/H)."""
         B, N, D = x_BND.shape
         bias = None
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         qkv = F.linear(x_BND, self.qkv.weight, bias)
         q_BHNd, k_BHNd, v_BHNd = qkv.view(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
-        out_BHNd = F.scaled_dot_product_attention(q_BHNd, k_BHNd, v_BHNd)
+        return q_BHNd, k_BHNd, v_BHNd
+
+    def forward(self, x_BND: torch.Tensor) -> torch.Tensor:
+        B, N, D = x_BND.shape
+        out_BHNd = F.scaled_dot_product_attention(*self.heads(x_BND))
         return self.proj(out_BHNd.transpose(1, 2).reshape(B, N, D))

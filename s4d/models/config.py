@@ -253,6 +253,10 @@ SIZES: dict[str, EncoderConfig] = {
     "base": EncoderConfig(),
 }
 
+# MAE decoders that differ from the paper's (384 wide, 4 deep): the demo's 64-wide encoder would
+# spend most of its pre-training time in a decoder six times its width.
+MAE_DECODERS: dict[str, dict[str, int]] = {"demo": {"decoder_dim": 64, "decoder_depth": 2, "decoder_heads": 4}}
+
 VARIANTS = ("s4d", "vit", "vit-mtl", "vit-moe")
 
 

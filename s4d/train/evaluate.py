@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 
 from pipelines import Augment, Loader, LoaderConfig, open_dataset
-from preprocess.manifest import ManifestError, load_manifest
+from preprocess.manifest import Manifest, ManifestError, load_manifest
 
+from ..analysis.plots import plot_scores
 from ..checkpoint import load_model
+from ..models.config import EncoderConfig
 from .dist import setup
-from .finetune import _shard_folder, plot_confusion, write_predictions
+from .finetune import _shard_folder, write_predictions
 from .loop import predict
 from .metrics import scores
 
@@ -33,6 +35,18 @@ def head_columns(manifest_classes: tuple[str, ...], head_classes: tuple[str, ...
     return [index.get(canonical(c)) for c in manifest_classes]
 
 
+def eval_loader_config(m: Manifest, enc: EncoderConfig, batch_size: int = 8) -> LoaderConfig:
+    """The test-time loader for a manifest's samples and a model's input geometry: videos as
+    the test protocol's clips, images resized to 1.2x and centre-cropped."""
+    if m.modality == "video":
+        if m.clip.frames != enc.num_frames:
+            raise ManifestError(f"{m.source}: clip.frames {m.clip.frames} but the checkpoint's model takes {enc.num_frames} frames")
+        return LoaderConfig(batch_size=batch_size, train=False, size=enc.img_size, frames=m.clip.frames, stride=m.clip.stride,
+                            crop=m.clip.crop, augment=Augment.off())
+    return LoaderConfig(batch_size=batch_size, train=False, size=enc.img_size, image_resize=round(enc.img_size * 1.2),
+                        augment=Augment.off())
+
+
 def evaluate_checkpoint(
     manifest: str, checkpoint: str, *, out: str, fold: str | None = None, task: str | None = None,
     data_root: str | None = None, backend: str = "auto", batch_size: int = 8, log=print,
@@ -48,14 +62,7 @@ def evaluate_checkpoint(
     if fold not in m.folds:
         raise ManifestError(f"{m.source}: no fold {fold!r} (folds: {list(m.folds)})")
     ds = open_dataset(m, _shard_folder(m, data_root, manifest), fold, "test")
-    if m.modality == "video":
-        if m.clip.frames != enc.num_frames:
-            raise ManifestError(f"{m.source}: clip.frames {m.clip.frames} but the checkpoint's model takes {enc.num_frames} frames")
-        cfg = LoaderConfig(batch_size=batch_size, train=False, size=enc.img_size, frames=m.clip.frames, stride=m.clip.stride,
-                           crop=m.clip.crop, augment=Augment.off())
-    else:
-        cfg = LoaderConfig(batch_size=batch_size, train=False, size=enc.img_size, image_resize=round(enc.img_size * 1.2),
-                           augment=Augment.off())
+    cfg = eval_loader_config(m, enc, batch_size)
     pred = predict(model, Loader(ds, cfg, backend=backend).epoch(0), task, device)
 
     head_names = tuple(model.config.class_names.get(task, ())) or None
@@ -80,7 +87,7 @@ def evaluate_checkpoint(
                "count": s["count"], "excluded_no_matching_class": excluded, "recall": dict(zip(m.classes, s["recall"])),
                "confusion": s["confusion"]}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_confusion(out_dir / "confusion.png", np.asarray(s["confusion"]), m.classes, f"{m.name} fold {fold} ({task} head)")
+    plot_scores(out_dir, s["confusion"], summary["recall"], s["uar"], f"{m.name} fold {fold} ({task} head)")
     log(f"{m.name} fold {fold}, {task} head: UAR {100 * s['uar']:.2f}  WAR {100 * s['war']:.2f} over {s['count']} samples"
         + (f" ({excluded} without a matching class left out)" if excluded else ""))
     return summary

@@ -27,6 +27,7 @@ from pipelines import Augment, JointLoader, Loader, LoaderConfig, open_dataset
 from pipelines.mixing import BatchMixer
 from preprocess.manifest import Manifest, ManifestError, load_manifest, load_sfer
 
+from ..analysis.plots import plot_scores
 from ..checkpoint import init_from_pretrained, load_model, save_checkpoint
 from ..models import build_model, model_config
 from .dist import Dist, barrier, gather, mean, setup
@@ -401,7 +402,7 @@ def _write_test_outputs(run: Run, out: Path, parts: list[dict], log) -> dict[str
                "uar": s["uar"], "war": s["war"], "recall": dict(zip(run.manifest.classes, s["recall"])),
                "confusion": s["confusion"], "count": s["count"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_confusion(out / "confusion.png", np.asarray(s["confusion"]), run.manifest.classes, f"{run.manifest.name} fold {run.fold}")
+    plot_scores(out, s["confusion"], summary["recall"], s["uar"], f"{run.manifest.name} fold {run.fold}")
     log(f"test ({s['count']} videos): UAR {100 * s['uar']:.2f}  WAR {100 * s['war']:.2f}")
     return summary
 
@@ -414,28 +415,6 @@ def write_predictions(path: Path, pred: dict, fold: str, classes: tuple[str, ...
     for c, name in enumerate(classes):
         columns[f"p_{name}"] = pred["probs"][:, c].tolist()
     pq.write_table(pa.table(columns), path)
-
-
-def plot_confusion(path: Path, cm: np.ndarray, classes: tuple[str, ...], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(classes), 1 + 0.6 * len(classes)))
-    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
@@ -477,7 +456,7 @@ def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
         "fold_std": {"uar": float(np.std(uars)), "war": float(np.std(wars))},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_confusion(out / "confusion.png", np.asarray(pooled["confusion"]), m.classes, f"{m.name}, {len(m.folds)} folds pooled")
+    plot_scores(out, pooled["confusion"], summary["recall"], pooled["uar"], f"{m.name}, {len(m.folds)} folds pooled")
     log(f"pooled over {len(m.folds)} folds ({pooled['count']} videos): UAR {100 * pooled['uar']:.2f}  WAR {100 * pooled['war']:.2f}; "
         f"per fold UAR {100 * np.mean(uars):.2f} +- {100 * np.std(uars):.2f}")
     return summary
