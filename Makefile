@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+BENCH := COLUMNS=150 $(BIN)/python  # wide tables, also when the output is not a terminal
 FACENET := facenet-pytorch>=2.6,<3
 
 .PHONY: help install test test-all demo bench bench-model bench-codec bench-preprocess bench-data bench-train bench-scaling shards clean
@@ -32,22 +33,22 @@ demo: $(STAMP)
 	$(BIN)/s4d demo --out demo
 
 bench-model: $(STAMP)
-	$(BIN)/python benchmarks/bench_model.py
+	$(BENCH) benchmarks/bench_model.py
 
 bench-codec: $(STAMP)
-	$(BIN)/python benchmarks/bench_codec.py
+	$(BENCH) benchmarks/bench_codec.py
 
 bench-preprocess: $(STAMP)
-	$(BIN)/python benchmarks/bench_preprocess.py
+	$(BENCH) benchmarks/bench_preprocess.py
 
 bench-data: $(STAMP)
-	$(BIN)/python benchmarks/bench_data.py
+	$(BENCH) benchmarks/bench_data.py
 
 bench-train: $(STAMP)
-	$(BIN)/python benchmarks/bench_train.py
+	$(BENCH) benchmarks/bench_train.py
 
 bench-scaling: $(STAMP)
-	$(BIN)/python benchmarks/bench_scaling.py
+	$(BENCH) benchmarks/bench_scaling.py
 
 # Every benchmark, one after another; each prints its table and the command that reproduces it.
 bench: bench-model bench-codec bench-preprocess bench-data bench-train bench-scaling
