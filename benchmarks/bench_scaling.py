@@ -7,8 +7,9 @@
 Input geometry: each setting is timed in alternation with the others (noise hits all alike) and
 reported as seconds per sample, tokens, and its ratio to the paper's 16 x 160 px setting next to
 the token ratio (attention makes time grow faster than tokens). DDP: the same per-process
-batch with 1 process (all threads) and with 2 processes (threads split, gloo on CPU, NCCL on
-GPUs), reported as samples/s and the 2-process / 1-process ratio.
+batch with 1 process (all threads) and with 2 processes (threads split), gloo on the CPU even
+where a GPU is present (multi-GPU scaling is a torchrun job of its own), reported as samples/s
+and the 2-process / 1-process ratio.
 """
 
 from __future__ import annotations

@@ -43,7 +43,9 @@ def iter_video(path: Path) -> tuple[float, Iterator[np.ndarray]]:
         raise MediaError(f"{path}: no video stream")
     stream = container.streams.video[0]
     fps = float(stream.average_rate or stream.guessed_rate or 25.0)
-    declared = declared_frames(stream.frames, container.duration, fps)
+    stream_seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+    only_video = len(container.streams) == 1  # otherwise the container's duration may be the audio's
+    declared = declared_frames(stream.frames, stream_seconds or (container.duration / 1e6 if only_video and container.duration else None), fps)
 
     def frames() -> Iterator[np.ndarray]:
         count, shape = 0, None
@@ -74,13 +76,13 @@ def iter_video(path: Path) -> tuple[float, Iterator[np.ndarray]]:
 TRUNCATED = 0.9  # fewer decoded frames than this share of the declared count means a cut-off file
 
 
-def declared_frames(stream_frames: int, container_duration_us: int | None, fps: float) -> int | None:
-    """Frames the container promises: the stream's frame count (MP4), else duration x fps
-    (WebM/Matroska store a duration, not a count); None when neither is known."""
+def declared_frames(stream_frames: int, seconds: float | None, fps: float) -> int | None:
+    """Frames the container promises: the stream's frame count (MP4), else the video's duration x
+    fps (WebM/Matroska store a duration, not a count); None when neither is known."""
     if stream_frames and stream_frames > 0:
         return int(stream_frames)
-    if container_duration_us and container_duration_us > 0 and fps > 0:
-        return int(container_duration_us / 1e6 * fps)
+    if seconds and seconds > 0 and fps > 0:
+        return int(seconds * fps)
     return None
 
 

@@ -269,23 +269,35 @@ def predict_cmd(
     plot: Annotated[Optional[Path], typer.Option(help="Timeline PNG of class probabilities (a folder for several inputs).")] = None,
     hop: Annotated[Optional[int], typer.Option(help="Frames between window starts (default: half a window).")] = None,
     stride: Annotated[Optional[int], typer.Option(help="Frame stride in a window (default: the checkpoint's training stride).")] = None,
-    align: Annotated[Optional[bool], typer.Option("--align/--no-align", help="Detect and align the face (default: as in training); --no-align for face crops.")] = None,
+    align: Annotated[bool, typer.Option("--align/--no-align", help="Find, follow and align the face; --no-align for videos that are already face crops.")] = True,
     classes: Annotated[Optional[str], typer.Option(help="Class names for checkpoints without them: 'a,b,c' or a manifest (e.g. dfew).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
 ) -> None:
     """Emotion of the main face in a raw video (per-window timeline) or a still image."""
     from .infer import PredictConfig, Predictor, plot_timeline, summary_line, write_output
 
+    from preprocess.media import MediaError
+
+    several = len(inputs) > 1
     with one_line_errors():
+        if out is not None and not several and out.suffix.lower() not in (".json", ".csv"):
+            raise ValueError(f"--out {out}: use a .json or .csv file name")
         predictor = Predictor(PredictConfig(str(checkpoint), hop=hop, stride=stride, align=align, classes=classes, device=device))
-        several = len(inputs) > 1
-        for path in inputs:
+    failed = 0
+    for path in inputs:
+        try:
             result = predictor(path)
-            typer.echo(summary_line(result))
-            if out is not None:
-                typer.echo(f"  windows: {write_output(result, out / f'{path.stem}.json' if several else out)}")
-            if plot is not None:
-                typer.echo(f"  timeline: {plot_timeline(result, plot / f'{path.stem}.png' if several else plot)}")
+        except MediaError as err:  # report it and go on with the other inputs; exit 2 at the end
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            failed += 1
+            continue
+        typer.echo(summary_line(result))
+        if out is not None:
+            typer.echo(f"  windows: {write_output(result, out / f'{path.name}.json' if several else out)}")
+        if plot is not None:
+            typer.echo(f"  timeline: {plot_timeline(result, plot / f'{path.name}.png' if several else plot)}")
+    if failed:
+        raise typer.Exit(2)
 
 
 @app.command("pretrain")
@@ -337,7 +349,7 @@ def demo_cmd(
                  summary["analysis"]["relevance"]["plot"]):
         typer.echo(f"  {path}")
     typer.echo("try next:")
-    typer.echo(f"  s4d predict {summary['timeline']['video']} -c {ckpt} --hop 2 --plot story.png --out story.csv")
+    typer.echo(f"  s4d predict {summary['timeline']['video']} -c {ckpt} --no-align --hop 2 --plot story.png --out story.csv")
     typer.echo(f"  s4d eval -m {out}/manifests/demo_videos.json -c {ckpt} --data-root {out}/data --task image   # the image head on clips")
     typer.echo(f"  s4d analyze experts -m {out}/manifests/demo_videos.json -c {ckpt} --data-root {out}/data")
     typer.echo(f"  s4d inspect {out}/data/demo_videos")
@@ -346,16 +358,20 @@ def demo_cmd(
 analyze_app = typer.Typer(no_args_is_help=True, help="The paper's analyses of a trained model, as PNG + JSON.")
 app.add_typer(analyze_app, name="analyze")
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="A fine-tuned checkpoint.")]
+AnalyzeOutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNG + JSON (default runs/analyze-<manifest>).")]
+FoldOpt = Annotated[Optional[str], typer.Option(help="Fold whose test split to use (default: the first).")]
 LimitOpt = Annotated[int, typer.Option(help="At most this many samples per task (a random, fixed subset).")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu | cuda[:N]")]
 
 
 def _analyze(kind: str, checkpoint: Path, manifest: str, fold, out, data_root, limit: int, backend: str, device: str) -> None:
     from .analysis.run import analyze_experts, analyze_relevance, collect_tasks
+    from .infer.predict import resolve_device
 
     with one_line_errors():
         if limit < 1:
             raise ValueError(f"--limit must be at least 1, got {limit}")
+        resolve_device(device)
         target = out or Path("runs") / f"analyze-{Path(manifest).stem}"
         collected = collect_tasks(str(checkpoint), manifest, fold=fold, data_root=str(data_root) if data_root else None,
                                   limit=limit, backend=backend, device=device)
@@ -371,28 +387,30 @@ def _analyze(kind: str, checkpoint: Path, manifest: str, fold, out, data_root, l
 
 
 @analyze_app.command("experts")
-def analyze_experts_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: Annotated[Optional[str], typer.Option()] = None,
-                        out: OutOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = 1000, backend: BackendOpt = "auto",
+def analyze_experts_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: FoldOpt = None,
+                        out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = 1000, backend: BackendOpt = "auto",
                         device: DeviceOpt = "cpu") -> None:
     """Mean gate weight of each expert per MoAE layer, video vs still-image inputs (Fig. 5)."""
     _analyze("experts", checkpoint, manifest, fold, out, data_root, limit, backend, device)
 
 
 @analyze_app.command("relevance")
-def analyze_relevance_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: Annotated[Optional[str], typer.Option()] = None,
-                          out: OutOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = 1000, backend: BackendOpt = "auto",
+def analyze_relevance_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: FoldOpt = None,
+                          out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = 1000, backend: BackendOpt = "auto",
                           device: DeviceOpt = "cpu") -> None:
     """Cosine similarity of class centres, video classes x still-image classes (Fig. 4)."""
     _analyze("relevance", checkpoint, manifest, fold, out, data_root, limit, backend, device)
 
 
 @analyze_app.command("order")
-def analyze_order_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: Annotated[Optional[str], typer.Option()] = None,
-                      out: OutOpt = None, data_root: DataRootOpt = None, backend: BackendOpt = "auto", device: DeviceOpt = "cpu") -> None:
+def analyze_order_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: FoldOpt = None,
+                      out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, backend: BackendOpt = "auto", device: DeviceOpt = "cpu") -> None:
     """Does the model use time? Test-set recall with frames in order vs shuffled within each clip."""
     from .analysis.run import frame_order_test
+    from .infer.predict import resolve_device
 
     with one_line_errors():
+        resolve_device(device)
         result = frame_order_test(str(checkpoint), manifest, fold=fold, data_root=str(data_root) if data_root else None,
                                   backend=backend, device=device)
         target = out or Path("runs") / f"analyze-{Path(manifest).stem}"

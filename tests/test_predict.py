@@ -32,7 +32,9 @@ def face(x: float, side: float, prob: float = 0.99) -> Face:
     return Face((x, 10.0, x + side, 10.0 + side), prob, np.zeros((5, 2)))
 
 
-def debug_checkpoint(tmp_path, *, align: bool = True, stride: int = 4):
+def debug_checkpoint(tmp_path, *, align: bool = False, stride: int = 4):
+    """A debug-size model with names, saved as training saves it (``align`` is what its training
+    data had; ``predict`` aligns raw input unless told ``--no-align``)."""
     model = build_model("s4d", "debug", video_classes=3, image_classes=3)
     model.config = dataclasses.replace(model.config, class_names={"video": NAMES, "image": NAMES})
     path = tmp_path / "model.safetensors"
@@ -70,11 +72,34 @@ def test_main_face_follows_the_strongest_track_through_gaps_and_cuts():
         else:
             frames.append([face(300, 40)] if t == 55 else [])  # one false detection
     main = main_face(frames, max_gap=4, min_detections=3)
-    assert all(main[t] is not None and main[t].box[2] - main[t].box[0] == 80 for t in range(30))  # gap 10-12 bridged
-    assert main[11].box == frames[9][0].box  # borrowed from the nearest detection of the same face
-    assert all(main[t] is not None and main[t].box[0] == 100 for t in range(30, 50))
-    assert main[50] is not None and all(main[t] is None for t in range(55, 60))  # 4-frame tail only; the blip is ignored
+    big = [t for t in range(30) if main[t] is not None]
+    assert big == [t for t in range(30) if not 10 <= t <= 12]  # the small face never stands in for the big one
+    assert all(main[t].box[2] - main[t].box[0] == 80 for t in big)
+    assert all(main[t] is not None and main[t].box[0] == 100 for t in range(30, 50))  # the cut is followed
+    assert all(main[t] is None for t in range(50, 60))  # only real detections; the one-frame blip is ignored
     assert main_face(frames, max_gap=4, min_detections=1)[55].box[0] == 300
+
+
+def test_windows_need_real_detections_and_no_face_segments_are_exact(tmp_path, monkeypatch):
+    """A face only in frames 20-39 of 60: windows are classified only where detections cover
+    half their span; the no-face report is per frame, never eaten into by face windows."""
+    from s4d.infer import predict as predict_mod
+
+    ckpt = debug_checkpoint(tmp_path, stride=1)
+    video, _ = demo_video(tmp_path, frames=60)
+    predictor = Predictor(PredictConfig(str(ckpt), hop=2))
+    monkeypatch.setattr(predictor, "_detect_stream", lambda path: (25.0, [[face(8, 40)] if 20 <= t < 40 else [] for t in range(60)]))
+    result = predictor(video)
+    assert result["frames_with_face"] == 20
+    for w in result["windows"]:  # 4 frames each at stride 1: a face in at least 2 of them
+        real = sum(20 <= t < 40 for t in range(w["start_frame"], w["end_frame"] + 1))
+        assert w["face"] == (real >= 2), w
+    covered = {t for w in result["windows"] if w["face"] for t in range(w["start_frame"], w["end_frame"] + 1)}
+    frames_blank = [t for t in range(60) if t not in covered]
+    assert min(covered) == 18 and max(covered) == 41
+    assert result["no_face_segments"] == [[0.0, 18 / 25], [42 / 25, 60 / 25]] and frames_blank == [*range(18), *range(42, 60)]
+    assert predict_mod.no_face_segments([{"start_frame": 0, "end_frame": 60, "face": False}, {"start_frame": 8, "end_frame": 68, "face": True},
+                                         {"start_frame": 16, "end_frame": 76, "face": False}], 80, 25.0) == [[0.0, 0.32], [2.76, 3.08]]
 
 
 def test_pixels_match_the_eval_loader():
@@ -101,9 +126,9 @@ def test_config_validates_itself():
 
 
 def test_face_crops_without_alignment_give_a_full_timeline(tmp_path):
-    ckpt = debug_checkpoint(tmp_path, align=False)
+    ckpt = debug_checkpoint(tmp_path)
     video, _ = demo_video(tmp_path, frames=40)
-    result = Predictor(PredictConfig(str(ckpt), hop=8))(video)
+    result = Predictor(PredictConfig(str(ckpt), hop=8, align=False))(video)
     assert result["kind"] == "video" and result["frames"] == 40 and result["fps"] == pytest.approx(25.0)
     assert result["window"] == {"frames": 4, "stride": 4, "hop": 8, "align": False}
     assert [w["start_frame"] for w in result["windows"]] == [0, 8, 16, 24, 27]
@@ -124,9 +149,9 @@ def test_face_crops_without_alignment_give_a_full_timeline(tmp_path):
 def test_window_probabilities_are_the_models_output_on_those_frames(tmp_path):
     """Windows are classified while the video streams past (crops freed as windows complete);
     every window's probabilities equal the model on those frames decoded the plain way."""
-    ckpt = debug_checkpoint(tmp_path, align=False, stride=2)
+    ckpt = debug_checkpoint(tmp_path, stride=2)
     video, _ = demo_video(tmp_path, frames=40)
-    predictor = Predictor(PredictConfig(str(ckpt), hop=3, batch_size=2))
+    predictor = Predictor(PredictConfig(str(ckpt), hop=3, batch_size=2, align=False))
     result = predictor(video)
     frames, _ = read_video(video)
     starts = [w["start_frame"] for w in result["windows"]]
@@ -151,6 +176,9 @@ def test_authors_weights_need_class_names_and_then_predict(tmp_path):
     predictor = Predictor(PredictConfig(str(tmp_path / "s4d_dfew_fold1.pth"), align=False, classes="dfew"))
     result = predictor(video)
     assert result["classes"][:2] == ["happy", "sad"] and len(result["classes"]) == 7
+    assert predictor.names("image")[:2] == ("neutral", "happiness")  # the image head: DFEW's SFER source, AffectNet-7
+    with pytest.raises(CheckpointError, match="no class names"):  # a comma list names the video head only
+        Predictor(PredictConfig(str(tmp_path / "s4d_dfew_fold1.pth"), align=False, classes="a,b,c,d,e,f,g")).names("image")
     assert result["window"]["stride"] == 4 and len(result["windows"]) == 2  # 61-frame windows over 70 frames
     assert result["prediction"]["class"] in result["classes"]
 
@@ -160,9 +188,9 @@ def run_cli(*args):
 
 
 def test_cli_writes_outputs_and_bad_files_are_one_line(tmp_path):
-    ckpt = debug_checkpoint(tmp_path, align=False)
+    ckpt = debug_checkpoint(tmp_path)
     video, clip = demo_video(tmp_path, frames=24)
-    ok = run_cli("predict", str(video), "-c", str(ckpt), "--out", str(tmp_path / "o.csv"), "--plot", str(tmp_path / "p.png"))
+    ok = run_cli("predict", str(video), "-c", str(ckpt), "--no-align", "--out", str(tmp_path / "o.csv"), "--plot", str(tmp_path / "p.png"))
     assert ok.returncode == 0, ok.stderr
     assert "faces.webm:" in ok.stdout and (tmp_path / "o.csv").is_file() and (tmp_path / "p.png").is_file()
 
@@ -170,12 +198,43 @@ def test_cli_writes_outputs_and_bad_files_are_one_line(tmp_path):
     garbage.write_bytes(b"not a video at all" * 20)
     cut = tmp_path / "cut.webm"
     cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])  # a download that stopped half way
-    for path, message in ((garbage, "unreadable video"), (cut, "breaks off after"), (tmp_path / "missing.mp4", "no such file")):
-        bad = run_cli("predict", str(path), "-c", str(ckpt))
-        assert bad.returncode == 2, bad.stderr
-        lines = bad.stderr.strip().splitlines()
-        assert len(lines) == 1 and str(path) in lines[0] and message in lines[0], bad.stderr
-    assert run_cli("predict", str(video), "-c", str(ckpt), "--out", str(tmp_path / "o.txt")).returncode == 2
+    bad = run_cli("predict", str(garbage), str(cut), str(video), str(tmp_path / "missing.mp4"), "-c", str(ckpt), "--no-align",
+                  "--out", str(tmp_path / "many"))
+    assert bad.returncode == 2  # bad inputs are reported one line each; the good one is still done
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 3, bad.stderr
+    for line, path, message in zip(lines, (garbage, cut, tmp_path / "missing.mp4"), ("unreadable video", "breaks off after", "no such file")):
+        assert str(path) in line and message in line, line
+    assert (tmp_path / "many" / "faces.webm.json").is_file() and "faces.webm:" in bad.stdout
+    wrong = run_cli("predict", str(video), "-c", str(ckpt), "--out", str(tmp_path / "o.txt"))
+    assert wrong.returncode == 2 and "--out" in wrong.stderr and "faces.webm:" not in wrong.stdout  # refused before any work
+    no_gpu = run_cli("predict", str(video), "-c", str(ckpt), "--device", "cuda")
+    if not torch.cuda.is_available():
+        assert no_gpu.returncode == 2 and "no CUDA device" in no_gpu.stderr and len(no_gpu.stderr.strip().splitlines()) == 1
+
+
+def test_a_complete_video_with_a_longer_audio_track_is_not_truncated(tmp_path):
+    import av
+
+    path = tmp_path / "talk.webm"
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libvpx-vp9", rate=25)
+        v.width = v.height = 64
+        v.pix_fmt = "yuv420p"
+        a = out.add_stream("libopus", rate=48000)
+        for i in range(50):  # 2 s of video
+            for packet in v.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 4, np.uint8), format="rgb24")):
+                out.mux(packet)
+        for packet in v.encode():
+            out.mux(packet)
+        for k in range(150):  # 3 s of audio
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 48000, k * 960
+            for packet in a.encode(frame):
+                out.mux(packet)
+        for packet in a.encode():
+            out.mux(packet)
+    assert len(read_video(path)[0]) == 50
 
 
 # ----------------------------------------------------------------------------- real faces (MTCNN)

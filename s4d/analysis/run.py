@@ -90,10 +90,6 @@ def collect_tasks(checkpoint: str, manifest: str, *, fold: str | None = None, da
     return out
 
 
-def names_for(model: Classifier, task: str, m: Manifest) -> tuple[str, ...]:
-    return tuple(model.config.class_names.get(task, ())) or m.classes
-
-
 def analyze_experts(collected: dict[str, Any], out: Path, title: str) -> dict[str, Any]:
     model: Classifier = collected["model"]
     if model.config.moae is None:
@@ -159,6 +155,10 @@ def frame_order_test(checkpoint: str, manifest: str, *, fold: str | None = None,
     model = load_model(checkpoint)
     if not isinstance(model, Classifier) or m.modality != "video":
         raise ManifestError(f"{checkpoint} on {m.name}: the frame-order test needs a fine-tuned model and a video manifest")
+    head = tuple(model.config.class_names.get("video", ()))
+    if (head and head != m.classes) or model.config.heads["video"] != len(m.classes):
+        raise ManifestError(f"{checkpoint}: its video head ({', '.join(head) or model.config.heads['video']}) does not "
+                            f"predict {m.name}'s classes ({', '.join(m.classes)}); the frame-order test needs the same classes")
     dev = torch.device(device)
     model = model.to(dev).eval()
     fold = fold or next(iter(m.folds))

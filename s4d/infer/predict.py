@@ -24,7 +24,7 @@ import torch
 from pipelines import LoaderConfig
 from preprocess.adapters.base import IMAGE_EXTS
 from preprocess.faces import Face, FaceDetector, align, centre_square, fill_nearest
-from preprocess.manifest import ManifestError, load_manifest
+from preprocess.manifest import ManifestError, load_manifest, load_sfer
 from preprocess.media import MediaError, iter_video, read_image
 
 from ..checkpoint import CheckpointError, checkpoint_meta, load_model
@@ -32,7 +32,7 @@ from ..models import Classifier
 from .tracking import main_face
 from .windows import plan_windows
 
-DEFAULT_INPUT = {"stride": 4, "crop": None, "align": True, "margin": 0.25}  # foreign checkpoints: the DFEW/MAFW recipe
+DEFAULT_INPUT = {"stride": 4, "crop": None, "margin": 0.25}  # foreign checkpoints: the DFEW/MAFW recipe
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class PredictConfig:
     checkpoint: str
     hop: int | None = None  # frames between window starts (default: half a window)
     stride: int | None = None  # frame stride inside a window (default: the checkpoint's training stride)
-    align: bool | None = None  # detect and align faces (default: as the checkpoint's training data)
+    align: bool = True  # detect and align the face; False for videos that are already face crops
     classes: str | None = None  # comma-separated names or a manifest, for checkpoints without names
     device: str = "auto"
     batch_size: int = 8
@@ -66,17 +66,32 @@ class PredictConfig:
             raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
 
 
-def parse_classes(spec: str) -> tuple[str, ...]:
-    """``"a,b,c"`` or a manifest (name or path) whose classes to use."""
+def parse_classes(spec: str) -> dict[str, tuple[str, ...]]:
+    """Names per head. A manifest (name or path) names the video head with its classes and the
+    image head with its SFER source's; ``"a,b,c"`` names the video head only."""
     if "," not in spec:
         try:
-            return load_manifest(spec).classes
+            m = load_manifest(spec)
         except ManifestError:
             raise ManifestError(f"--classes {spec!r}: not a manifest, and one class name is not a classifier") from None
+        sfer = load_sfer(m) if m.modality == "video" else None
+        return {m.modality: m.classes, **({"image": sfer.classes} if sfer else {})}
     names = tuple(c.strip() for c in spec.split(","))
     if any(not c for c in names):
         raise ValueError(f"--classes {spec!r}: empty class name")
-    return names
+    return {"video": names}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``; a CUDA request without a CUDA
+    device is a clear error, not a traceback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available here")
+    return torch.device(name)
 
 
 class Predictor:
@@ -84,8 +99,7 @@ class Predictor:
 
     def __init__(self, cfg: PredictConfig, log=print) -> None:
         self.cfg, self.log = cfg, log
-        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                                   "cpu" if cfg.device == "auto" else cfg.device)
+        self.device = resolve_device(cfg.device)
         model = load_model(cfg.checkpoint)
         if not isinstance(model, Classifier):
             raise CheckpointError(f"{cfg.checkpoint}: a pre-training (MAE) checkpoint has no classifier head; fine-tune it first")
@@ -95,7 +109,7 @@ class Predictor:
         recorded = checkpoint_meta(cfg.checkpoint).get("input") or {}
         settings = {**DEFAULT_INPUT, "stored_size": self.size, **recorded}
         self.stride = cfg.stride or int(settings["stride"])
-        self.align_faces = settings["align"] if cfg.align is None else cfg.align
+        self.align_faces = cfg.align  # raw videos need a face found, whatever the training data was
         self.margin = float(settings["margin"])
         self.stored_size = int(settings["stored_size"])
         self.crop = tuple(settings["crop"]) if settings["crop"] else None
@@ -118,15 +132,15 @@ class Predictor:
 
     def _resolve_names(self, task: str) -> tuple[str, ...]:
         n = self.model.config.heads[task]
-        if self.cfg.classes:
-            names = parse_classes(self.cfg.classes)
+        if self.cfg.classes and task in parse_classes(self.cfg.classes):
+            names = parse_classes(self.cfg.classes)[task]
             if len(names) != n:
                 raise ValueError(f"--classes gives {len(names)} names but the {task} head has {n} classes")
             return names
         stored = tuple(self.model.config.class_names.get(task, ()))
         if not stored:
             raise CheckpointError(f"{self.cfg.checkpoint}: the {task} head has no class names (not trained by s4d); "
-                                  f"pass --classes (comma-separated names or a manifest such as dfew)")
+                                  f"pass --classes: a manifest such as dfew names both heads, 'a,b,c' the video head")
         return stored
 
     @property
@@ -170,6 +184,12 @@ class Predictor:
 
     # ------------------------------------------------------------------ videos
 
+    def _detect(self, path: Path, frames: np.ndarray) -> list[list[Face]]:
+        try:
+            return self.detector.detect_all(frames)
+        except MediaError as err:  # frames too small to search: name the file
+            raise MediaError(f"{path}: {err}") from None
+
     def _detect_stream(self, path: Path) -> tuple[float, list[list[Face]]]:
         fps, frames = iter_video(path)
         faces: list[list[Face]] = []
@@ -177,10 +197,10 @@ class Predictor:
         for frame in frames:
             chunk.append(frame)
             if len(chunk) == self.detector.batch_size:
-                faces += self.detector.detect_all(np.stack(chunk))
+                faces += self._detect(path, np.stack(chunk))
                 chunk = []
         if chunk:
-            faces += self.detector.detect_all(np.stack(chunk))
+            faces += self._detect(path, np.stack(chunk))
         return fps, faces
 
     def _frame_count(self, path: Path) -> tuple[float, int]:
@@ -229,21 +249,28 @@ class Predictor:
             fps, detections = self._detect_stream(path)
             tracked = main_face(detections, max_gap=round(self.cfg.max_gap_s * fps),
                                 min_detections=max(1, round(self.cfg.min_track_s * fps)))
-            faces_found = sum(f is not None for f in tracked)  # the followed face, short gaps included
+            faces_found = sum(f is not None for f in tracked)  # detections of the followed face
         else:  # already face crops: every frame is the face
             fps, n = self._frame_count(path)
             tracked, faces_found = [None] * n, n
         n = len(tracked)
         windows = plan_windows(n, self.frames, self.stride, self.hop)
-        # per window: the face of each sampled frame (nearest in the window where missing), or no face
+        # per window: the face of each sampled frame, or None for a window without enough face.
+        # As in preprocessing, the share counts detections over every frame the window spans, and
+        # a frame without one borrows the nearest detected frame's geometry (within the window).
         window_faces: list[list[Face | None] | None] = []
         for idx in windows:
             if not self.align_faces:
                 window_faces.append([None] * len(idx))
                 continue
-            faces = [tracked[i] for i in idx]
-            present = sum(f is not None for f in faces)
-            window_faces.append(fill_nearest(faces) if present >= self.cfg.min_face_fraction * len(idx) else None)
+            lo, hi = int(idx[0]), int(idx[-1])
+            span = tracked[lo : hi + 1]
+            present = sum(f is not None for f in span)
+            if present and present >= self.cfg.min_face_fraction * len(span):
+                filled = fill_nearest(span)
+                window_faces.append([filled[int(i) - lo] for i in idx])
+            else:
+                window_faces.append(None)
         probs = self._window_probs(path, windows, window_faces, task)
         names = self.names(task)
         rows, k = [], 0
@@ -256,7 +283,7 @@ class Predictor:
                 k += 1
             rows.append(row)
         result = self._result(path, task, "video", probs, rows)
-        result.update({"fps": fps, "frames": n, "frames_with_face": faces_found, "no_face_segments": no_face_segments(rows),
+        result.update({"fps": fps, "frames": n, "frames_with_face": faces_found, "no_face_segments": no_face_segments(rows, n, fps),
                        "window": {"frames": self.frames, "stride": self.stride, "hop": self.hop, "align": self.align_faces}})
         return result
 
@@ -267,7 +294,7 @@ class Predictor:
         as a still clip. The crop follows the eval transform: resize to 1.2x, centre crop."""
         image = read_image(path)
         task = "image" if "image" in self.model.head else "video" if "video" in self.model.head else next(iter(self.model.head))
-        faces = self.detector.detect_all(image[None])[0] if self.align_faces else []
+        faces = self._detect(path, image[None])[0] if self.align_faces else []
         face = max(faces, key=lambda f: f.side * f.prob) if faces else None
         rows: list[dict[str, Any]] = [{"face": face is not None or not self.align_faces, "faces_in_image": len(faces)}]
         probs = np.zeros((0, self.model.config.heads[task]), np.float32)
@@ -296,27 +323,15 @@ class Predictor:
         return result
 
 
-def no_face_segments(rows: list[dict[str, Any]]) -> list[list[float]]:
-    """Merged [start_s, end_s] ranges covered only by windows without a face."""
-    segments: list[list[float]] = []
+def no_face_segments(rows: list[dict[str, Any]], num_frames: int, fps: float) -> list[list[float]]:
+    """[start_s, end_s] runs of frames that windows cover but no window with a face covers."""
+    face = np.zeros(num_frames, bool)
+    blank = np.zeros(num_frames, bool)
     for r in rows:
-        if r["face"]:
-            continue
-        if segments and r["start_s"] <= segments[-1][1]:
-            segments[-1][1] = max(segments[-1][1], r["end_s"])
-        else:
-            segments.append([r["start_s"], r["end_s"]])
-    face_spans = [(r["start_s"], r["end_s"]) for r in rows if r["face"]]
-    out = []
-    for s, e in segments:  # trim the parts a face window covers
-        for fs, fe in face_spans:
-            if fs <= s < fe:
-                s = fe
-            if fs < e <= fe:
-                e = fs
-        if e > s:
-            out.append([round(s, 3), round(e, 3)])
-    return out
+        (face if r["face"] else blank)[r["start_frame"] : r["end_frame"] + 1] = True
+    only_blank = np.concatenate([[False], blank & ~face, [False]])
+    edges = np.flatnonzero(np.diff(only_blank.astype(np.int8)))
+    return [[round(float(a) / fps, 3), round(float(b) / fps, 3)] for a, b in zip(edges[::2], edges[1::2])]
 
 
 def write_output(result: dict[str, Any], path: str | Path) -> Path:

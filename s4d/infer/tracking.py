@@ -2,9 +2,9 @@
 
 Detections (every face of every frame) are linked into tracks by overlap with the track's last
 box; the track with the most face evidence (sum of box side x confidence) is the main face.
-Where it is absent for long, other tracks that do not overlap it in time fill in (a cut to
-another person), again strongest first. Short gaps (a missed detection, a blink of occlusion)
-borrow the nearest detection of the same track; longer gaps stay "no face".
+Where it is absent, other tracks that do not overlap it in time fill in (a cut to another
+person), again strongest first. Only real detections are returned: frames in a gap stay None,
+and whoever samples them (``predict``'s windows) decides whether to borrow a neighbour.
 """
 
 from __future__ import annotations
@@ -26,15 +26,13 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
 
 @dataclass
 class Track:
-    faces: dict[int, Face] = field(default_factory=dict)  # frame index -> face
+    first: int  # frame index of the first detection
+    faces: dict[int, Face] = field(default_factory=dict)  # frame index -> face, added in frame order
+    last: int = -1
 
-    @property
-    def first(self) -> int:
-        return min(self.faces)
-
-    @property
-    def last(self) -> int:
-        return max(self.faces)
+    def add(self, t: int, face: Face) -> None:
+        self.faces[t] = face
+        self.last = t
 
     @property
     def weight(self) -> float:
@@ -59,43 +57,25 @@ def link_tracks(faces_per_frame: list[list[Face]], max_gap: int, min_iou: float 
                 if overlap >= best_iou:
                     best, best_iou = k, overlap
             if best is None:
-                tracks.append(Track({t: face}))
-                taken.add(len(tracks) - 1)
-                active.append(len(tracks) - 1)
-            else:
-                tracks[best].faces[t] = face
-                taken.add(best)
+                tracks.append(Track(first=t))
+                best = len(tracks) - 1
+                active.append(best)
+            tracks[best].add(t, face)
+            taken.add(best)
     return tracks
 
 
 def main_face(faces_per_frame: list[list[Face]], max_gap: int, min_detections: int = 1) -> list[Face | None]:
-    """Per frame, the main face or None. Tracks with fewer than ``min_detections`` detections are
-    noise (a face-like texture in one frame) and dropped; the rest are taken strongest first and
-    kept only where they do not overlap an already taken track in time. Gaps of at most
-    ``max_gap`` frames inside or at the ends of a taken track borrow its nearest detection."""
+    """Per frame, the main face's detection or None. Tracks (linked across gaps of at most
+    ``max_gap`` frames) with fewer than ``min_detections`` detections are noise (a face-like
+    texture in one frame) and dropped; the rest are taken strongest first, each kept only if its
+    span does not overlap an already taken track's span."""
     n = len(faces_per_frame)
-    taken: list[Track] = []
+    out: list[Face | None] = [None] * n
     spans = [False] * n
     for track in sorted(link_tracks(faces_per_frame, max_gap), key=lambda tr: -tr.weight):
         if len(track.faces) >= min_detections and not any(spans[track.first : track.last + 1]):
-            taken.append(track)
             spans[track.first : track.last + 1] = [True] * (track.last + 1 - track.first)
-    owner: list[Track | None] = [None] * n
-    for track in taken:  # strongest first: a track's own span, then its ends widened by max_gap
-        for t in range(track.first, track.last + 1):
-            owner[t] = track
-    for track in taken:
-        for t in [*range(max(track.first - max_gap, 0), track.first), *range(track.last + 1, min(track.last + max_gap, n - 1) + 1)]:
-            if owner[t] is None:
-                owner[t] = track
-    out: list[Face | None] = []
-    for t, track in enumerate(owner):
-        if track is None:
-            out.append(None)
-            continue
-        if t in track.faces:
-            out.append(track.faces[t])
-            continue
-        nearest = min(track.faces, key=lambda s: (abs(s - t), s))
-        out.append(track.faces[nearest] if abs(nearest - t) <= max_gap else None)
+            for t, face in track.faces.items():
+                out[t] = face
     return out
