@@ -32,13 +32,14 @@ def face(x: float, side: float, prob: float = 0.99) -> Face:
     return Face((x, 10.0, x + side, 10.0 + side), prob, np.zeros((5, 2)))
 
 
-def debug_checkpoint(tmp_path, *, align: bool = False, stride: int = 4):
+def debug_checkpoint(tmp_path, *, align: bool = False, stride: int = 4, fps: float | None = None):
     """A debug-size model with names, saved as training saves it (``align`` is what its training
     data had; ``predict`` aligns raw input unless told ``--no-align``)."""
     model = build_model("s4d", "debug", video_classes=3, image_classes=3)
     model.config = dataclasses.replace(model.config, class_names={"video": NAMES, "image": NAMES})
     path = tmp_path / "model.safetensors"
-    save_checkpoint(model, path, extra={"input": {"stride": stride, "crop": None, "align": align, "margin": 0.25, "stored_size": 64}})
+    save_checkpoint(model, path, extra={"input": {"stride": stride, "fps": fps, "crop": None, "align": align, "margin": 0.25,
+                                                "stored_size": 64}})
     return path
 
 
@@ -130,7 +131,7 @@ def test_face_crops_without_alignment_give_a_full_timeline(tmp_path):
     video, _ = demo_video(tmp_path, frames=40)
     result = Predictor(PredictConfig(str(ckpt), hop=8, align=False))(video)
     assert result["kind"] == "video" and result["frames"] == 40 and result["fps"] == pytest.approx(25.0)
-    assert result["window"] == {"frames": 4, "stride": 4, "hop": 8, "align": False}
+    assert result["window"] == {"frames": 4, "stride": 4, "hop": 8, "align": False, "training_stride": 4, "training_fps": None}
     assert [w["start_frame"] for w in result["windows"]] == [0, 8, 16, 24, 27]
     assert all(w["face"] for w in result["windows"]) and result["no_face_segments"] == []
     for w in result["windows"]:
@@ -144,6 +145,17 @@ def test_face_crops_without_alignment_give_a_full_timeline(tmp_path):
     assert json.loads(write_output(result, tmp_path / "w.json").read_text())["prediction"] == result["prediction"]
     png = plot_timeline(result, tmp_path / "t.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_the_stride_follows_the_videos_frame_rate(tmp_path):
+    """Trained at stride 2 on 12.5 fps clips, a 25 fps video is sampled at stride 4: a window
+    spans the same time as a training clip. ``--stride`` overrides."""
+    ckpt = debug_checkpoint(tmp_path, stride=2, fps=12.5)
+    video, _ = demo_video(tmp_path, frames=40)  # 25 fps
+    result = Predictor(PredictConfig(str(ckpt), align=False))(video)
+    assert result["window"]["stride"] == 4 and result["window"]["hop"] == 8 and result["window"]["training_fps"] == 12.5
+    assert result["windows"][0]["end_frame"] == 12
+    assert Predictor(PredictConfig(str(ckpt), align=False, stride=3))(video)["window"]["stride"] == 3
 
 
 def test_window_probabilities_are_the_models_output_on_those_frames(tmp_path):

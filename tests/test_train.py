@@ -201,6 +201,8 @@ def test_train_writes_outputs_and_resume_reproduces_the_uninterrupted_run(colour
     again = scores(np.asarray(preds["label"]), probs.argmax(1), 2)
     assert again["uar"] == summary["uar"] and again["war"] == summary["war"]  # summary = recomputation from predictions
     assert summary["selected_on"].startswith("last epoch")
+    meta = json.loads((run / "checkpoints" / "last.json").read_text())  # what s4d predict needs to prepare raw videos alike
+    assert meta["input"] == {"stride": 2, "fps": 25.0, "crop": None, "align": False, "margin": 0.25, "stored_size": 64}
 
     interrupted = _run_cfg(m, data / "colour", tmp_path, out=str(tmp_path / "resumed"), epochs=3)
     assert train(interrupted, stop_after_epochs=1, log=lambda *_: None) is None  # "killed" after epoch 1

@@ -32,14 +32,14 @@ from ..models import Classifier
 from .tracking import main_face
 from .windows import plan_windows
 
-DEFAULT_INPUT = {"stride": 4, "crop": None, "margin": 0.25}  # foreign checkpoints: the DFEW/MAFW recipe
+DEFAULT_INPUT = {"stride": 4, "fps": None, "crop": None, "margin": 0.25}  # foreign checkpoints: the DFEW/MAFW recipe
 
 
 @dataclass(frozen=True)
 class PredictConfig:
     checkpoint: str
     hop: int | None = None  # frames between window starts (default: half a window)
-    stride: int | None = None  # frame stride inside a window (default: the checkpoint's training stride)
+    stride: int | None = None  # frame stride in a window (default: the training stride, scaled to the video's fps)
     align: bool = True  # detect and align the face; False for videos that are already face crops
     classes: str | None = None  # comma-separated names or a manifest, for checkpoints without names
     device: str = "auto"
@@ -108,12 +108,12 @@ class Predictor:
         self.size, self.frames = enc.img_size, enc.num_frames
         recorded = checkpoint_meta(cfg.checkpoint).get("input") or {}
         settings = {**DEFAULT_INPUT, "stored_size": self.size, **recorded}
-        self.stride = cfg.stride or int(settings["stride"])
+        self.train_stride = int(settings["stride"])
+        self.train_fps = settings.get("fps")  # frame rate the stride was counted at (None: unknown)
         self.align_faces = cfg.align  # raw videos need a face found, whatever the training data was
         self.margin = float(settings["margin"])
         self.stored_size = int(settings["stored_size"])
         self.crop = tuple(settings["crop"]) if settings["crop"] else None
-        self.hop = cfg.hop or max(1, self.frames * self.stride // 2)
         loader = LoaderConfig()
         self.mean = torch.tensor(loader.mean).view(3, 1, 1)
         self.std = torch.tensor(loader.std).view(3, 1, 1)
@@ -243,6 +243,15 @@ class Predictor:
             flush()
         return np.concatenate(out) if out else np.zeros((0, self.model.config.heads[task]), np.float32)
 
+    def stride_for(self, fps: float) -> int:
+        """``--stride``, else the training stride scaled to this video's frame rate, so a window
+        spans the same time as a training clip (a 60 fps phone video vs 25-30 fps datasets)."""
+        if self.cfg.stride:
+            return self.cfg.stride
+        if self.train_fps and fps > 0:
+            return max(1, round(self.train_stride * fps / self.train_fps))
+        return self.train_stride
+
     def predict_video(self, path: Path) -> dict[str, Any]:
         task = self.video_task
         if self.align_faces:
@@ -254,7 +263,9 @@ class Predictor:
             fps, n = self._frame_count(path)
             tracked, faces_found = [None] * n, n
         n = len(tracked)
-        windows = plan_windows(n, self.frames, self.stride, self.hop)
+        stride = self.stride_for(fps)
+        hop = self.cfg.hop or max(1, self.frames * stride // 2)
+        windows = plan_windows(n, self.frames, stride, hop)
         # per window: the face of each sampled frame, or None for a window without enough face.
         # As in preprocessing, the share counts detections over every frame the window spans, and
         # a frame without one borrows the nearest detected frame's geometry (within the window).
@@ -284,7 +295,8 @@ class Predictor:
             rows.append(row)
         result = self._result(path, task, "video", probs, rows)
         result.update({"fps": fps, "frames": n, "frames_with_face": faces_found, "no_face_segments": no_face_segments(rows, n, fps),
-                       "window": {"frames": self.frames, "stride": self.stride, "hop": self.hop, "align": self.align_faces}})
+                       "window": {"frames": self.frames, "stride": stride, "hop": hop, "align": self.align_faces,
+                                  "training_stride": self.train_stride, "training_fps": self.train_fps}})
         return result
 
     # ------------------------------------------------------------------ images

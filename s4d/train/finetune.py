@@ -129,6 +129,7 @@ class Run:
         self.fold = cfg.fold or next(iter(m.folds))
         folder = _shard_folder(m, cfg.data_root, cfg.manifest)
         self.train_ds = open_dataset(m, folder, self.fold, "train")
+        self.input_settings = input_settings(m, folder, self.train_ds.keys)
         self.test_ds = open_dataset(m, folder, self.fold, "test") if m.folds[self.fold].test else None
 
         names = {"video": m.classes}
@@ -362,15 +363,22 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
                            alpha=cfg.alpha, device=run.device, autocast_dtype=run.autocast, accum=cfg.accum)
 
     finished = run_epochs(one_epoch, run.checkpointer, out, cfg.epochs, d, log,
-                          extra={"fold": run.fold, "manifest": run.manifest.name, "input": input_settings(run.manifest)}, stop_after_epochs=stop_after_epochs)
+                          extra={"fold": run.fold, "manifest": run.manifest.name, "input": run.input_settings}, stop_after_epochs=stop_after_epochs)
     return evaluate_run(run, out, log) if finished else None
 
 
-def input_settings(m: Manifest) -> dict[str, Any]:
+def input_settings(m: Manifest, folder: Path, keys: list[str]) -> dict[str, Any]:
     """How the training clips were made, recorded in the checkpoint so ``s4d predict`` prepares a
-    raw video the same way: frame stride, stored crop, and face alignment."""
-    return {"stride": m.clip.stride, "crop": list(m.clip.crop) if m.clip.crop else None, "align": m.preprocess.align,
-            "margin": m.preprocess.margin, "stored_size": m.preprocess.size}
+    raw video the same way: frame stride and the frame rate it was counted at (median over the
+    training clips), stored crop, face alignment and margin."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(folder / "index.parquet", columns=["key", "fps"]).to_pydict()
+    wanted = set(keys)
+    rates = [f for k, f in zip(table["key"], table["fps"]) if k in wanted and f > 0]
+    return {"stride": m.clip.stride, "fps": float(np.median(rates)) if rates else None,
+            "crop": list(m.clip.crop) if m.clip.crop else None, "align": m.preprocess.align, "margin": m.preprocess.margin,
+            "stored_size": m.preprocess.size}
 
 
 def evaluate_run(run: Run, out: Path, log=print) -> dict[str, Any]:
