@@ -3,14 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-BENCH := COLUMNS=150 $(BIN)/python  # wide tables, also when the output is not a terminal
+# wide benchmark tables, also when the output is not a terminal
+BENCH := COLUMNS=150 $(BIN)/python
+BENCHES := bench-model bench-codec bench-preprocess bench-data bench-train bench-scaling
 FACENET := facenet-pytorch>=2.6,<3
 
-.PHONY: help install test test-all demo bench bench-model bench-codec bench-preprocess bench-data bench-train bench-scaling shards clean
+.PHONY: help install test test-all demo bench $(BENCHES) shards clean
 
 help:
 	@echo "make test         set up .venv (first run) and run the CPU test suite"
-	@echo "make demo         the whole system on a generated dataset (~8 min on 2 CPU cores)"
+	@echo "make demo         the whole system on a generated dataset (~7 min on 2 CPU cores)"
 	@echo "make bench        every benchmark (model step vs reference, codec, preprocessing, data, training, scaling); BENCHMARKS.md"
 	@echo "make test-all     also the slow tests"
 	@echo "make shards DATASET=mafw RAW=/data/MAFW [WORKERS=4]   preprocess a dataset into shards"
@@ -32,26 +34,12 @@ test-all: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/s4d demo --out demo
 
-bench-model: $(STAMP)
-	$(BENCH) benchmarks/bench_model.py
+# One target per script (make bench-model ... bench-scaling); `bench` runs them one after another,
+# each printing its table and the command that reproduces it.
+$(BENCHES): bench-%: $(STAMP)
+	$(BENCH) benchmarks/bench_$*.py
 
-bench-codec: $(STAMP)
-	$(BENCH) benchmarks/bench_codec.py
-
-bench-preprocess: $(STAMP)
-	$(BENCH) benchmarks/bench_preprocess.py
-
-bench-data: $(STAMP)
-	$(BENCH) benchmarks/bench_data.py
-
-bench-train: $(STAMP)
-	$(BENCH) benchmarks/bench_train.py
-
-bench-scaling: $(STAMP)
-	$(BENCH) benchmarks/bench_scaling.py
-
-# Every benchmark, one after another; each prints its table and the command that reproduces it.
-bench: bench-model bench-codec bench-preprocess bench-data bench-train bench-scaling
+bench: $(BENCHES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

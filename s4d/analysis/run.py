@@ -27,6 +27,7 @@ from ..checkpoint import load_model
 from ..models import Classifier
 from ..train.evaluate import eval_loader_config
 from ..train.finetune import _shard_folder
+from ..train.loop import predict
 from .plots import plot_experts, plot_relevance, plot_scores
 
 
@@ -143,6 +144,19 @@ def analyze_relevance(collected: dict[str, Any], out: Path, title: str) -> dict[
     return result
 
 
+def shuffle_frames(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Every clip of (..., 3, T, H, W) with its T frames in a random order other than the identity."""
+    flat = x.reshape(-1, *x.shape[-4:])
+    T = x.shape[-3]
+    out = torch.empty_like(flat)
+    for i, clip in enumerate(flat):
+        perm = torch.randperm(T, generator=g)
+        while T > 1 and torch.equal(perm, torch.arange(T)):
+            perm = torch.randperm(T, generator=g)
+        out[i] = clip[:, perm]
+    return out.view_as(x)
+
+
 @torch.no_grad()
 def frame_order_test(checkpoint: str, manifest: str, *, fold: str | None = None, data_root: str | None = None, backend: str = "auto",
                      batch_size: int = 8, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
@@ -166,20 +180,8 @@ def frame_order_test(checkpoint: str, manifest: str, *, fold: str | None = None,
     g = torch.Generator().manual_seed(seed)
     labels, ordered, shuffled = [], [], []
     for batch in Loader(ds, eval_loader_config(m, model.config.encoder, batch_size), backend=backend).epoch(0):
-        x = batch["pixels"]
-        x = x if x.ndim == 6 else x[:, None]  # (B, K, 3, T, H, W)
-        T = x.shape[3]
-        perms = []
-        for _ in range(x.shape[0] * x.shape[1]):
-            perm = torch.randperm(T, generator=g)
-            while T > 1 and torch.equal(perm, torch.arange(T)):
-                perm = torch.randperm(T, generator=g)
-            perms.append(perm)
-        flat = x.flatten(0, 1)
-        mixed = torch.stack([clip[:, perm] for clip, perm in zip(flat, perms)])
-        for source, store in ((flat, ordered), (mixed, shuffled)):
-            p = model(source.to(dev), "video").float().softmax(-1).view(x.shape[0], x.shape[1], -1).mean(1)
-            store.append(p.argmax(1).cpu().numpy())
+        for b, store in ((batch, ordered), ({**batch, "pixels": shuffle_frames(batch["pixels"], g)}, shuffled)):
+            store.append(predict(model, [b], "video", dev)["probs"].argmax(1))  # the test protocol, clips averaged
         labels.append(batch["labels"].numpy())
     y = np.concatenate(labels)
     a = scores(y, np.concatenate(ordered), len(m.classes))

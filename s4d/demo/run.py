@@ -88,7 +88,7 @@ def demo_timeline(root: Path, ckpt: str, seed: int) -> dict:
     frames, parts = make_story(np.random.default_rng(seed + 1000))
     video = root / "story.webm"
     video.write_bytes(encode_clip(frames, FPS, "vp9", 31))
-    result = Predictor(PredictConfig(ckpt, hop=2, align=False), log=lambda *_: None)(video)  # drawn faces: MTCNN sees none
+    result = Predictor(PredictConfig(ckpt, hop=2, align=False))(video)  # drawn faces: MTCNN sees none
     marks = [(cls, a / FPS, b / FPS) for cls, a, b in parts]
     return {"video": str(video), "json": str(write_output(result, root / "story.json")),
             "plot": str(plot_timeline(result, root / "story.png", "s4d predict demo/story.webm (top: what the face does)", marks)),

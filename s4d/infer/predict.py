@@ -97,8 +97,8 @@ def resolve_device(name: str) -> torch.device:
 class Predictor:
     """Loads the checkpoint once; ``__call__(path)`` predicts one file."""
 
-    def __init__(self, cfg: PredictConfig, log=print) -> None:
-        self.cfg, self.log = cfg, log
+    def __init__(self, cfg: PredictConfig) -> None:
+        self.cfg = cfg
         self.device = resolve_device(cfg.device)
         model = load_model(cfg.checkpoint)
         if not isinstance(model, Classifier):
@@ -117,6 +117,7 @@ class Predictor:
         loader = LoaderConfig()
         self.mean = torch.tensor(loader.mean).view(3, 1, 1)
         self.std = torch.tensor(loader.std).view(3, 1, 1)
+        self._given_names = parse_classes(cfg.classes) if cfg.classes else {}
         self._names: dict[str, tuple[str, ...]] = {}
         self._detector: FaceDetector | None = None
         self.names(self.video_task)  # fail now, not after decoding a long video
@@ -132,8 +133,8 @@ class Predictor:
 
     def _resolve_names(self, task: str) -> tuple[str, ...]:
         n = self.model.config.heads[task]
-        if self.cfg.classes and task in parse_classes(self.cfg.classes):
-            names = parse_classes(self.cfg.classes)[task]
+        if task in self._given_names:
+            names = self._given_names[task]
             if len(names) != n:
                 raise ValueError(f"--classes gives {len(names)} names but the {task} head has {n} classes")
             return names
