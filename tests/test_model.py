@@ -196,3 +196,37 @@ def test_torch_compile_without_graph_breaks():
     torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the grouped_mm path, as on a GPU
         torch.testing.assert_close(compiled(x).float(), model(x).float(), atol=0.05, rtol=0.05)
+
+
+def _reference_init_state(dim: int, experts: int, hidden: int) -> dict[str, torch.Tensor]:
+    """A reference-named MoAE built the way the authors' ``apply(_init_weights)`` leaves it:
+    every Linear trunc_normal(std 0.02) with zero bias."""
+    def linear(name: str, out: int, inp: int) -> dict[str, torch.Tensor]:
+        return {f"{name}.weight": torch.nn.init.trunc_normal_(torch.empty(out, inp), std=0.02), f"{name}.bias": torch.zeros(out)}
+
+    sd = {**linear("m.router.topkroute_linear", experts, dim), **linear("m.router.noise_linear", experts, dim)}
+    for e in range(experts):
+        sd |= linear(f"m.experts.{e}.fc1", hidden, dim) | linear(f"m.experts.{e}.fc2", dim, hidden)
+    return sd
+
+
+@pytest.mark.parametrize("variant", ["s4d", "vit-moe"])
+def test_fresh_mixture_adds_what_the_reference_init_adds(variant):
+    """A fresh MoAE (and ViT-MoE FFN) must add to a pretrained block what the reference's init
+    adds (MoAE: ~0.07 rms on a unit-rms input at ViT-B width), not kaiming's ~1.0."""
+    torch.manual_seed(0)
+    model = build_model(variant, "base", video_classes=7)
+    block = model.blocks[-1]
+    moe = block.moae if variant == "s4d" else block.mlp
+    assert isinstance(moe, MixtureOfExperts)
+    for p in (moe.router.gate.weight, moe.router.noise.weight, moe.experts.w1, moe.experts.w2):
+        assert abs(p.std().item() - 0.02) < 0.002
+    assert not any(b.abs().sum() for b in (moe.router.gate.bias, moe.experts.b1, moe.experts.b2))
+    x = torch.randn(2, 196, 768)
+    with torch.no_grad():
+        ours = moe.eval()(x)[0].pow(2).mean().sqrt().item()
+        hidden = moe.experts.w1.shape[2]  # 192 (MoAE adapters) or 3072 (ViT-MoE FFN experts)
+        reference = ref.moe_layer(x, _reference_init_state(768, 8, hidden), "m", top_k=2).pow(2).mean().sqrt().item()
+    if variant == "s4d":
+        assert 0.03 < reference < 0.15  # the reference scale itself (~0.07)
+    assert 0.5 < ours / reference < 2.0, (ours, reference)

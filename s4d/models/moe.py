@@ -13,12 +13,13 @@ batch order exactly like the authors' code.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from timm.layers import trunc_normal_
 
 from .config import MoEConfig
 
@@ -89,9 +90,10 @@ class GroupedExperts(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Kaiming-normal over fan-in, as the reference initialises its expert Linears.
-        nn.init.normal_(self.w1, std=math.sqrt(2.0 / self.w1.shape[1]))
-        nn.init.normal_(self.w2, std=math.sqrt(2.0 / self.w2.shape[1]))
+        # The reference's final ``apply(_init_weights)`` overrides the kaiming init its expert
+        # constructor asks for: every Linear ends trunc_normal(std 0.02), zero bias (DESIGN §4).
+        trunc_normal_(self.w1, std=0.02)
+        trunc_normal_(self.w2, std=0.02)
         nn.init.zeros_(self.b1)
         nn.init.zeros_(self.b2)
 
@@ -139,9 +141,9 @@ class MixtureOfExperts(nn.Module):
         self.balance_loss_weight = cfg.balance_loss_weight
         self.router = NoisyTopKRouter(dim, cfg)
         self.experts = GroupedExperts(cfg.num_experts, dim, cfg.hidden_dim(dim), cfg.expert_residual)
-        for lin in (self.router.gate, self.router.noise):
+        for lin in (self.router.gate, self.router.noise):  # as every Linear in the reference
             if lin is not None:
-                nn.init.kaiming_normal_(lin.weight)
+                trunc_normal_(lin.weight, std=0.02)
                 nn.init.zeros_(lin.bias)
 
     def forward(self, x_BND: torch.Tensor) -> tuple[torch.Tensor, MoEAux]:

@@ -49,8 +49,9 @@ class Transformer(nn.Module):
             )
             for i in range(enc.depth)
         )
-        for name, m in self.named_modules():
-            if isinstance(m, nn.Linear) and ".router." not in name:
+        # The reference's apply(_init_weights): every Linear (routers and experts included).
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
