@@ -1,6 +1,8 @@
 """Training video pipeline throughput: our shards + DALI (CPU, or GPU ``mixed``) and our PyTorch
-fallback vs a reference-style loader (JPEG frame folders read with PIL in a DataLoader, as the
-authors' code does), on the same clips, same sampling and same augmentations.
+fallback vs a reference-style loader (JPEG frame folders read with PIL in a DataLoader, timm's
+RandAugment ops applied frame by frame with one draw per clip, as the authors' code does), on
+the same clips, same sampling and the same recipe (RandAugment rand-m7-n4-mstd0.5-inc1 ->
+random-resized crop -> flip -> normalise -> erasing).
 
     python benchmarks/bench_data.py                       # CPU, 2 threads / 2 workers
     python benchmarks/bench_data.py --device gpu          # DALI mixed decoding (needs a GPU)
@@ -28,9 +30,9 @@ from rich.table import Table
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipelines import Loader, LoaderConfig, dali_available, open_dataset
+from pipelines.augment import erase_box, rrc_box
 from pipelines.plan import epoch_batches
 from pipelines.sampling import clip_indices
-from pipelines.torch_fallback import TorchTransforms
 from preprocess.encode import encode_clip
 from preprocess.manifest import parse_manifest
 from preprocess.run import finalize, run_shards
@@ -51,6 +53,49 @@ def source_clips(count: int, frames: int) -> list[np.ndarray]:
     return [rng.integers(0, 255, (frames, 160, 160, 3), dtype=np.uint8) for _ in range(count)]
 
 
+class ReferenceClipTransform:
+    """The reference's clip recipe on PIL frames: timm's RandAugment ops with one draw per clip
+    applied to every frame (its list-of-frames ``AugmentOp``), ToTensor, normalise, random-resized
+    crop with ``F.interpolate``, flip, one erasing box of noise."""
+
+    def __init__(self, cfg: LoaderConfig) -> None:
+        import random
+
+        from timm.data.auto_augment import rand_augment_transform
+
+        self.cfg, self.random = cfg, random
+        spec = cfg.augment.randaugment
+        self.ra = rand_augment_transform(spec, {"translate_const": int(cfg.size * 0.45), "interpolation": Image.BILINEAR}) if spec else None
+        self.mean = torch.tensor(cfg.mean).view(3, 1, 1, 1)
+        self.std = torch.tensor(cfg.std).view(3, 1, 1, 1)
+
+    def _randaugment(self, frames: list) -> list:
+        for op in np.random.choice(self.ra.ops, self.ra.num_layers, replace=True):
+            if self.random.random() > op.prob:
+                continue
+            m = max(0.0, min(10.0, self.random.gauss(op.magnitude, op.magnitude_std)))
+            args = op.level_fn(m, op.hparams) if op.level_fn is not None else ()
+            frames = [op.aug_fn(f, *args, **op.kwargs) for f in frames]
+        return frames
+
+    def __call__(self, frames: list) -> torch.Tensor:
+        aug = self.cfg.augment
+        if self.ra is not None:
+            frames = self._randaugment(frames)
+        x = torch.stack([torch.from_numpy(np.asarray(f)) for f in frames]).permute(3, 0, 1, 2).float() / 255.0  # (3,T,H,W)
+        x = (x - self.mean) / self.std
+        gen = torch.default_generator
+        top, left, h, w = rrc_box(x.shape[-2], x.shape[-1], aug.rrc_scale, aug.rrc_ratio, gen)
+        x = torch.nn.functional.interpolate(x[..., top : top + h, left : left + w], size=(self.cfg.size, self.cfg.size),
+                                            mode="bilinear", align_corners=False)
+        if self.random.random() < aug.flip:
+            x = x.flip(-1)
+        if self.random.random() < aug.erase and (box := erase_box(x.shape[-2], x.shape[-1], gen)) is not None:
+            t, l_, bh, bw = box
+            x[..., t : t + bh, l_ : l_ + bw] = torch.randn(3, x.shape[1], bh, bw)
+        return x
+
+
 class JpegFolderClips(Dataset):
     """The reference style: one JPEG per frame, PIL decode of the sampled frames, transforms.
     Items are ``(epoch, i)``: the dataset derives the epoch's plan itself (the same pure plan
@@ -58,7 +103,7 @@ class JpegFolderClips(Dataset):
 
     def __init__(self, ds, folder_of: dict[str, Path], cfg: LoaderConfig) -> None:
         self.ds, self.folder_of, self.cfg = ds, folder_of, cfg
-        self.tf = TorchTransforms(cfg, video=True, stored_size=160)
+        self.tf = ReferenceClipTransform(cfg)
         self._plans: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +120,7 @@ class JpegFolderClips(Dataset):
         order, starts = self.plan(epoch)
         files = sorted(self.folder_of[self.ds.keys[order[i]]].iterdir())
         idx = clip_indices(int(starts[i]), len(files), self.cfg.frames, self.cfg.stride)
-        frames = np.stack([np.asarray(Image.open(files[j]).convert("RGB")) for j in idx])
+        frames = [Image.open(files[j]).convert("RGB") for j in idx]
         return self.tf(frames), int(self.ds.labels[order[i]])
 
 
@@ -136,7 +181,7 @@ def main() -> None:
         if dali_available():
             where = "mixed" if device_id is not None else "cpu"
             loaders[f"ours: shards + DALI ({where})"] = Loader(ds, cfg, backend="dali", device_id=device_id)
-            no_ra = replace(cfg, augment=replace(cfg.augment, rand_n=0))
+            no_ra = replace(cfg, augment=replace(cfg.augment, randaugment=None))
             loaders[f"ours: shards + DALI ({where}), RandAugment off"] = Loader(ds, no_ra, backend="dali", device_id=device_id)
         loaders["ours: shards + PyTorch fallback (1 process)"] = Loader(ds, cfg, backend="torch")
 
@@ -153,7 +198,7 @@ def main() -> None:
                 return iter(self.loader)
 
         loaders[f"reference: JPEG folders + PIL DataLoader ({args.workers} workers)"] = Reference(cfg)
-        loaders[f"reference ({args.workers} workers), RandAugment off"] = Reference(replace(cfg, augment=replace(cfg.augment, rand_n=0)))
+        loaders[f"reference ({args.workers} workers), RandAugment off"] = Reference(replace(cfg, augment=replace(cfg.augment, randaugment=None)))
 
         names = list(loaders)
         times = {n: 0.0 for n in names}

@@ -6,35 +6,66 @@ from dataclasses import dataclass
 
 from s4d.models.config import IMAGENET_MEAN, IMAGENET_STD
 
+from .randaug import RandAugmentSpec
+
 
 @dataclass(frozen=True)
 class Augment:
-    """DESIGN §4 defaults for video; ``image()`` gives the image recipe. 0 switches one off."""
+    """Training augmentation, the reference's recipe by default (DESIGN §4). Clips, in this
+    order: RandAugment (same ops for every frame) -> random-resized crop -> flip -> normalise ->
+    erasing. Images: resize + random crop (in the decoder) -> flip -> RandAugment -> erasing ->
+    normalise. ``randaugment`` is timm's notation (``None`` = off); 0 switches the rest off."""
 
-    rand_n: int = 4  # RandAugment ops (same ops for every frame of a clip)
-    rand_m: int = 7  # RandAugment magnitude
+    randaugment: str | None = "rand-m7-n4-mstd0.5-inc1"
     rrc_scale: tuple[float, float] = (0.08, 1.0)  # random-resized crop area; (1, 1) = off
     rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    rrc_interpolation: str = "bilinear"  # or "bicubic" (MAE images)
     flip: float = 0.5
     erase: float = 0.25  # random erasing probability (one box for all frames)
+    erase_mode: str = "pixel"  # "pixel": N(0,1) noise after normalisation; "zero": 0 before normalisation
 
     def __post_init__(self) -> None:
-        if self.rand_n < 0 or not 0 <= self.rand_m <= 30:
-            raise ValueError(f"augment.rand_n must be >= 0 and rand_m in 0..30, got {self.rand_n}, {self.rand_m}")
+        if self.randaugment is not None:
+            RandAugmentSpec.parse(self.randaugment)  # raises naming the bad part
         for name in ("flip", "erase"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"augment.{name} must be a probability, got {getattr(self, name)}")
         if not 0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1:
             raise ValueError(f"augment.rrc_scale must satisfy 0 < lo <= hi <= 1, got {self.rrc_scale}")
+        if not 0 < self.rrc_ratio[0] <= self.rrc_ratio[1]:
+            raise ValueError(f"augment.rrc_ratio must satisfy 0 < lo <= hi, got {self.rrc_ratio}")
+        if self.rrc_interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(f"augment.rrc_interpolation must be bilinear or bicubic, got {self.rrc_interpolation!r}")
+        if self.erase_mode not in ("pixel", "zero"):
+            raise ValueError(f"augment.erase_mode must be pixel or zero, got {self.erase_mode!r}")
+
+    @property
+    def rrc(self) -> bool:
+        return self.rrc_scale != (1.0, 1.0) or self.rrc_ratio != (1.0, 1.0)
+
+    @property
+    def active(self) -> bool:
+        return self.randaugment is not None or self.rrc or self.flip > 0 or self.erase > 0
 
     @staticmethod
     def image() -> "Augment":
-        """AffectNet recipe: resize 192 -> random crop 160, flip, RandAugment m9 n2, erasing."""
-        return Augment(rand_n=2, rand_m=9, rrc_scale=(1.0, 1.0), rrc_ratio=(1.0, 1.0))
+        """AffectNet fine-tuning: resize 192 -> random crop 160, flip, RandAugment m9 n2,
+        erasing 0.25 with 0 before normalisation."""
+        return Augment(randaugment="rand-m9-n2-mstd0.5-inc1", rrc_scale=(1.0, 1.0), rrc_ratio=(1.0, 1.0), erase_mode="zero")
+
+    @staticmethod
+    def mae_video() -> "Augment":
+        """MAE pre-training clips: random-resized crop (0.08, 1), no flip, nothing else."""
+        return Augment(randaugment=None, flip=0.0, erase=0.0)
+
+    @staticmethod
+    def mae_image() -> "Augment":
+        """MAE pre-training images: random-resized crop (0.2, 1), bicubic, flip."""
+        return Augment(randaugment=None, rrc_scale=(0.2, 1.0), rrc_interpolation="bicubic", erase=0.0)
 
     @staticmethod
     def off() -> "Augment":
-        return Augment(rand_n=0, rand_m=0, rrc_scale=(1.0, 1.0), rrc_ratio=(1.0, 1.0), flip=0.0, erase=0.0)
+        return Augment(randaugment=None, rrc_scale=(1.0, 1.0), rrc_ratio=(1.0, 1.0), flip=0.0, erase=0.0)
 
 
 @dataclass(frozen=True)
@@ -50,6 +81,7 @@ class LoaderConfig:
     seed: int = 0
     class_balanced: bool = False
     views: int = 1  # training clips: augmented views per decoded clip (MAE pre-training: 4)
+    random_clip: bool = False  # evaluation: one random clip per video, seeded per epoch (the reference's per-epoch check)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     num_threads: int = 2

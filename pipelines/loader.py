@@ -1,7 +1,7 @@
 """Loaders: one epoch of batches from a ``ShardDataset``, on DALI or the PyTorch fallback.
 
 Batches are dicts: ``pixels`` (train clips (B,3,T,H,W), or (B,V,3,T,H,W) with ``views`` V > 1;
-test clips (B,2,3,T,H,W), the first and last clip of each video; images (B,3,H,W)),
+test clips (B,2,3,T,H,W), the first and last clip of each video, or (B,1,3,T,H,W) with ``random_clip``; images (B,3,H,W)),
 ``labels`` (B,) int64 and ``keys``.
 """
 
@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .augment import BatchAugment, epoch_generator
 from .config import LoaderConfig
 from .dataset import ShardDataset
 from .plan import Batch, epoch_batches
@@ -56,6 +57,8 @@ class Loader:
         self.device_id = device_id
         self.num_samples = num_samples
         self.video = ds.modality == "video"
+        self.augment = BatchAugment(cfg, self.video) if cfg.train else None
+        self.aug_device = torch.device("cuda", device_id) if device_id is not None else torch.device("cpu")
         self._pipe = None
         self._pipe_seed: int | None = None
         self._pending: Iterator[Batch] = iter(())
@@ -96,9 +99,11 @@ class Loader:
         from .dali_pipes import build_image_pipe, build_video_pipe
 
         self._pending = iter(batches)
-        # DALI's random augmentation is seeded per (seed, epoch, rank): ranks differ, and a
-        # resumed run repeats exactly the epoch it resumes (eval draws nothing: one seed).
-        seed = int(np.random.default_rng([self.cfg.seed, epoch, 4000 + self.rank]).integers(2**31)) if self.cfg.train else self.cfg.seed
+        # DALI's random draws (the training image crop) are seeded per (seed, epoch, rank): ranks
+        # differ, and a resumed run repeats exactly the epoch it resumes. Clip graphs and eval
+        # draw nothing: one seed, one graph build.
+        draws = self.cfg.train and not self.video
+        seed = int(np.random.default_rng([self.cfg.seed, epoch, 4000 + self.rank]).integers(2**31)) if draws else self.cfg.seed
         if self._pipe is None or seed != self._pipe_seed:
             self._pipe_seed = seed
             self._pipe = (build_video_pipe(self.cfg, self._dali_source, self.ds.manifest.preprocess.size, self.device_id, seed)
@@ -124,8 +129,10 @@ class Loader:
                 self._pipe = None  # a failed pipeline cannot continue; rebuild next epoch
                 shards = sorted({str(self.ds.reader.paths[self.ds.reader.locations[self.ds.keys[p]].shard]) for p in batch.positions})
                 raise ShardError(f"{', '.join(shards)}: decoding failed in DALI ({str(err).strip().splitlines()[0][:200]})") from None
-            tensors = [_to_torch(o) for o in outs]
+            tensors = [_to_torch(o) for o in outs]  # train: uint8 (B,T,S,S,3) / (B,S,S,3)
             pixels = tensors[0] if self.cfg.train or not self.video else torch.stack(tensors[:2], dim=1)
+            if self.video and not self.cfg.train and self.cfg.random_clip:  # the eval graph decodes the one start twice
+                pixels = pixels[:, :1]
             yield {"pixels": pixels, "labels": tensors[-1].long().view(-1), "keys": [self.ds.keys[p] for p in batch.positions]}
         # drain: with prefetching DALI has already asked past the end; start the next epoch clean
         try:
@@ -152,9 +159,8 @@ class Loader:
                             n = int(self.ds.frames[p])
                             decoded = [decode_clip(data, clip_indices(int(s), n, self.cfg.frames, self.cfg.stride))
                                        for s in np.atleast_1d(batch.starts[j])]
-                            if self.cfg.train:  # one decoded clip, ``views`` independent augmentations
-                                views = [tf(decoded[0]) for _ in range(self.cfg.views)]
-                                items.append(views[0] if self.cfg.views == 1 else torch.stack(views))
+                            if self.cfg.train:  # one decoded clip; BatchAugment makes the views
+                                items.append(tf(decoded[0]))
                             else:
                                 items.append(torch.stack([tf(d) for d in decoded]))
                         else:
@@ -169,7 +175,14 @@ class Loader:
 
     def epoch(self, epoch: int) -> Iterator[dict]:
         batches = self.batches(epoch)
-        return self._dali_epoch(batches, epoch) if self.backend == "dali" else self._torch_epoch(batches, epoch)
+        decoded = self._dali_epoch(batches, epoch) if self.backend == "dali" else self._torch_epoch(batches, epoch)
+        return decoded if self.augment is None else self._augmented(decoded, epoch)
+
+    def _augmented(self, decoded: Iterator[dict], epoch: int) -> Iterator[dict]:
+        gen = epoch_generator(self.cfg.seed, epoch, self.rank)
+        for batch in decoded:
+            pixels = batch["pixels"].to(self.aug_device, non_blocking=True)
+            yield {**batch, "pixels": self.augment(pixels, gen)}
 
 
 def _to_torch(out) -> torch.Tensor:

@@ -1,8 +1,8 @@
-"""The pure-PyTorch path (no DALI): PyAV / OpenCV decoding and torchvision v2 transforms.
+"""The pure-PyTorch path (no DALI): PyAV / OpenCV decoding and torchvision v2 resizing.
 
-Same batch plan, same frame indices, same normalisation and the same augmentation recipe as
-the DALI graphs. torchvision's v2 transforms draw their parameters once per call, so a
-(T, C, H, W) clip gets the same crop, flip, RandAugment ops and erasing box on every frame.
+Same batch plan, same frame indices and the same output as the DALI graphs: training batches
+are decoded uint8, augmented afterwards by ``augment.BatchAugment`` (shared by both backends);
+evaluation batches are resized and normalised here.
 """
 
 from __future__ import annotations
@@ -51,33 +51,27 @@ def decode_image(data: np.ndarray) -> np.ndarray:
 
 
 class TorchTransforms:
+    """Train: decoded frames -> uint8 at the output size (clips squashed; images resized and
+    cropped, or a random-resized crop for MAE), for ``augment.BatchAugment``. Eval: the
+    normalised float clip/image, as the DALI graphs give it."""
+
     def __init__(self, cfg: LoaderConfig, video: bool, stored_size: int) -> None:
         self.cfg = cfg
         self.video = video
         self.stored_size = stored_size
         aug = cfg.augment
-        mean, std = torch.tensor(cfg.mean).view(3, 1, 1), torch.tensor(cfg.std).view(3, 1, 1)
-        self.mean, self.std = mean, std
-        steps: list = []
-        if cfg.train:
-            if video:
-                steps.append(v2.RandomResizedCrop(cfg.size, scale=aug.rrc_scale, ratio=aug.rrc_ratio, antialias=True)
-                             if aug.rrc_scale != (1.0, 1.0) else v2.Resize([cfg.size, cfg.size], antialias=True))
-            else:
-                steps += [v2.Resize(cfg.image_resize, antialias=True), v2.RandomCrop(cfg.size)]
-            if aug.flip > 0:
-                steps.append(v2.RandomHorizontalFlip(aug.flip))
-            if aug.rand_n > 0:
-                steps.append(v2.RandAugment(num_ops=aug.rand_n, magnitude=aug.rand_m))
-        elif video:
-            steps.append(v2.Resize([cfg.size, cfg.size], antialias=True))
+        self.mean, self.std = torch.tensor(cfg.mean).view(3, 1, 1), torch.tensor(cfg.std).view(3, 1, 1)
+        if video or not cfg.train:
+            self.geometric = v2.Resize([cfg.size, cfg.size], antialias=True)
+        elif aug.rrc:
+            interp = v2.InterpolationMode.BICUBIC if aug.rrc_interpolation == "bicubic" else v2.InterpolationMode.BILINEAR
+            self.geometric = v2.RandomResizedCrop(cfg.size, scale=aug.rrc_scale, ratio=aug.rrc_ratio, interpolation=interp, antialias=True)
         else:
-            steps += [v2.Resize(cfg.image_resize, antialias=True), v2.CenterCrop(cfg.size)]
-        self.geometric = v2.Compose(steps)
-        self.erase = v2.RandomErasing(p=aug.erase, value=0) if cfg.train and aug.erase > 0 else None
+            self.geometric = v2.Compose([v2.Resize(cfg.image_resize, antialias=True), v2.RandomCrop(cfg.size)])
 
     def __call__(self, frames_THWC: np.ndarray) -> torch.Tensor:
-        """uint8 frames (T,H,W,3) or image (H,W,3) -> normalised (3,T,H,W) or (3,H,W)."""
+        """uint8 frames (T,H,W,3) or image (H,W,3) -> train: uint8 (T,S,S,3) / (S,S,3);
+        eval: normalised (3,T,S,S) / (3,S,S)."""
         x = torch.from_numpy(np.ascontiguousarray(frames_THWC))
         if self.video:
             if self.cfg.crop is not None:
@@ -86,8 +80,8 @@ class TorchTransforms:
             x = tv_tensors.Video(x.permute(0, 3, 1, 2))
         else:
             x = tv_tensors.Image(x.permute(2, 0, 1))
-        x = self.geometric(x).as_subclass(torch.Tensor).float() / 255.0
-        x = (x - self.mean) / self.std
-        if self.erase is not None:
-            x = self.erase(x)
+        x = self.geometric(x).as_subclass(torch.Tensor)
+        if self.cfg.train:
+            return x.permute(0, 2, 3, 1).contiguous() if self.video else x.permute(1, 2, 0).contiguous()
+        x = (x.float() / 255.0 - self.mean) / self.std
         return x.permute(1, 0, 2, 3).contiguous() if self.video else x

@@ -1,20 +1,29 @@
 """Face detection (MTCNN from facenet-pytorch) and alignment into square crops.
 
-One warp does rotation, crop and resize: ``warp_square`` maps a square of side ``side`` centred
-at ``center`` and rotated by ``angle`` degrees onto a ``size`` x ``size`` output. Alignment
-levels the eye line; already face-cropped data uses the same warp with no rotation.
+Two framings (``geometry``), for whole frames and for face boxes alike:
+
+- ``crop``: one warp does rotation, crop and resize: ``warp_square`` maps a square of side
+  ``side`` centred at ``center`` and rotated by ``angle`` degrees onto a ``size`` x ``size``
+  output (a whole frame: its largest centred square; a face: a square of the box's longer side).
+- ``squash`` (the reference's): the whole frame, or the face box itself, is resized to
+  ``size`` x ``size`` whatever its aspect; a face box is first cut out at its own resolution,
+  levelled by the eye line (``warp_rect``), then resized.
+
+Alignment levels the eye line; already face-cropped data uses the same warps with no rotation.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
 
 from .media import MediaError
 
+Geometry = Literal["squash", "crop"]
 MIN_DETECT_SIDE = 24  # MTCNN's smallest pyramid level needs at least 12 px; keep a margin
 
 
@@ -58,20 +67,63 @@ def warp_square(frame: np.ndarray, center: tuple[float, float], side: float, ang
     )
 
 
+def rect_matrix(center: tuple[float, float], width: float, height: float, angle: float, out: tuple[int, int]) -> np.ndarray:
+    """2x3 affine matrix: rotate by ``angle`` about ``center``, map the ``width`` x ``height``
+    rectangle centred there onto an output of ``out`` = (w, h) pixels."""
+    m = cv2.getRotationMatrix2D(center, angle, 1.0)
+    sx, sy = out[0] / width, out[1] / height
+    m[0] *= sx
+    m[1] *= sy
+    m[0, 2] += out[0] / 2 - center[0] * sx
+    m[1, 2] += out[1] / 2 - center[1] * sy
+    return m
+
+
+def warp_rect(frame: np.ndarray, center: tuple[float, float], width: float, height: float, angle: float, size: int) -> np.ndarray:
+    """The rotated ``width`` x ``height`` rectangle, cut out at its own resolution (outside the frame
+    replicates the border), then squashed to (size, size, 3)."""
+    w, h = max(1, round(width)), max(1, round(height))
+    native = cv2.warpAffine(frame, rect_matrix(center, width, height, angle, (w, h)), (w, h), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    return squash(native, size)
+
+
+def squash(frame: np.ndarray, size: int) -> np.ndarray:
+    """The whole frame resized to size x size, whatever its aspect (the reference's framing)."""
+    h, w = frame.shape[:2]
+    if (h, w) == (size, size):
+        return frame.copy()
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA if max(h, w) > size else cv2.INTER_LINEAR)
+
+
 def centre_square(frame: np.ndarray, size: int) -> np.ndarray:
     """The largest centred square, resized: for releases that are already face crops."""
     h, w = frame.shape[:2]
     return warp_square(frame, (w / 2, h / 2), min(h, w), 0.0, size)
 
 
-def crop_box(frame: np.ndarray, box_xywh: tuple[float, float, float, float], margin: float, size: int) -> np.ndarray:
-    """A square around a given face box (AffectNet's lists), with ``margin``, resized."""
+def fit_frame(frame: np.ndarray, size: int, geometry: Geometry = "crop") -> np.ndarray:
+    """A frame without a face box to the stored square: squashed whole, or its centred square."""
+    return squash(frame, size) if geometry == "squash" else centre_square(frame, size)
+
+
+def crop_box(frame: np.ndarray, box_xywh: tuple[float, float, float, float], margin: float, size: int,
+             geometry: Geometry = "crop") -> np.ndarray:
+    """A given face box (AffectNet's lists) with ``margin``: squashed, or the square of its longer side."""
     x, y, w, h = box_xywh
-    return warp_square(frame, (x + w / 2, y + h / 2), max(w, h) * (1 + margin), 0.0, size)
+    center = (x + w / 2, y + h / 2)
+    if geometry == "squash":
+        return warp_rect(frame, center, w * (1 + margin), h * (1 + margin), 0.0, size)
+    return warp_square(frame, center, max(w, h) * (1 + margin), 0.0, size)
 
 
-def align(frame: np.ndarray, face: Face, margin: float, size: int) -> np.ndarray:
-    """Level the eye line and crop a square of side ``(1 + margin) * max(box)`` around the face."""
+def align(frame: np.ndarray, face: Face, margin: float, size: int, geometry: Geometry = "crop") -> np.ndarray:
+    """Level the eye line, then either squash the face box grown by ``margin`` (``squash``, the
+    reference's tool with margin 0: the tight MTCNN box) or crop a square of side
+    ``(1 + margin) * max(box)`` around the face (``crop``)."""
+    if geometry == "squash":
+        x0, y0, x1, y1 = face.box
+        return warp_rect(frame, face.center, (x1 - x0) * (1 + margin), (y1 - y0) * (1 + margin), face.eye_angle, size)
     return warp_square(frame, face.center, face.side * (1 + margin), face.eye_angle, size)
 
 
@@ -136,10 +188,11 @@ def fill_nearest(faces: list[Face | None]) -> list[Face]:
     return [faces[i] if faces[i] is not None else faces[int(idx[np.argmin(np.abs(idx - i))])] for i in range(len(faces))]
 
 
-def align_clip(frames: np.ndarray, faces: list[Face | None], margin: float, size: int, min_face_fraction: float) -> AlignedClip:
+def align_clip(frames: np.ndarray, faces: list[Face | None], margin: float, size: int, min_face_fraction: float,
+               geometry: Geometry = "crop") -> AlignedClip:
     found = sum(f is not None for f in faces)
     if found == 0 or found < min_face_fraction * len(faces):
         raise NotEnoughFaces(f"faces found in {found}/{len(faces)} frames (minimum {min_face_fraction:.0%})")
     filled = fill_nearest(faces)
-    aligned = np.stack([align(fr, f, margin, size) for fr, f in zip(frames, filled)])
+    aligned = np.stack([align(fr, f, margin, size, geometry) for fr, f in zip(frames, filled)])
     return AlignedClip(aligned, found, len(faces) - found)

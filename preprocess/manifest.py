@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 MANIFESTS_DIR = Path(__file__).resolve().parents[1] / "manifests"
 ADAPTERS = ("dfew", "ferv39k", "mafw", "affectnet", "voxceleb2", "csv")
+GEOMETRIES = ("squash", "crop")
 
 
 class ManifestError(ValueError):
@@ -39,7 +40,11 @@ class Layout:
 class Preprocess:
     align: bool = False  # run MTCNN and align by the eye line (MAFW, raw user videos)
     size: int = 160  # stored frame side in pixels
-    margin: float = 0.25  # extra context around the detected face box, as a fraction of its size
+    margin: float = 0.25  # extra context around the face box (detected or listed), as a fraction of its size
+    # How a frame or face box becomes the stored square. "squash": resize the whole frame (or the
+    # face box, with its margin) to size x size, whatever its aspect (the reference's choice);
+    # "crop": the largest centred square of the frame (or a square of the box's longer side).
+    geometry: Literal["squash", "crop"] = "crop"
     codec: Literal["vp9", "mjpeg", "jpeg"] = "vp9"
     quality: int = 31  # VP9 crf (31: ~36 dB, BENCHMARKS.md), MJPEG quantiser, or JPEG quality
     min_face_fraction: float = 0.5  # drop a clip only when fewer frames than this have a face
@@ -180,6 +185,10 @@ def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
         raise bad("preprocess.codec", f"{pre.codec!r} does not fit modality {d['modality']!r} (images: jpeg; videos: vp9/mjpeg)")
     if pre.size <= 0 or pre.shard_samples <= 0 or pre.frames_fps <= 0:
         raise bad("preprocess", "size, shard_samples and frames_fps must be positive")
+    if pre.geometry not in GEOMETRIES:
+        raise bad("preprocess.geometry", f"must be squash or crop, got {pre.geometry!r}")
+    if not isinstance(pre.margin, (int, float)) or not pre.margin > -1.0:
+        raise bad("preprocess.margin", f"must be a number above -1 (a fraction of the face box), got {pre.margin!r}")
     if not 0.0 <= pre.min_face_fraction <= 1.0:
         raise bad("preprocess.min_face_fraction", f"must be in [0, 1], got {pre.min_face_fraction}")
 

@@ -24,12 +24,13 @@ import numpy as np
 
 from .adapters import AdapterResult, RawSample, list_samples
 from .encode import CLIP_EXT, encode_clip, encode_image
-from .faces import FaceDetector, NotEnoughFaces, align, align_clip, centre_square, crop_box
+from .faces import FaceDetector, NotEnoughFaces, align, align_clip, crop_box, fit_frame
 from .manifest import Manifest, ManifestError
 from .media import MediaError, read_frame_folder, read_image, read_video
 from .shards import ShardWriter, pack_info, sha256, write_json_atomic
 
 PLAN_FILE = "plan.json"
+LEGACY_SETTINGS = {"geometry": "crop"}  # what a plan written before these settings existed was made with
 
 
 @dataclass(frozen=True)
@@ -82,23 +83,23 @@ class SampleProcessor:
             img = read_image(s.source)
             found = 1
             if s.face_box is not None:
-                out = crop_box(img, s.face_box, pre.margin, pre.size)
+                out = crop_box(img, s.face_box, pre.margin, pre.size, pre.geometry)
             elif pre.align:
                 face = self.detector.detect(img[None])[0]
                 if face is None:
                     raise NotEnoughFaces("no face found in the image")
-                out = align(img, face, pre.margin, pre.size)
+                out = align(img, face, pre.margin, pre.size, pre.geometry)
             else:
-                out, found = centre_square(img, pre.size), 0
+                out, found = fit_frame(img, pre.size, pre.geometry), 0
             row.update(frames=1, fps=0.0, faces_found=found, faces_filled=0)
             return {"jpg": encode_image(out, pre.quality), "info": pack_info(s.label, 1, 0.0, found), "json": _json(row)}, row
 
         frames, fps = read_video(s.source) if s.kind == "video" else read_frame_folder(s.source, pre.frames_fps)
         if pre.align:
-            clip = align_clip(frames, self.detector.detect(frames), pre.margin, pre.size, pre.min_face_fraction)
+            clip = align_clip(frames, self.detector.detect(frames), pre.margin, pre.size, pre.min_face_fraction, pre.geometry)
             out, found, filled = clip.frames, clip.faces_found, clip.faces_filled
         else:
-            out, found, filled = np.stack([centre_square(f, pre.size) for f in frames]), 0, 0
+            out, found, filled = np.stack([fit_frame(f, pre.size, pre.geometry) for f in frames]), 0, 0
         row.update(frames=len(out), fps=fps, faces_found=found, faces_filled=filled)
         data = encode_clip(out, fps, pre.codec, pre.quality)
         return {CLIP_EXT[pre.codec]: data, "info": pack_info(s.label, len(out), fps, found), "json": _json(row)}, row
@@ -171,6 +172,7 @@ def check_plan(out_dir: Path, manifest: Manifest, tasks: list[ShardTask], adapte
         "shards": {t.name: [[s.key, s.label] for s in t.samples] for t in tasks},
         "excluded": dict(adapter.excluded),
         "listing_problems": [{"id": p.original_id, "reason": p.reason} for p in adapter.problems],
+        "release": {"layout": adapter.layout, "label_base": adapter.label_base, "paths": dict(adapter.paths)},  # for humans
     }
     path = out_dir / PLAN_FILE
     if path.is_file():
@@ -178,16 +180,27 @@ def check_plan(out_dir: Path, manifest: Manifest, tasks: list[ShardTask], adapte
             old = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ManifestError(f"{path}: unreadable ({err}); remove it and the shards beside it, or use a new --out") from None
+        if isinstance(old.get("preprocess"), dict):  # written before a setting existed: made with its old behaviour
+            old["preprocess"] = {**LEGACY_SETTINGS, **old["preprocess"]}
         for field in ("manifest", "classes", "preprocess", "shards"):
             if old.get(field) != plan[field]:
                 what = "the samples or their labels" if field == "shards" else field
+                detail = _changes(old.get(field), plan[field]) if field == "preprocess" else ""
                 raise ManifestError(
-                    f"{path}: {what} changed since this output was started; finishing would mix two datasets in one "
-                    "folder: use a new --out directory"
+                    f"{path}: {what} changed since this output was started{detail}; finishing "
+                    "would mix two datasets in one folder: use a new --out directory"
                 )
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, plan)
+
+
+def _changes(old: Any, new: Any) -> str:
+    """`` (geometry: crop -> squash)`` for changed settings; empty for anything but two dicts."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return ""
+    diff = [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return f" ({', '.join(diff)})" if diff else ""
 
 
 @dataclass

@@ -30,6 +30,18 @@ def test_class_orders_match_the_official_label_files():
         mafw.class_index("joy")
 
 
+def test_released_datasets_frame_like_the_reference():
+    for name in ("dfew", "ferv39k", "mafw", "affectnet7", "affectnet8"):
+        assert load_manifest(name).preprocess.geometry == "squash", name  # the whole frame / box resized, no crop
+    mafw = load_manifest("mafw").preprocess
+    assert mafw.align and mafw.margin == 0.0  # the reference tool: the tight MTCNN box, levelled, squashed
+    vox = load_manifest("voxceleb2")
+    assert vox.preprocess.size == 224 and vox.clip.crop == (0, 32, 160, 160)  # stored whole, cropped at load time
+    assert load_manifest("dfew").expected == {"set_1": 2341, "set_2": 2341, "set_3": 2340, "set_4": 2339, "set_5": 2336}
+    assert load_manifest("ferv39k").expected == {"train": 31088, "test": 7847}
+    assert parse_manifest({**_raw(), "preprocess": {}}).preprocess.geometry == "crop"  # manifests that do not say: as before
+
+
 def test_five_folds_test_every_partition_once():
     for name in ("dfew", "mafw"):
         m = load_manifest(name)
@@ -65,6 +77,8 @@ def _mutated(edit):
         (lambda r: r["clip"].update(stride=0), "clip: frames and stride must be positive"),
         (lambda r: r.update(expected={"set_7": 10}), "expected: counts for unknown partition"),
         (lambda r: r.update(modality="audio"), "modality"),
+        (lambda r: r["preprocess"].update(geometry="stretch"), "preprocess.geometry: must be squash or crop"),
+        (lambda r: r["preprocess"].update(margin=-1.5), "preprocess.margin: must be a number above -1"),
     ],
 )
 def test_bad_manifests_name_the_field(edit, message, tmp_path):

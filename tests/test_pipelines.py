@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pipelines import Augment, JointLoader, Loader, LoaderConfig, ShardError, open_dataset
+from pipelines.augment import BatchAugment, epoch_generator
 from pipelines.loader import dali_available
 from pipelines.sampling import clip_indices, epoch_order, eval_starts, joint_schedule, rank_slice, train_start
 from preprocess.manifest import ManifestError, parse_manifest
@@ -126,7 +127,8 @@ def test_training_batches_shapes_ranges_and_determinism(clip_shards, backend):
     for b in first:
         x = b["pixels"]
         assert x.shape[1:] == (3, 8, 64, 64) and x.dtype == torch.float32 and torch.isfinite(x).all()
-        assert -2.5 < x.min() and x.max() < 2.8  # ImageNet-normalised pixels
+        # ImageNet-normalised pixels (an erased box holds N(0, 1) noise, which may go past)
+        assert ((x > -2.2) & (x < 2.7)).float().mean() > 0.95
     again = list(Loader(ds, cfg(True), backend=backend).epoch(0))
     assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(first, again))
     other_epoch = list(loader.epoch(1))
@@ -243,7 +245,7 @@ def test_joint_loader_interleaves_single_source_batches(clip_shards, image_shard
 def test_pretraining_views_are_independent_augmentations_of_one_clip(clip_shards, backend):
     m, out = clip_shards
     ds = open_dataset(m, out, role="train")
-    c = cfg(True, views=4, augment=Augment(rand_n=0, erase=0.0, flip=0.5))
+    c = cfg(True, views=4, augment=Augment(randaugment=None, erase=0.0, flip=0.5))
     batch = next(iter(Loader(ds, c, backend=backend).epoch(0)))
     x = batch["pixels"]
     assert x.shape == (2, 4, 3, 8, 64, 64)
@@ -362,20 +364,18 @@ def test_decoded_frames_are_exactly_the_planned_indices(coded_shards, backend, t
                     assert _frame_ids(clip, c) == clip_indices(int(start), n, 8, 2).tolist()
 
 
-@needs_dali
-def test_dali_augmentation_depends_on_epoch_and_rank_not_on_history(clip_shards):
+@pytest.mark.parametrize("backend", [pytest.param("dali", marks=needs_dali), "torch"])
+def test_augmentation_depends_on_epoch_and_rank_not_on_history(clip_shards, backend):
     m, out = clip_shards
     ds = open_dataset(m, out, role="train")
-    c = cfg(True, augment=Augment(rand_n=0, flip=0.0, erase=1.0))
-    running = Loader(ds, c, backend="dali")
+    c = cfg(True)  # the full reference recipe
+    running = Loader(ds, c, backend=backend)
     for epoch in range(3):
         list(running.epoch(epoch))
     continued = list(running.epoch(3))
-    resumed = list(Loader(ds, c, backend="dali").epoch(3))  # a fresh loader, as after a restart
+    resumed = list(Loader(ds, c, backend=backend).epoch(3))  # a fresh loader, as after a restart
     assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(continued, resumed))
-    r0 = Loader(ds, c, rank=0, world=2, backend="dali")
-    r1 = Loader(ds, c, rank=1, world=2, backend="dali")
-    assert r0._pipe_seed is None
-    next(iter(r0.epoch(0)))
-    next(iter(r1.epoch(0)))
-    assert r0._pipe_seed != r1._pipe_seed
+    assert not torch.equal(continued[0]["pixels"], list(running.epoch(2))[0]["pixels"])
+    decoded = torch.randint(0, 256, (2, 8, 64, 64, 3), dtype=torch.uint8)
+    ranks = [BatchAugment(c, video=True)(decoded, epoch_generator(c.seed, 0, r)) for r in (0, 1)]
+    assert not torch.equal(*ranks)

@@ -360,3 +360,122 @@ def test_parts_then_merge_only_from_the_command_line(tmp_path):
     assert runner.invoke(app, [*base, "--part", "1/2"]).exit_code == 0
     merged = runner.invoke(app, [*base, "--merge-only"])
     assert merged.exit_code == 0 and "mine: 6 samples" in merged.output
+
+
+# ----------------------------------------------------------------------------- frame geometry and face framing
+
+def three_bands(h=100, w=200):
+    """A non-square frame: red | green | blue vertical bands (quarter, half, quarter)."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 4] = (255, 0, 0)
+    img[:, w // 4 : 3 * w // 4] = (0, 255, 0)
+    img[:, 3 * w // 4 :] = (0, 0, 255)
+    return img
+
+
+def colour_share(img, channel):
+    return float(((img[..., channel] > 150) & (img.sum(-1) < 400)).mean())
+
+
+def test_squash_keeps_the_whole_frame_and_crop_its_centre_square():
+    from preprocess.faces import fit_frame
+
+    img = three_bands()
+    squashed, cropped = fit_frame(img, 40, "squash"), fit_frame(img, 40, "crop")
+    assert squashed.shape == cropped.shape == (40, 40, 3)
+    assert abs(colour_share(squashed, 0) - 0.25) < 0.03 and abs(colour_share(squashed, 2) - 0.25) < 0.03  # bands kept, narrowed
+    assert colour_share(cropped, 0) == colour_share(cropped, 2) == 0.0 and colour_share(cropped, 1) == 1.0  # only the middle
+    assert (squashed[:, :8] == (255, 0, 0)).all() and (squashed[:, -8:] == (0, 0, 255)).all()
+    square = moving_square(1, 224, 224)[0]  # VoxCeleb2's 224 px frames are stored as they are, either way
+    assert (fit_frame(square, 224, "squash") == square).all() and (fit_frame(square, 224, "crop") == square).all()
+
+
+def test_reference_framing_squashes_the_tight_levelled_face_box():
+    from preprocess.faces import align, rect_matrix
+
+    frame = np.zeros((200, 200, 3), np.uint8)
+    frame[40:120, 60:100] = 255  # the face box: 40 wide, 80 tall
+    face = Face((60, 40, 100, 120), 0.99, np.array([[70, 60], [90, 60], [80, 80], [72, 100], [88, 100]], float))
+    tight = align(frame, face, 0.0, 32, "squash")
+    assert tight.shape == (32, 32, 3) and tight[1:-1, 1:-1].min() == 255  # the box fills the output
+    ours = align(frame, face, 0.25, 32, "crop")  # a square of 1.25 x the longer side: the face is 40/100 wide
+    assert abs((ours[..., 0] > 128).mean() - (40 * 80) / (100 * 100)) < 0.05
+    tilted = Face(face.box, 0.99, np.array([[70, 60], [90, 70], [80, 80], [72, 100], [88, 100]], float))
+    m = rect_matrix(tilted.center, 40, 80, tilted.eye_angle, (40, 80))
+    eyes = np.c_[tilted.landmarks[:2], np.ones(2)] @ m.T
+    assert abs(eyes[0, 1] - eyes[1, 1]) < 1e-6 and eyes[0, 0] < eyes[1, 0]  # the eye line is level
+    np.testing.assert_allclose(m @ np.array([*tilted.center, 1.0]), [20, 40], atol=1e-9)
+    corners = np.array([[60, 40, 1], [100, 120, 1]], float) @ rect_matrix(face.center, 40, 80, 0.0, (40, 80)).T
+    np.testing.assert_allclose(corners, [[0, 0], [40, 80]], atol=1e-9)  # unrotated: box corners to output corners
+
+
+def test_affectnet_box_is_squashed_or_squared(tmp_path):
+    from preprocess.faces import crop_box
+
+    img = np.zeros((200, 300, 3), np.uint8)
+    img[50:150, 100:150] = 255  # a box 50 wide, 100 tall
+    box = (100.0, 50.0, 50.0, 100.0)
+    assert crop_box(img, box, 0.0, 32, "squash")[1:-1, 1:-1].min() == 255
+    assert abs((crop_box(img, box, 0.0, 32, "crop")[..., 0] > 128).mean() - 0.5) < 0.05
+
+
+def image_manifest(tmp_path, geometry):
+    raw = {**json.loads(json.dumps(csv_manifest(tmp_path).to_dict())), "modality": "image", "clip": None,
+           "preprocess": {"align": False, "size": 40, "codec": "jpeg", "quality": 95, "geometry": geometry}}
+    return parse_manifest(raw, tmp_path / f"img-{geometry}.json")
+
+
+def test_geometry_runs_through_the_shards_and_a_changed_one_is_refused(tmp_path):
+    import cv2
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_image(raw / "wide.png", three_bands())
+    (raw / "list.csv").write_text("path,label,split\nwide.png,calm,train\n")
+    stored = {}
+    for geometry in ("squash", "crop"):
+        out = tmp_path / geometry
+        run_shards(image_manifest(tmp_path, geometry), raw, out)
+        assert json.loads((out / "plan.json").read_text())["preprocess"]["geometry"] == geometry
+        with tarfile.open(out / "train-00000.tar") as tf:
+            data = np.frombuffer(tf.extractfile("wide.jpg").read(), np.uint8)
+        stored[geometry] = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert colour_share(stored["squash"], 0) > 0.2 and colour_share(stored["crop"], 0) == 0.0
+    with pytest.raises(ValueError, match=r"preprocess changed since this output was started \(geometry: crop -> squash\)"):
+        run_shards(image_manifest(tmp_path, "squash"), raw, tmp_path / "crop")
+    plan = tmp_path / "crop" / "plan.json"  # a plan written before geometry existed was made by cropping
+    old = json.loads(plan.read_text())
+    del old["preprocess"]["geometry"]
+    plan.write_text(json.dumps(old))
+    assert run_shards(image_manifest(tmp_path, "crop"), raw, tmp_path / "crop").done_now == 0
+    with pytest.raises(ValueError, match=r"geometry: crop -> squash"):
+        run_shards(image_manifest(tmp_path, "squash"), raw, tmp_path / "crop")
+
+
+def test_predict_frames_faces_with_the_geometry_the_checkpoint_records(tmp_path):
+    import dataclasses
+
+    from s4d import build_model, save_checkpoint
+    from s4d.checkpoint import CheckpointError
+    from s4d.infer import PredictConfig, Predictor
+
+    model = build_model("s4d", "debug", video_classes=2, image_classes=2)
+    model.config = dataclasses.replace(model.config, class_names={"video": ("a", "b"), "image": ("a", "b")})
+    img = three_bands(64, 128)
+    crops = {}
+    for geometry in ("squash", "crop", None):
+        path = tmp_path / f"{geometry}.safetensors"
+        recorded = {"stride": 4, "fps": None, "crop": None, "align": False, "margin": 0.25, "stored_size": 64}
+        save_checkpoint(model, path, extra={"input": {**recorded, **({"geometry": geometry} if geometry else {})}})
+        predictor = Predictor(PredictConfig(str(path), device="cpu", align=False))
+        crops[geometry] = predictor._crop(img, None)
+        face = Face((20, 8, 60, 56), 0.99, np.array([[30, 20], [50, 20], [40, 30], [32, 44], [48, 44]], float))
+        from preprocess.faces import align
+
+        assert (predictor._crop(img, face) == align(img, face, 0.25, 64, geometry or "crop")[:64, :64]).all()
+    assert colour_share(crops["squash"], 0) > 0.2 and colour_share(crops["crop"], 0) == 0.0
+    assert (crops[None] == crops["crop"]).all()  # checkpoints from before the setting: today's crop
+    bad = tmp_path / "bad.safetensors"
+    save_checkpoint(model, bad, extra={"input": {"geometry": "stretch"}})
+    with pytest.raises(CheckpointError, match="input.geometry must be squash or crop"):
+        Predictor(PredictConfig(str(bad), device="cpu"))

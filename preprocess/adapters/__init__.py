@@ -18,8 +18,10 @@ from .base import AdapterResult, Problem, RawSample, sanitise_key
 Adapter = Callable[[Path, Manifest], AdapterResult]
 
 
-def list_samples(raw_root: str | Path, manifest: Manifest) -> AdapterResult:
-    """Run the manifest's adapter on ``raw_root`` and check the result's invariants."""
+def list_samples(raw_root: str | Path, manifest: Manifest, *, strict: bool = True) -> AdapterResult:
+    """Run the manifest's adapter on ``raw_root`` and check the result's invariants. With
+    ``strict`` (a real run) a release with unreadable rows or inconsistent folds is refused; the
+    dry run passes ``strict=False`` and lists them all in ``release_problems``."""
     from . import affectnet, csvfile, dfew, ferv39k, mafw, voxceleb2
 
     adapters: dict[str, Adapter] = {
@@ -36,7 +38,11 @@ def list_samples(raw_root: str | Path, manifest: Manifest) -> AdapterResult:
     result = adapters[manifest.layout.adapter](raw_root, manifest)
     dupes = [k for k, n in Counter(s.key for s in result.samples).items() if n > 1]
     if dupes:
-        raise ManifestError(f"{manifest.name}: duplicate sample keys after sanitising: {dupes[:5]}")
+        result.release_problems.append(Problem("keys", f"{manifest.name}: duplicate sample keys after sanitising: {dupes[:5]}"))
+    if strict and result.release_problems:
+        first, more = result.release_problems[0].reason, len(result.release_problems) - 1
+        tail = f" (and {more} more problem(s) in the release's files; `s4d shards --dry-run` lists them)" if more else ""
+        raise ManifestError(first + tail)
     unknown = {s.partition for s in result.samples} - set(manifest.partitions)
     if unknown:
         raise ManifestError(f"{manifest.name}: adapter produced unknown partition(s) {sorted(unknown)}")

@@ -22,7 +22,8 @@ def list_affectnet(root: Path, manifest: Manifest) -> AdapterResult:
     images = root / opts.get("images_dir", "Manually_Annotated_Images")
     lists = root / opts.get("lists_dir", "Manually_Annotated_file_lists")
     use_box = bool(opts.get("crop_to_face_box", True))
-    result = AdapterResult()
+    result = AdapterResult(layout="official", label_base=0, paths={"lists": lists.relative_to(root).as_posix(),
+                                                                  "images": images.relative_to(root).as_posix()})
     for partition in manifest.partitions:
         path = lists / f"{partition}.csv"
         if not path.is_file():
@@ -37,10 +38,12 @@ def list_affectnet(root: Path, manifest: Manifest) -> AdapterResult:
                     expression = int(row["expression"])
                     box = tuple(float(row[c]) for c in ("face_x", "face_y", "face_width", "face_height"))
                 except (TypeError, ValueError):
-                    raise ManifestError(f"{path}:{i}: bad row {dict(row)}") from None
+                    result.bad_row(f"{path}:{i}", f"bad row {dict(row)}")
+                    continue
                 name = EXPRESSIONS[expression] if 0 <= expression < len(EXPRESSIONS) else NON_EXPRESSIONS.get(expression)
                 if name is None:
-                    raise ManifestError(f"{path}:{i}: expression {expression} is not 0..10")
+                    result.bad_row(f"{path}:{i}", f"expression {expression} is not 0..10")
+                    continue
                 if name not in manifest.classes:
                     result.excluded[f"expression {name}"] += 1
                     continue

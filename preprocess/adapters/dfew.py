@@ -1,48 +1,65 @@
-"""DFEW: ``Clip/jpg_256/<5-digit id>/`` frame folders; folds from
-``EmoLabel_DataSplit/{train,test}(single-labeled)/set_{1..5}.csv`` (``video_name,label``,
-labels 1..7 = happy, sad, neutral, angry, surprise, disgust, fear)."""
+"""DFEW, as its owners ship it or as the S4D authors' code reads it.
+
+Frames: ``Clip/clip_224x224/<5-digit id>/`` (MAE-DFER renames it ``Clip/jpg_256``, the S4D
+scripts ``clip_jpg_256``; the 16-frame ``Clip/clip_224x224_16f`` also ships). Folds:
+
+- official: ``EmoLabel_DataSplit/{train,test}(single-labeled)/set_{1..5}.csv``, header
+  ``video_name,label``, labels 1..7 = happy, sad, neutral, angry, surprise, disgust, fear;
+- authors: ``train_set_k.csv`` / ``test_set_k.csv``, the same classes numbered 0..6, beside the
+  official files (where the S4D scripts read them), in ``EmoLabel_DataSplit/`` or at the root.
+
+The first form found wins (``layout.options.form`` pins one); the label base is read from the
+values (``layout.options.label_base`` pins it)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from ..manifest import Manifest, ManifestError
-from .base import AdapterResult, RawSample, check_partition_complement, label_of
+from ..manifest import Manifest
+from .base import (AdapterResult, RawSample, Row, check_partition_complement, clip_name, detect_label_base, locate_dir,
+                   locate_splits, numeric_label, option_list, read_rows)
 
-DFEW_LABELS = {1: "happy", 2: "sad", 3: "neutral", 4: "angry", 5: "surprise", 6: "disgust", 7: "fear"}
+DFEW_ORDER = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")  # the files' label order (1..7 / 0..6)
+FRAMES = ("Clip/clip_224x224", "Clip/jpg_256", "clip_jpg_256", "Clip/clip_224x224_16f")
+OFFICIAL = ("EmoLabel_DataSplit/{role}(single-labeled)/set_{k}.csv",)
+AUTHORS = (
+    "EmoLabel_DataSplit/{role}(single-labeled)/{role}_set_{k}.csv",
+    "EmoLabel_DataSplit/{role}_set_{k}.csv",
+    "{role}_set_{k}.csv",
+)
 
 
-def _read_split(path: Path) -> list[tuple[str, int]]:
-    if not path.is_file():
-        raise ManifestError(f"official split file missing: {path}")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or not {"video_name", "label"} <= set(reader.fieldnames):
-            raise ManifestError(f"{path}: expected header video_name,label, got {reader.fieldnames}")
-        rows = []
-        for i, row in enumerate(reader, start=2):
-            try:
-                rows.append((str(int(row["video_name"])).zfill(5), int(row["label"])))
-            except (TypeError, ValueError):
-                raise ManifestError(f"{path}:{i}: bad row {row}") from None
-    return rows
+def _clip_id(row: Row, result: AdapterResult) -> str | None:
+    name = clip_name(row.id)
+    if not name.isdigit():
+        result.bad_row(row.where, f"clip id {row.id!r} is not a number")
+        return None
+    return name.zfill(5)
 
 
 def list_dfew(root: Path, manifest: Manifest) -> AdapterResult:
     opts = manifest.layout.options
-    frames = root / opts.get("frames_dir", "Clip/jpg_256")
-    split = root / opts.get("split_dir", "EmoLabel_DataSplit")
-    result = AdapterResult()
-    train_ids, test_ids = {}, {}
-    for k, partition in enumerate(manifest.partitions, start=1):
-        test = _read_split(split / "test(single-labeled)" / f"set_{k}.csv")
-        train_ids[partition] = {vid for vid, _ in _read_split(split / "train(single-labeled)" / f"set_{k}.csv")}
-        test_ids[partition] = {vid for vid, _ in test}
-        for vid, label in test:
-            if label not in DFEW_LABELS:
-                raise ManifestError(f"{split}/test(single-labeled)/set_{k}.csv: label {label} of {vid} is not 1..7")
-            name = DFEW_LABELS[label]
-            result.add(RawSample(vid, frames / vid, "frames", label_of(manifest.classes, name, "dfew"), partition, vid))
-    check_partition_complement(train_ids, test_ids, "dfew")
+    forms = {"official": option_list(opts, "official_splits", OFFICIAL, "dfew"),
+             "authors": option_list(opts, "authors_splits", AUTHORS, "dfew")}
+    folds = list(enumerate(manifest.partitions, start=1))
+    files = [{"role": role, "k": k} for k, _ in folds for role in ("test", "train")]
+    form, template = locate_splits(root, "dfew", forms, opts.get("form"), files)
+    frames = locate_dir(root, option_list(opts, "frames_dir", FRAMES, "dfew"), "dfew", "frame")
+    result = AdapterResult(layout=form, paths={"splits": template, "frames": frames.relative_to(root).as_posix()})
+    tables = {(role, k): read_rows(root / template.format(role=role, k=k), result) for k, _ in folds for role in ("test", "train")}
+    base = detect_label_base((r for rows in tables.values() for r in rows), len(DFEW_ORDER), opts.get("label_base"), "dfew", result)
+    result.label_base = base
+    train: dict[str, dict[str, int]] = {}
+    test: dict[str, dict[str, int]] = {}
+    for k, partition in folds:
+        for role, into in (("test", test), ("train", train)):
+            into[partition] = {}
+            for row in tables[role, k]:
+                vid, label = _clip_id(row, result), numeric_label(row, base, DFEW_ORDER, manifest.classes, result)
+                if vid is None or label is None:
+                    continue
+                into[partition][vid] = label
+                if role == "test":
+                    result.add(RawSample(vid, frames / vid, "frames", label, partition, vid))
+    check_partition_complement(train, test, "dfew", result)
     return result

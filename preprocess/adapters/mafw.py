@@ -1,39 +1,62 @@
-"""MAFW: clips ``data/clips/<id>.mp4`` (or frames ``data/frames/<id>/``); folds from
-``split/single/no_caption/set_{1..5}/{train,test}.txt`` (``<id>.mp4 <label word>``)."""
+"""MAFW: clips ``data/clips/<id>.mp4`` (or frames ``data/frames/<id>/``). Folds:
+
+- official: ``split/single/no_caption/set_{1..5}/{train,test}.txt`` (``<id>.mp4 <label word>``);
+- authors: ``anno/single/no_caption/set_{1..5}/{train,test}.csv`` (``video_name,labels``, 0..10
+  in alphabetical class order), as the S4D scripts read them.
+
+The first form found wins (``layout.options.form`` pins one); a numeric file's label base is
+read from its values (``layout.options.label_base`` pins it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..manifest import Manifest, ManifestError
-from .base import AdapterResult, RawSample, check_partition_complement, label_of, read_lines, sanitise_key
+from .base import (AdapterResult, RawSample, check_partition_complement, clip_name, detect_label_base, locate_splits, named_label,
+                   numeric_label, option_list, read_rows, sanitise_key)
 
-
-def _read_split(path: Path) -> list[tuple[str, str]]:
-    rows = []
-    for i, line in enumerate(read_lines(path), start=1):
-        parts = line.split()
-        if len(parts) != 2:
-            raise ManifestError(f"{path}:{i}: expected '<id>.mp4 <label>', got {line!r}")
-        rows.append((Path(parts[0]).stem, parts[1].lower()))
-    return rows
+MAFW_ORDER = ("anger", "anxiety", "contempt", "disappointment", "disgust", "fear", "happiness", "helplessness", "neutral",
+              "sadness", "surprise")  # the authors' numbering (alphabetical)
+OFFICIAL = ("split/single/no_caption/set_{k}/{role}.txt",)
+AUTHORS = ("anno/single/no_caption/set_{k}/{role}.csv",)
 
 
 def list_mafw(root: Path, manifest: Manifest) -> AdapterResult:
     opts = manifest.layout.options
+    forms = {"official": option_list(opts, "official_splits", OFFICIAL, "mafw"),
+             "authors": option_list(opts, "authors_splits", AUTHORS, "mafw")}
+    folds = list(enumerate(manifest.partitions, start=1))
+    files = [{"role": r, "k": k} for k, _ in folds for r in ("test", "train")]
+    form, template = locate_splits(root, "mafw", forms, opts.get("form"), files)
     clips = root / opts.get("clips_dir", "data/clips")
     frames = root / opts.get("frames_dir", "data/frames")
-    split = root / opts.get("split_dir", "split/single/no_caption")
-    result = AdapterResult()
-    train_ids, test_ids = {}, {}
-    for k, partition in enumerate(manifest.partitions, start=1):
-        test = _read_split(split / f"set_{k}" / "test.txt")
-        train_ids[partition] = {vid for vid, _ in _read_split(split / f"set_{k}" / "train.txt")}
-        test_ids[partition] = {vid for vid, _ in test}
-        for vid, word in test:
-            label = label_of(manifest.classes, word, f"{split}/set_{k}/test.txt")
-            clip = clips / f"{vid}.mp4"
-            source, kind = (clip, "video") if clip.is_file() or not (frames / vid).is_dir() else (frames / vid, "frames")
-            result.add(RawSample(sanitise_key(vid), source, kind, label, partition, vid))
-    check_partition_complement(train_ids, test_ids, "mafw")
+    if not clips.is_dir() and not frames.is_dir():
+        raise ManifestError(f"mafw: no clip or frame folder under {root}; searched {clips.relative_to(root)}, "
+                            f"{frames.relative_to(root)} (set layout.options.clips_dir / frames_dir in the manifest)")
+    result = AdapterResult(layout=form, paths={"splits": template, "clips": clips.relative_to(root).as_posix(),
+                                               "frames": frames.relative_to(root).as_posix()})
+    tables = {(role, k): read_rows(root / template.format(role=role, k=k), result) for k, _ in folds for role in ("test", "train")}
+    numeric = form == "authors" or opts.get("label_base") not in (None, "auto", "names")
+    if numeric:
+        result.label_base = detect_label_base((r for rows in tables.values() for r in rows), len(MAFW_ORDER),
+                                              opts.get("label_base"), "mafw", result)
+    train: dict[str, dict[str, int]] = {}
+    test: dict[str, dict[str, int]] = {}
+    for k, partition in folds:
+        for role, into in (("test", test), ("train", train)):
+            into[partition] = {}
+            for row in tables[role, k]:
+                if numeric:
+                    label = numeric_label(row, int(result.label_base), MAFW_ORDER, manifest.classes, result)
+                else:
+                    label = named_label(row, manifest.classes, result)
+                if label is None:
+                    continue
+                vid = clip_name(row.id)
+                into[partition][vid] = label
+                if role == "test":
+                    clip = clips / f"{vid}.mp4"
+                    source, kind = (clip, "video") if clip.is_file() or not (frames / vid).is_dir() else (frames / vid, "frames")
+                    result.add(RawSample(sanitise_key(vid), source, kind, label, partition, vid))
+    check_partition_complement(train, test, "mafw", result)
     return result

@@ -13,7 +13,7 @@ def list_voxceleb2(root: Path, manifest: Manifest) -> AdapterResult:
     if not videos.is_dir():
         raise ManifestError(f"voxceleb2: no video folder {videos}")
     partition = manifest.partitions[0]
-    result = AdapterResult()
+    result = AdapterResult(layout="official", label_base="none", paths={"videos": videos.relative_to(root).as_posix()})
     for path in sorted(videos.glob("id*/*/*.mp4")):
         rel = path.relative_to(videos).with_suffix("").as_posix()
         result.add(RawSample(sanitise_key(rel), path, "video", -1, partition, rel))

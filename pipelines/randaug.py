@@ -1,0 +1,178 @@
+"""RandAugment as the reference runs it (timm's ``rand_augment_transform``), on uint8 tensors.
+
+The authors' code builds timm's ``rand-m7-n4-mstd0.5-inc1`` for clips and
+``rand-m9-n2-mstd0.5-inc1`` for images. Its semantics, which DALI's and torchvision's
+RandAugment do not share (their ``m`` is on a 0..30 scale, every drawn op is applied, no
+noise):
+
+- ``n`` ops drawn uniformly *with replacement* from the 15-op "increasing" set;
+- each drawn op applied with probability ``p`` (0.5);
+- magnitude ``m`` on a 0..10 scale plus Gaussian noise (``mstd``), clipped to 0..10, drawn per
+  applied op; signed ops negate their argument with probability 0.5;
+- translations relative to the image size (45% at m=10), fill grey (128), bilinear resampling.
+
+A clip (T, 3, H, W) gets the same ops and arguments on every frame (the reference applies one
+op object to the list of frames); per-frame statistics (auto-contrast, equalise, the contrast
+mean) are taken per frame, as PIL does on each frame. The ops are torchvision's tensor
+functionals, which follow PIL's definitions; parameters come from a ``torch.Generator`` so a
+run is a pure function of its seed. ``tests/test_augment.py`` compares the distribution of the
+pixel change with timm's own transform.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torchvision.transforms.v2.functional as TF
+
+OPS = (
+    "AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd",
+    "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing",
+    "ShearX", "ShearY", "TranslateXRel", "TranslateYRel",
+)  # timm's _RAND_INCREASING_TRANSFORMS, in its order
+FILL = 128
+LEVEL_DENOM = 10.0
+
+
+@dataclass(frozen=True)
+class RandAugmentSpec:
+    """timm's ``rand-mM-nN[-mstdS][-pP][-inc1]`` string, parsed. Only the increasing op set is
+    implemented (the reference uses ``inc1``)."""
+
+    magnitude: float = 7.0
+    num_ops: int = 4
+    magnitude_std: float = 0.5
+    prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.num_ops < 0:
+            raise ValueError(f"randaugment: n must be >= 0, got {self.num_ops}")
+        if not 0 <= self.magnitude <= LEVEL_DENOM:
+            raise ValueError(f"randaugment: m must be in 0..10 (timm's scale), got {self.magnitude}")
+        if self.magnitude_std < 0 or not 0 <= self.prob <= 1:
+            raise ValueError(f"randaugment: mstd must be >= 0 and p in 0..1, got {self.magnitude_std}, {self.prob}")
+
+    @staticmethod
+    def parse(text: str) -> "RandAugmentSpec":
+        parts = text.split("-")
+        if parts[0] != "rand":
+            raise ValueError(f"randaugment: {text!r} must start with 'rand-' (timm notation, e.g. rand-m7-n4-mstd0.5-inc1)")
+        values: dict[str, float] = {}
+        for part in parts[1:]:
+            m = re.fullmatch(r"(mstd|inc|m|n|p)(\d+(?:\.\d+)?)", part)
+            if m is None:
+                raise ValueError(f"randaugment: unknown part {part!r} in {text!r} (known: m, n, mstd, p, inc)")
+            values[m.group(1)] = float(m.group(2))
+        if values.get("inc", 1.0) != 1.0:
+            raise ValueError(f"randaugment: only the increasing op set (inc1) is implemented, got {text!r}")
+        return RandAugmentSpec(magnitude=values.get("m", 10.0), num_ops=int(values.get("n", 2)),
+                               magnitude_std=values.get("mstd", 0.0), prob=values.get("p", 0.5))
+
+    def __str__(self) -> str:
+        return f"rand-m{self.magnitude:g}-n{self.num_ops}-mstd{self.magnitude_std:g}-p{self.prob:g}-inc1"
+
+
+def _uniform(gen: torch.Generator) -> float:
+    return float(torch.rand((), generator=gen))
+
+
+def _signed(value: float, gen: torch.Generator) -> float:
+    return -value if _uniform(gen) > 0.5 else value
+
+
+def _warp(x: torch.Tensor, m: tuple[float, float, float, float, float, float]) -> torch.Tensor:
+    """PIL's ``Image.transform(AFFINE, m)``: output pixel centre (u, v) samples the input at
+    (m0 u + m1 v + m2, m3 u + m4 v + m5), bilinear, grey fill outside. One ``grid_sample``
+    over all frames and channels (fill handled by sampling ``x - 128``)."""
+    H, W = x.shape[-2:]
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32) + 0.5, torch.arange(W, dtype=torch.float32) + 0.5, indexing="ij")
+    gx = (m[0] * u + m[1] * v + m[2]) * (2 / W) - 1
+    gy = (m[3] * u + m[4] * v + m[5]) * (2 / H) - 1
+    grid = torch.stack([gx, gy], dim=-1).to(x.device)
+    flat = x.reshape(-1, *x.shape[-3:]).float() - FILL
+    out = torch.nn.functional.grid_sample(flat, grid.expand(flat.shape[0], H, W, 2), mode="bilinear",
+                                          padding_mode="zeros", align_corners=False)
+    return (out + FILL).round_().clamp_(0, 255).to(torch.uint8).reshape(x.shape)
+
+
+def _rotation(deg: float, H: int, W: int) -> tuple[float, float, float, float, float, float]:
+    """PIL's ``rotate`` (counter-clockwise about the image centre, no expand) as an inverse map."""
+    a = math.radians(deg)
+    c, s = math.cos(a), math.sin(a)
+    cx, cy = W / 2, H / 2
+    return (c, -s, cx - c * cx + s * cy, s, c, cy - s * cx - c * cy)
+
+
+def _sharpness(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """PIL's ImageEnhance.Sharpness: blend with the SMOOTH-filtered image (3x3 kernel of ones
+    with 5 at the centre, /13; the border rows and columns keep their pixels). Same as
+    torchvision's ``adjust_sharpness`` to +-1, which is ~20x slower on a CPU clip."""
+    f = x.float()
+    rows = f[..., :-2, :] + f[..., 1:-1, :] + f[..., 2:, :]
+    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
+    degenerate = f.clone()
+    degenerate[..., 1:-1, 1:-1] = ((box + 4 * f[..., 1:-1, 1:-1]) / 13).round_()
+    return (degenerate + factor * (f - degenerate)).clamp_(0, 255).round_().to(torch.uint8)
+
+
+def apply_op(x: torch.Tensor, name: str, level: float, gen: torch.Generator) -> torch.Tensor:
+    """One op at ``level`` (0..10) on uint8 (..., 3, H, W); signs are drawn from ``gen``."""
+    H, W = x.shape[-2:]
+    if name == "AutoContrast":
+        return TF.autocontrast(x)
+    if name == "Equalize":
+        return TF.equalize(x)
+    if name == "Invert":
+        return TF.invert(x)
+    if name == "Rotate":
+        return _warp(x, _rotation(_signed(level / LEVEL_DENOM * 30.0, gen), H, W))
+    if name == "PosterizeIncreasing":
+        bits = 4 - int(level / LEVEL_DENOM * 4)
+        return x & (0xFF ^ (2 ** (8 - bits) - 1)) if bits < 8 else x  # bits 0 -> black, as PIL
+    if name == "SolarizeIncreasing":
+        thresh = 256 - min(256, int(level / LEVEL_DENOM * 256))
+        return torch.where(x >= thresh, 255 - x, x)
+    if name == "SolarizeAdd":  # x < 128 gets + add (<= 110): never past 255, so uint8 is exact
+        return torch.where(x < 128, x + min(128, int(level / LEVEL_DENOM * 110)), x)
+    if name.endswith("Increasing"):  # Color, Contrast, Brightness, Sharpness: enhance factor
+        factor = max(0.1, 1.0 + _signed(level / LEVEL_DENOM * 0.9, gen))
+        fn = {"ColorIncreasing": TF.adjust_saturation, "ContrastIncreasing": TF.adjust_contrast,
+              "BrightnessIncreasing": TF.adjust_brightness, "SharpnessIncreasing": _sharpness}[name]
+        return fn(x, factor)
+    if name in ("ShearX", "ShearY"):  # PIL shears about the top-left corner
+        f = _signed(level / LEVEL_DENOM * 0.3, gen)
+        return _warp(x, (1, f, 0, 0, 1, 0) if name == "ShearX" else (1, 0, 0, f, 1, 0))
+    if name in ("TranslateXRel", "TranslateYRel"):
+        pct = _signed(level / LEVEL_DENOM * 0.45, gen)
+        return _warp(x, (1, 0, pct * W, 0, 1, 0) if name == "TranslateXRel" else (1, 0, 0, 0, 1, pct * H))
+    raise ValueError(f"randaugment: unknown op {name!r}")
+
+
+class RandAugment:
+    """``__call__(x, gen)``: uint8 (3, H, W) image or (T, 3, H, W) clip -> same shape; one
+    draw of ops and arguments for the whole clip."""
+
+    def __init__(self, spec: RandAugmentSpec) -> None:
+        self.spec = spec
+
+    def draw(self, gen: torch.Generator) -> list[tuple[str, float]]:
+        """The ops that will be applied and their magnitudes (skipped ops left out)."""
+        s = self.spec
+        picks = torch.randint(len(OPS), (s.num_ops,), generator=gen).tolist()  # with replacement
+        chosen = []
+        for i in picks:
+            if s.prob < 1.0 and _uniform(gen) > s.prob:
+                continue
+            m = s.magnitude
+            if s.magnitude_std > 0:
+                m = m + s.magnitude_std * float(torch.randn((), generator=gen))
+            chosen.append((OPS[i], max(0.0, min(m, LEVEL_DENOM))))
+        return chosen
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        for name, level in self.draw(gen):
+            x = apply_op(x, name, level, gen)
+        return x
