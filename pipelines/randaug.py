@@ -25,6 +25,8 @@ import math
 import re
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
@@ -83,10 +85,30 @@ def _signed(value: float, gen: torch.Generator) -> float:
     return -value if _uniform(gen) > 0.5 else value
 
 
-def _warp(x: torch.Tensor, m: tuple[float, float, float, float, float, float]) -> torch.Tensor:
-    """PIL's ``Image.transform(AFFINE, m)``: output pixel centre (u, v) samples the input at
-    (m0 u + m1 v + m2, m3 u + m4 v + m5), bilinear, grey fill outside. One ``grid_sample``
-    over all frames and channels (fill handled by sampling ``x - 128``)."""
+Affine = tuple[float, float, float, float, float, float]
+
+
+def warp(x: torch.Tensor, m: Affine) -> torch.Tensor:
+    """PIL's ``Image.transform(AFFINE, m)`` on uint8 (..., H, W): output pixel centre (u, v)
+    samples the input at (m0 u + m1 v + m2, m3 u + m4 v + m5), bilinear, grey fill outside.
+    OpenCV on a CPU (uint8, ~3x faster than ``grid_sample`` there), ``grid_sample`` elsewhere."""
+    return warp_cv2(x, m) if x.device.type == "cpu" else warp_grid(x, m)
+
+
+def warp_cv2(x: torch.Tensor, m: Affine) -> torch.Tensor:
+    H, W = x.shape[-2:]
+    a, b, c, d, e, f = m  # OpenCV puts pixel centres at integers: shift PIL's half-pixel convention
+    inverse = np.array([[a, b, c + 0.5 * (a + b) - 0.5], [d, e, f + 0.5 * (d + e) - 0.5]], dtype=np.float64)
+    planes = x.reshape(-1, H, W).numpy()
+    out = np.empty_like(planes)
+    for i, plane in enumerate(planes):
+        cv2.warpAffine(plane, inverse, (W, H), dst=out[i], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=FILL)
+    return torch.from_numpy(out).reshape(x.shape)
+
+
+def warp_grid(x: torch.Tensor, m: Affine) -> torch.Tensor:
+    """One ``grid_sample`` over all frames and channels; the fill by sampling ``x - 128``."""
     H, W = x.shape[-2:]
     v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32) + 0.5, torch.arange(W, dtype=torch.float32) + 0.5, indexing="ij")
     gx = (m[0] * u + m[1] * v + m[2]) * (2 / W) - 1
@@ -98,7 +120,7 @@ def _warp(x: torch.Tensor, m: tuple[float, float, float, float, float, float]) -
     return (out + FILL).round_().clamp_(0, 255).to(torch.uint8).reshape(x.shape)
 
 
-def _rotation(deg: float, H: int, W: int) -> tuple[float, float, float, float, float, float]:
+def rotation(deg: float, H: int, W: int) -> Affine:
     """PIL's ``rotate`` (counter-clockwise about the image centre, no expand) as an inverse map."""
     a = math.radians(deg)
     c, s = math.cos(a), math.sin(a)
@@ -128,7 +150,7 @@ def apply_op(x: torch.Tensor, name: str, level: float, gen: torch.Generator) -> 
     if name == "Invert":
         return TF.invert(x)
     if name == "Rotate":
-        return _warp(x, _rotation(_signed(level / LEVEL_DENOM * 30.0, gen), H, W))
+        return warp(x, rotation(_signed(level / LEVEL_DENOM * 30.0, gen), H, W))
     if name == "PosterizeIncreasing":
         bits = 4 - int(level / LEVEL_DENOM * 4)
         return x & (0xFF ^ (2 ** (8 - bits) - 1)) if bits < 8 else x  # bits 0 -> black, as PIL
@@ -144,10 +166,10 @@ def apply_op(x: torch.Tensor, name: str, level: float, gen: torch.Generator) -> 
         return fn(x, factor)
     if name in ("ShearX", "ShearY"):  # PIL shears about the top-left corner
         f = _signed(level / LEVEL_DENOM * 0.3, gen)
-        return _warp(x, (1, f, 0, 0, 1, 0) if name == "ShearX" else (1, 0, 0, f, 1, 0))
+        return warp(x, (1, f, 0, 0, 1, 0) if name == "ShearX" else (1, 0, 0, f, 1, 0))
     if name in ("TranslateXRel", "TranslateYRel"):
         pct = _signed(level / LEVEL_DENOM * 0.45, gen)
-        return _warp(x, (1, 0, pct * W, 0, 1, 0) if name == "TranslateXRel" else (1, 0, 0, 0, 1, pct * H))
+        return warp(x, (1, 0, pct * W, 0, 1, 0) if name == "TranslateXRel" else (1, 0, 0, 0, 1, pct * H))
     raise ValueError(f"randaugment: unknown op {name!r}")
 
 

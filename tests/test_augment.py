@@ -175,3 +175,21 @@ def test_loader_randaugment_matches_timm_on_both_backends(still_clips, backend):
     ours_a = np.asarray(ours)
     ours_a[ours_a < 0.02] = 0.0  # float round trip of an untouched frame
     _assert_same_distribution(ours_a, _timm(CLIP, list(base.values()), len(ours_a)))
+
+
+@pytest.mark.parametrize("warp", ["warp_cv2", "warp_grid"])  # the CPU path and the GPU path (run here on CPU)
+def test_geometric_ops_match_pil_on_both_paths(warp):
+    from pipelines import randaug
+    from timm.data import auto_augment as aa
+
+    img = _images(1)[0]
+    pil, x = Image.fromarray(img), torch.from_numpy(img).permute(2, 0, 1).contiguous()
+    kw = {"fillcolor": (128, 128, 128), "resample": Image.BILINEAR}
+    H, W = img.shape[:2]
+    cases = [((1, 0.2, 0, 0, 1, 0), aa.shear_x(pil, 0.2, **kw)), ((1, 0, 0, -0.25, 1, 0), aa.shear_y(pil, -0.25, **kw)),
+             ((1, 0, 0.3 * W, 0, 1, 0), aa.translate_x_rel(pil, 0.3, **kw)), ((1, 0, 0, 0, 1, -0.2 * H), aa.translate_y_rel(pil, -0.2, **kw)),
+             (randaug.rotation(20, H, W), aa.rotate(pil, 20, **kw)), (randaug.rotation(-13, H, W), aa.rotate(pil, -13, **kw))]
+    for m, expected in cases:
+        ours = getattr(randaug, warp)(x, m).permute(1, 2, 0).numpy().astype(int)
+        diff = np.abs(ours - np.asarray(expected).astype(int))
+        assert diff.mean() < 1.5 and np.median(diff) <= 1, (m, diff.mean())  # edge pixels blend the fill differently
