@@ -36,6 +36,11 @@ class ShardDataset:
         keep = np.sort(np.random.default_rng(seed).choice(len(self), limit, replace=False))
         return ShardDataset(self.manifest, [self.keys[i] for i in keep], self.labels[keep], self.frames[keep], self.reader)
 
+    def subset(self, positions: np.ndarray) -> ShardDataset:
+        """The samples at ``positions`` (in that order), same shards."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return ShardDataset(self.manifest, [self.keys[i] for i in positions], self.labels[positions], self.frames[positions], self.reader)
+
     @property
     def media_ext(self) -> str:
         return {"vp9": "webm", "mjpeg": "avi", "jpeg": "jpg"}[self.manifest.preprocess.codec]

@@ -14,7 +14,7 @@ from .sampling import epoch_order, eval_starts, rank_slice, train_start, uniform
 @dataclass(frozen=True)
 class Batch:
     positions: np.ndarray  # (B,) indices into the dataset
-    starts: np.ndarray | None  # clips: (B,) train start frames, (B, 2) the two test clips; images: None
+    starts: np.ndarray | None  # clips: (B,) train start frames, (B, 2) the two test clips, (B, 1) one random test clip; images: None
 
 
 def epoch_batches(
@@ -30,6 +30,10 @@ def epoch_batches(
         if cfg.train:
             u = uniforms(cfg.seed, epoch, rank, len(mine))
             starts = np.asarray([train_start(int(ds.frames[i]), cfg.frames, cfg.stride, x) for i, x in zip(mine, u)], dtype=np.int32)
+        elif cfg.random_clip:  # one random window per video, drawn for the whole set (rank -1): the same on any world size
+            u = uniforms(cfg.seed, epoch, -1, len(ds))[mine]
+            starts = np.asarray([train_start(int(ds.frames[i]), cfg.frames, cfg.stride, u[j]) for j, i in enumerate(mine)],
+                                dtype=np.int32).reshape(-1, 1)
         else:
             starts = np.asarray([eval_starts(int(ds.frames[i]), cfg.frames, cfg.stride) for i in mine], dtype=np.int32).reshape(-1, 2)
     return [

@@ -82,6 +82,8 @@ def shards(
     part: Annotated[str, typer.Option("--part", help="Process only part i of n (e.g. 0/4) of the shards; for several hosts.")] = "0/1",
     device: Annotated[Optional[str], typer.Option(help="MTCNN device (default: cuda if present, else cpu).")] = None,
     merge_only: Annotated[bool, typer.Option("--merge-only", help="Only merge finished shards into index.parquet and shards.json.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be written (counts per partition and class, problems, the release form found); decodes nothing, writes nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print the report as one JSON object.")] = False,
 ) -> None:
     """Preprocess a raw dataset into WebDataset shards (resumable: re-run to continue)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
@@ -100,6 +102,17 @@ def shards(
             m = load_manifest(manifest)
             if raw is None:
                 raise ValueError("--raw is required with --manifest: the folder of the raw release")
+        if as_json and not dry_run:
+            raise ValueError("--json goes with --dry-run")
+        if dry_run:
+            from preprocess.dryrun import dry_run as list_release, print_report
+
+            report = list_release(m, raw)
+            if as_json:
+                typer.echo(json.dumps(report))
+            else:
+                print_report(report, Console())
+            return
         target = out or m.shard_dir(data_root)
         target.mkdir(parents=True, exist_ok=True)  # the manifest the shards were made with, beside them
         (target / "manifest.json").write_text(json.dumps(m.to_dict(), indent=2) + "\n")
@@ -166,10 +179,17 @@ BackendOpt = Annotated[str, typer.Option(help="Loader: auto | dali | torch.")]
 AmpOpt = Annotated[str, typer.Option(help="Mixed precision: auto (bf16 on CUDA, fp32 on CPU) | bf16 | off.")]
 CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")]
 AccumOpt = Annotated[int, typer.Option(min=1, help="Batches accumulated per optimiser step (the lr scales with the effective batch).")]
+AlphaOpt = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Loss weight A of video batches, 1 - A of image batches "
+                                                   "(default: weight 1 on both, as the reference).")]
+SelectOpt = Annotated[str, typer.Option(help="Checkpoint reported beside the last epoch: last | val (best on a held-out part of the "
+                                             "training fold) | test (the authors' protocol, best on the test split; labelled "
+                                             "test-selected).")]
+ValFractionOpt = Annotated[float, typer.Option(help="--select val: share of the training fold held out (class-stratified, seeded).")]
+SelectMetricOpt = Annotated[str, typer.Option(help="--select val: uar | war (--select test always uses top-1, as the authors).")]
 
 
 def _train_config(manifest, out, fold, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend,
-                  amp="auto", compile_=False, accum=1):
+                  amp="auto", compile_=False, accum=1, alpha=None, select="last", val_fraction=0.1, select_metric="uar"):
     from .train.finetune import TrainConfig
     from .train.optim import OptimConfig
 
@@ -178,7 +198,8 @@ def _train_config(manifest, out, fold, variant, size, epochs, video_batch, image
         manifest=manifest, out=str(out or (default_out if fold is None else Path(f"{default_out}-{fold}"))), fold=fold,
         variant=variant, size=size, epochs=epochs, video_batch=video_batch, image_batch=image_batch, sfer=sfer,
         init=str(init) if init else None, data_root=str(data_root) if data_root else None, seed=seed, backend=backend,
-        amp=amp, compile=compile_, accum=accum, optim=OptimConfig(base_lr=lr),
+        amp=amp, compile=compile_, accum=accum, alpha=alpha, select=select, val_fraction=val_fraction, select_metric=select_metric,
+        optim=OptimConfig(base_lr=lr),
     )
 
 
@@ -201,13 +222,17 @@ def train_cmd(
     amp: AmpOpt = "auto",
     compile_: CompileOpt = False,
     accum: AccumOpt = 1,
+    alpha: AlphaOpt = None,
+    select: SelectOpt = "last",
+    val_fraction: ValFractionOpt = 0.1,
+    select_metric: SelectMetricOpt = "uar",
 ) -> None:
     """Fine-tune on one fold (jointly with the still-image source); re-run to resume."""
     from .train.finetune import train
 
     with one_line_errors():
         cfg = _train_config(manifest, out, fold, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend,
-                            amp, compile_, accum)
+                            amp, compile_, accum, alpha, select, val_fraction, select_metric)
         train(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out}")
 
@@ -230,13 +255,17 @@ def cv_cmd(
     amp: AmpOpt = "auto",
     compile_: CompileOpt = False,
     accum: AccumOpt = 1,
+    alpha: AlphaOpt = None,
+    select: SelectOpt = "last",
+    val_fraction: ValFractionOpt = 0.1,
+    select_metric: SelectMetricOpt = "uar",
 ) -> None:
     """Train and test every fold (resumable), then pool all folds' predictions into one UAR/WAR."""
     from .train.finetune import cross_validate
 
     with one_line_errors():
         cfg = _train_config(manifest, out, None, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend,
-                            amp, compile_, accum)
+                            amp, compile_, accum, alpha, select, val_fraction, select_metric)
         cross_validate(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out}")
 
@@ -306,19 +335,23 @@ def pretrain_cmd(
     out: OutOpt = None,
     size: SizeOpt = "base",
     epochs: EpochsOpt = 100,
-    video_batch: VideoBatchOpt = 16,
-    image_batch: ImageBatchOpt = 64,
+    video_batch: Annotated[int, typer.Option(min=1, help="Video clips per step (per process), each seen as the mixture's views.")] = 48,
+    image_batch: ImageBatchOpt = 192,
     data_root: DataRootOpt = None,
     seed: SeedOpt = 0,
+    lr: Annotated[float, typer.Option(help="Peak lr at 512 samples per step (scaled linearly; video samples = clips x views).")] = 1.6e-3,
     backend: BackendOpt = "auto",
 ) -> None:
     """Dual-modal MAE pre-training on videos and still images (re-run to resume)."""
+    import dataclasses
+
     from .train.pretrain import PretrainConfig, pretrain
 
     with one_line_errors():
         cfg = PretrainConfig(mixture=manifest, out=str(out or Path("runs") / f"pretrain-{Path(manifest).stem}"), size=size,
                              epochs=epochs, video_batch=video_batch, image_batch=image_batch,
                              data_root=str(data_root) if data_root else None, seed=seed, backend=backend)
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, base_lr=lr))
         pretrain(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out} (encoder for fine-tuning: s4d train --init {cfg.out}/checkpoints/last.safetensors)")
 

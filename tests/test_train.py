@@ -11,7 +11,7 @@ from pipelines.mixing import BatchMixer
 from preprocess.manifest import parse_manifest
 from preprocess.run import finalize, run_shards
 from s4d import build_model
-from s4d.train import NonFiniteLoss, OptimConfig, build_optimizer, build_scheduler, predict, scores, train_epoch
+from s4d.train import NonFiniteLoss, OptimConfig, build_mae_optimizer, build_optimizer, build_scheduler, predict, scores, train_epoch
 
 from .media_factory import moving_square, write_image, write_video
 
@@ -49,13 +49,79 @@ def test_layer_decay_and_schedule():
     assert scale_of(model.blocks[0].mlp.fc1.weight) == pytest.approx(0.75**depth)
     assert scale_of(model.patch_embed.proj.weight) == pytest.approx(0.75 ** (depth + 1))
     assert scale_of(model.fc_norm.weight) == 1.0
-    sched = build_scheduler(opt, OptimConfig(warmup_epochs=1), epochs=4, steps_per_epoch=10)
+    sched = build_scheduler(opt, OptimConfig(warmup_epochs=1), epochs=4, steps_per_epoch=10, global_batch=64)
+    embed = next(g for g in opt.param_groups if any(p is model.patch_embed.proj.weight for p in g["params"]))
     lr = []
     for step in range(41):
         sched.step_update(step)
         lr.append(head["lr"])
-    assert lr[0] == pytest.approx(1e-8) and max(lr) == pytest.approx(8e-5, rel=1e-3)  # 4e-5 x 64/32
-    assert np.argmax(lr) == 10 and lr[-1] < 1e-6
+        if step == 5:
+            assert embed["lr"] == pytest.approx(head["lr"] * 0.75 ** (depth + 1))  # layer scales ride on the schedule
+    assert lr[0] == 0.0 and max(lr) == pytest.approx(8e-5, rel=1e-3)  # warm-up from 0 to 4e-5 x 64/32
+    assert np.argmax(lr) == 10 and lr[-1] == pytest.approx(2.5e-7)  # the floor 1.25e-7 scales with the batch too
+
+
+def _decayed(model, groups):
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = sorted(names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"])
+    listed = sorted(names[id(p)] for g in groups for p in g["params"])
+    assert listed == sorted(names.values())  # every parameter in exactly one group
+    assert all(g["weight_decay"] in (0.0, 0.05) for g in groups)
+    return decayed
+
+
+def test_fine_tuning_weight_decay_by_name():
+    """AdamW decays matrices only: no 1-D tensor, no bias (the stacked expert biases b1/b2 are
+    2-D), no pos_embed."""
+    per_block = ["attn.proj.weight", "attn.qkv.weight", "mlp.fc1.weight", "mlp.fc2.weight"]
+    experts = ["experts.w1", "experts.w2", "router.gate.weight", "router.noise.weight"]
+    heads = ["head.image.weight", "head.video.weight", "patch_embed.proj.weight"]
+    model = build_model("s4d", "debug")
+    expected = [f"blocks.{i}.{n}" for i in range(4) for n in per_block] + [f"blocks.{i}.moae.{n}" for i in (2, 3) for n in experts]
+    assert _decayed(model, build_optimizer(model, OptimConfig(), 32).param_groups) == sorted(expected + heads)
+    model = build_model("vit-moe", "debug")
+    dense = [f"blocks.{i}.{n}" for i in (0, 1) for n in per_block] + [f"blocks.{i}.{n}" for i in (2, 3) for n in per_block[:2]]
+    expected = dense + [f"blocks.{i}.mlp.{n}" for i in (2, 3) for n in experts]
+    assert _decayed(model, build_optimizer(model, OptimConfig(), 32).param_groups) == sorted(expected + heads)
+    assert "pos_embed" not in dict(model.named_parameters())  # a fixed table (buffer); excluded by name if it ever learns
+
+
+def test_mae_weight_decay_by_name():
+    """Pre-training: no decay on biases and LayerNorm parameters; q/v biases and the mask token
+    are decayed (the reference's rule: name ``*.bias`` or module class LayerNorm)."""
+    from s4d import build_mae
+    from s4d.train.optim import mae_param_groups
+
+    model = build_mae("debug")
+    per_block = ["attn.proj.weight", "attn.q_bias", "attn.qkv.weight", "attn.v_bias", "mlp.fc1.weight", "mlp.fc2.weight"]
+    expected = [f"{part}.blocks.{i}.{n}" for part in ("encoder", "decoder") for i in range(4) for n in per_block]
+    expected += ["decoder.head.weight", "encoder.patch_embed.proj.weight", "encoder_to_decoder.weight", "mask_token"]
+    groups = mae_param_groups(model, 0.05)
+    assert _decayed(model, groups) == sorted(expected)
+    opt = build_mae_optimizer(model, OptimConfig(base_lr=1.6e-3, reference_batch=512, betas=(0.9, 0.95)), 384)
+    assert opt.defaults["lr"] == pytest.approx(1.2e-3) and opt.defaults["betas"] == (0.9, 0.95)  # the paper's 2 x 192 samples
+
+
+def test_loss_weight_one_on_both_tasks_unless_alpha():
+    from s4d.cli import _train_config
+    from s4d.train.finetune import TrainConfig
+
+    model = build_model("vit-mtl", "debug", video_classes=2, image_classes=2)
+    video = ("video", {"pixels": torch.randn(2, 3, 4, 64, 64), "labels": torch.tensor([0, 1]), "keys": ["a", "b"]})
+    image = ("image", {"pixels": torch.randn(2, 3, 64, 64), "labels": torch.tensor([1, 0]), "keys": ["c", "d"]})
+    frozen = torch.optim.SGD(model.parameters(), lr=0.0)
+
+    def loss(batch, **kw):
+        return train_epoch(model, [batch], frozen, **kw)[0].loss
+
+    ce = {task: torch.nn.functional.cross_entropy(model(b["pixels"], task=task), b["labels"]).item() for task, b in (video, image)}
+    assert loss(video) == pytest.approx(ce["video"], rel=1e-5) and loss(image) == pytest.approx(ce["image"], rel=1e-5)
+    assert loss(video, alpha=0.3) == pytest.approx(0.3 * ce["video"], rel=1e-5)
+    assert loss(image, alpha=0.3) == pytest.approx(0.7 * ce["image"], rel=1e-5)
+    args = ("m.json", None, None, "s4d", "debug", 1, 1, 1, False, None, None, 0, 4e-5, "torch")
+    assert _train_config(*args).alpha is None and _train_config(*args, alpha=0.3).alpha == 0.3
+    with pytest.raises(ValueError, match="alpha must be in"):
+        TrainConfig(manifest="m", out="o", alpha=1.5)
 
 
 def _manifest(tmp, name, modality, classes, **extra):
@@ -102,7 +168,7 @@ def colour_task(tmp_path_factory):
 def test_fine_tuning_learns_the_easy_task_and_the_test_protocol_scores_it(colour_task):
     torch.manual_seed(0)
     m, out = colour_task
-    lc = LoaderConfig(batch_size=4, train=True, size=64, frames=4, stride=2, augment=Augment(rand_n=0, erase=0.0))
+    lc = LoaderConfig(batch_size=4, train=True, size=64, frames=4, stride=2, augment=Augment(randaugment=None, erase=0.0))
     train = Loader(open_dataset(m, out, role="train"), lc, backend="torch")
     model = build_model("s4d", "debug", video_classes=2)
     opt = build_optimizer(model, OptimConfig(base_lr=2e-3, layer_decay=1.0, weight_decay=0.0), global_batch=32)
@@ -200,9 +266,12 @@ def test_train_writes_outputs_and_resume_reproduces_the_uninterrupted_run(colour
     probs = np.stack([preds["p_warm"], preds["p_cold"]], axis=1)
     again = scores(np.asarray(preds["label"]), probs.argmax(1), 2)
     assert again["uar"] == summary["uar"] and again["war"] == summary["war"]  # summary = recomputation from predictions
-    assert summary["selected_on"].startswith("last epoch")
+    assert summary["selected_on"].startswith("last epoch") and summary["select"] == "last"
+    assert summary["last"] == {"epoch": 2, "uar": summary["uar"], "war": summary["war"], "count": 4}  # side by side:
+    assert summary["selected"] == {**summary["last"], "selected_on": "last epoch (not selected on test)"}  # the same here
+    assert not (run / "selected").exists() and not (run / "checkpoints" / "best.safetensors").exists()
     meta = json.loads((run / "checkpoints" / "last.json").read_text())  # what s4d predict needs to prepare raw videos alike
-    assert meta["input"] == {"stride": 2, "fps": 25.0, "crop": None, "align": False, "margin": 0.25, "stored_size": 64}
+    assert meta["input"] == {"stride": 2, "fps": 25.0, "crop": None, "align": False, "margin": 0.25, "geometry": "crop", "stored_size": 64}
 
     interrupted = _run_cfg(m, data / "colour", tmp_path, out=str(tmp_path / "resumed"), epochs=3)
     assert train(interrupted, stop_after_epochs=1, log=lambda *_: None) is None  # "killed" after epoch 1
@@ -247,6 +316,7 @@ def test_cross_validation_pools_folds(tmp_path):
     probs = np.concatenate([np.stack([t["p_cold"], t["p_warm"]], 1) for t in tables])
     pooled = scores(labels, probs.argmax(1), 2)
     assert pooled["uar"] == pytest.approx(summary["uar"]) and pooled["war"] == pytest.approx(summary["war"])
+    assert summary["selected"] == {"selected_on": "last epoch of each fold", "uar": summary["uar"], "war": summary["war"], "count": 9}
     res = runner.invoke(app, args)  # re-run: every fold is kept, only pooling runs
     assert res.exit_code == 0 and res.output.count("done before, kept") == 3
     res = runner.invoke(app, [*args[:args.index("--epochs") + 1], "2", *args[args.index("--epochs") + 2:]])
@@ -409,6 +479,12 @@ def test_pretrain_on_a_mixture_then_finetune_from_it(colour_task, tmp_path):
     assert "colour 3 batches, stills 3 batches per epoch" in lines[0]  # 12 clips / 2 x 0.5; 6 images / 2
     metrics = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
     assert [x["steps"] for x in metrics] == [6, 6] and all(math.isfinite(x["loss"]) for x in metrics)
+    groups = torch.load(tmp_path / "pre" / "checkpoints" / "state.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and groups[0]["betas"] == (0.9, 0.95)
+    assert groups[0]["initial_lr"] == pytest.approx(1.6e-3 * 2 * 2 / 512)  # 2 clips x 2 views per video step
+    assert groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine to 0 at the end
+    default = PretrainConfig(mixture="m", out="o")
+    assert (default.video_batch, default.image_batch, default.optim.warmup_lr, default.optim.min_lr) == (48, 192, 1e-6, 0.0)
     mae = load_model(tmp_path / "pre" / "checkpoints" / "last.safetensors")
     assert isinstance(mae, PretrainMAE)
     lines = []
@@ -436,6 +512,7 @@ def test_ddp_resume_is_exact(colour_task, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads(res.stdout.strip().splitlines()[-1])
     assert result["identical"] and result["losses"][0] == result["losses"][1]  # Mixup RNG restored per rank
+    assert result["best_identical"] and result["ranks_agree"]  # select=val: same best, one held-out split on every rank
 
 
 def test_signal_during_a_save_is_delivered_after_it():

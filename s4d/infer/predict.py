@@ -23,7 +23,7 @@ import torch
 
 from pipelines import LoaderConfig
 from preprocess.adapters.base import IMAGE_EXTS
-from preprocess.faces import Face, FaceDetector, align, centre_square, fill_nearest
+from preprocess.faces import Face, FaceDetector, align, fill_nearest, fit_frame
 from preprocess.manifest import ManifestError, load_manifest, load_sfer
 from preprocess.media import MediaError, iter_video, read_image
 
@@ -32,7 +32,7 @@ from ..models import Classifier
 from .tracking import main_face
 from .windows import plan_windows
 
-DEFAULT_INPUT = {"stride": 4, "fps": None, "crop": None, "margin": 0.25}  # foreign checkpoints: the DFEW/MAFW recipe
+DEFAULT_INPUT = {"stride": 4, "fps": None, "crop": None, "margin": 0.25, "geometry": "crop"}  # foreign/older checkpoints
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,9 @@ class Predictor:
         self.train_fps = settings.get("fps")  # frame rate the stride was counted at (None: unknown)
         self.align_faces = cfg.align  # raw videos need a face found, whatever the training data was
         self.margin = float(settings["margin"])
+        self.geometry = str(settings["geometry"])  # squash or crop, as the training frames were framed
+        if self.geometry not in ("squash", "crop"):
+            raise CheckpointError(f"{cfg.checkpoint}: input.geometry must be squash or crop, got {self.geometry!r}")
         self.stored_size = int(settings["stored_size"])
         self.crop = tuple(settings["crop"]) if settings["crop"] else None
         loader = LoaderConfig()
@@ -160,7 +163,8 @@ class Predictor:
 
     def _crop(self, frame: np.ndarray, face: Face | None) -> np.ndarray:
         """One aligned frame at the stored size, then the stored crop, then the model's size."""
-        out = align(frame, face, self.margin, self.stored_size) if face is not None else centre_square(frame, self.stored_size)
+        out = (align(frame, face, self.margin, self.stored_size, self.geometry) if face is not None
+               else fit_frame(frame, self.stored_size, self.geometry))
         if self.crop is not None:
             top, left, h, w = self.crop
             out = out[top : top + h, left : left + w]
@@ -313,7 +317,7 @@ class Predictor:
         probs = np.zeros((0, self.model.config.heads[task]), np.float32)
         if rows[0]["face"]:
             big = round(self.size * 1.2)
-            crop = align(image, face, self.margin, big) if face is not None else centre_square(image, big)
+            crop = align(image, face, self.margin, big, self.geometry) if face is not None else fit_frame(image, big, self.geometry)
             off = (big - self.size) // 2
             crop = crop[off : off + self.size, off : off + self.size]
             x = self._tensor(crop) if task == "image" else self._tensor(np.repeat(crop[None], self.frames, axis=0))

@@ -4,7 +4,7 @@ the runs behind ``s4d train`` / ``cv`` / ``eval`` / ``pretrain`` (``finetune``, 
 
 from .loop import EpochStats, NonFiniteLoss, predict, train_epoch
 from .metrics import clip_average, confusion, scores
-from .optim import OptimConfig, build_optimizer, build_scheduler
+from .optim import OptimConfig, build_mae_optimizer, build_optimizer, build_scheduler
 
-__all__ = ["EpochStats", "NonFiniteLoss", "OptimConfig", "build_optimizer", "build_scheduler", "clip_average", "confusion",
+__all__ = ["EpochStats", "NonFiniteLoss", "OptimConfig", "build_mae_optimizer", "build_optimizer", "build_scheduler", "clip_average", "confusion",
            "predict", "scores", "train_epoch"]

@@ -3,9 +3,12 @@
 A run directory holds ``config.json`` (the resolved config), ``checkpoints/last.safetensors``
 (+ ``.json``) and ``checkpoints/state.pt`` (optimizer, scheduler, RNG states, epoch, step),
 ``metrics.jsonl`` (one line per epoch), and at the end ``predictions.parquet``,
-``confusion.png`` and ``summary.json``. Re-running the same command continues from the last
-finished epoch; the data order and augmentation are pure functions of (seed, epoch), and the
-RNG states are restored, so a resumed run ends with the same weights as an uninterrupted one.
+``confusion.png`` and ``summary.json`` (the last epoch). With ``select`` val or test (module
+``select``) also ``checkpoints/best.safetensors``, ``selected/`` (its predictions, plots and
+summary) and, for val, ``holdout.json``; ``summary.json`` reports last and selected side by side.
+Re-running the same command continues from the last finished epoch; the data order and
+augmentation are pure functions of (seed, epoch), and the RNG states are restored, so a resumed
+run ends with the same weights as an uninterrupted one (and the same best checkpoint).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .dist import Dist, barrier, gather, mean, setup
 from .loop import predict, train_epoch
 from .metrics import scores
 from .optim import OptimConfig, build_optimizer, build_scheduler
+from .select import LAST, SELECT_METRICS, SELECT_MODES, TEST_SELECTED, Selector, holdout_split, pool, record_holdout
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class TrainConfig:
     image_batch: int = 32
     sfer: bool = True
     proportion: float | None = None  # default: the manifest's sfer.proportion
-    alpha: float = 0.5  # loss weight of video batches; image batches get 1 - alpha
+    alpha: float | None = None  # None: weight 1 on both tasks (reference); A: video batches A, image batches 1 - A
     mixup: float = 0.8
     cutmix: float = 1.0
     smoothing: float = 0.1
@@ -61,6 +65,9 @@ class TrainConfig:
     amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | bf16 | off
     accum: int = 1  # batches accumulated per optimiser step
     compile: bool = False
+    select: str = "last"  # which checkpoint is reported besides the last: last | val | test (see ``select``)
+    val_fraction: float = 0.1  # select=val: share of the training fold held out (stratified, seeded)
+    select_metric: str = "uar"  # select=val: uar | war (select=test always uses top-1, as the authors)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
@@ -68,8 +75,14 @@ class TrainConfig:
             raise ValueError(f"amp must be auto, bf16 or off, got {self.amp!r}")
         if self.epochs <= 0 or self.video_batch <= 0 or self.image_batch <= 0 or self.accum <= 0:
             raise ValueError("epochs, video_batch, image_batch and accum must be positive")
-        if not 0.0 <= self.alpha <= 1.0:
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.select not in SELECT_MODES:
+            raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.select_metric not in SELECT_METRICS:
+            raise ValueError(f"select_metric must be one of {', '.join(SELECT_METRICS)}, got {self.select_metric!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -129,8 +142,17 @@ class Run:
         self.fold = cfg.fold or next(iter(m.folds))
         folder = _shard_folder(m, cfg.data_root, cfg.manifest)
         self.train_ds = open_dataset(m, folder, self.fold, "train")
-        self.input_settings = input_settings(m, folder, self.train_ds.keys)
         self.test_ds = open_dataset(m, folder, self.fold, "test") if m.folds[self.fold].test else None
+        self.val_ds = None
+        if cfg.select == "val":  # held out of the training fold: never trained on
+            kept, held = holdout_split(self.train_ds.labels, cfg.val_fraction, cfg.seed)
+            if not len(held):
+                raise ValueError(f"val_fraction {cfg.val_fraction}: fold {self.fold} has no class with 2 or more training "
+                                 "clips to hold out")
+            self.train_ds, self.val_ds = self.train_ds.subset(kept), self.train_ds.subset(held)
+        if cfg.select == "test" and self.test_ds is None:
+            raise ValueError(f"select test: fold {self.fold} of {m.name} has no test partition")
+        self.input_settings = input_settings(m, folder, self.train_ds.keys)
 
         names = {"video": m.classes}
         sfer = load_sfer(m) if cfg.sfer else None
@@ -167,10 +189,17 @@ class Run:
         batches = len(self.joint.schedule(0)) if self.joint else len(self.video.batches(0))
         steps = -(-batches // cfg.accum)  # optimiser steps per epoch
         self.optimizer = build_optimizer(self.model, cfg.optim, global_batch=cfg.video_batch * world * cfg.accum)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.epochs, steps)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.epochs, steps, global_batch=cfg.video_batch * world * cfg.accum)
         self.checkpointer = Checkpointer(self.out, self.model, self.optimizer, self.scheduler, self.dist)
         self.autocast = autocast_dtype(cfg.amp, self.device)
         self.batches_per_epoch = batches
+        self.selector = None
+        if cfg.select != "last":
+            ds, sel_cfg = ((self.val_ds, self.test_cfg) if cfg.select == "val"  # test: one random clip per video, as the authors
+                           else (self.test_ds, dataclasses.replace(self.test_cfg, random_clip=True)))
+            loader = Loader(ds, sel_cfg, rank=rank, world=world, backend=cfg.backend, device_id=self.device_id)
+            self.selector = Selector(cfg.select, cfg.select_metric, loader, len(m.classes), self.out, self.dist, self.device,
+                                     self.autocast, fraction=cfg.val_fraction)
         if cfg.compile:
             self.ddp = torch.compile(self.ddp)
 
@@ -187,8 +216,9 @@ class Checkpointer:
         self.model, self.optimizer, self.scheduler, self.dist = model, optimizer, scheduler, dist_
         self.ckpt = out / "checkpoints" / "last.safetensors"
         self.state_path = out / "checkpoints" / "state.pt"
+        self.selection: dict[str, Any] | None = None  # the best-so-far of model selection, as resumed
 
-    def save(self, epoch: int, step: int, extra: dict[str, Any] | None = None) -> None:
+    def save(self, epoch: int, step: int, extra: dict[str, Any] | None = None, selection: dict[str, Any] | None = None) -> None:
         """Every rank contributes its RNG states (Mixup and masks differ per rank); rank 0 writes
         ``state.pt.tmp``, then the weights, then renames the state: a kill in between leaves a
         ``.tmp`` whose epoch matches the weights, which ``resume`` promotes."""
@@ -196,7 +226,7 @@ class Checkpointer:
         if not self.dist.main:  # every rank holds the same weights and optimizer state
             return
         state = {"epoch": epoch, "step": step, "world": self.dist.world, "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": rngs}
+                 "scheduler": self.scheduler.state_dict(), "rng": rngs, "selection": selection}
         tmp = self.state_path.with_name("state.pt.tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, tmp)
@@ -224,6 +254,7 @@ class Checkpointer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"][self.dist.rank])
+        self.selection = state.get("selection")
         return state["epoch"] + 1, state["step"]
 
 
@@ -323,29 +354,46 @@ def commit_config(cfg: Any, out: Path, d: Dist) -> None:
 
 
 def run_epochs(one_epoch, checkpointer: Checkpointer, out: Path, epochs: int, d: Dist, log, *, extra=None,
-               stop_after_epochs: int | None = None) -> bool:
+               stop_after_epochs: int | None = None, selector: Selector | None = None) -> bool:
     """Resume, then ``one_epoch(epoch, step) -> (EpochStats, step)`` per epoch, each saved with
-    its log line as one uninterruptible unit. Returns False if stopped early on purpose."""
+    its log line (and, with a ``selector``, its score and a new best checkpoint) as one
+    uninterruptible unit. Returns False if stopped early on purpose."""
     start, step = checkpointer.resume()
     if d.main:
         _trim_metrics(out / "metrics.jsonl", start)
+    if selector is not None:
+        selector.restore(checkpointer.selection, start - 1, checkpointer.model, extra or {})
+        barrier(d)
     if start:
         log(f"resuming from epoch {start} (step {step})")
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
         stats, step = one_epoch(epoch, step)
         loss = mean(stats.loss, d)  # the epoch's mean loss over all ranks
-        record = {"epoch": epoch, "step": step, "loss": loss, "steps": stats.steps, "seconds": round(time.perf_counter() - t0, 3)}
+        record = {"epoch": epoch, "step": step, "loss": loss, "steps": stats.steps}
+        if selector is not None:
+            record.update(selector.evaluate(checkpointer.model, epoch))
+        record["seconds"] = round(time.perf_counter() - t0, 3)
         with _uninterrupted():
-            checkpointer.save(epoch, step, extra)
+            checkpointer.save(epoch, step, extra, selection=selector.state() if selector else None)
+            if selector is not None and selector.improved:
+                selector.save_best(checkpointer.model, extra or {})
             if d.main:
                 with open(out / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps(record) + "\n")
         barrier(d)
-        log(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} ({stats.steps} steps per rank, {record['seconds']:.1f} s)")
+        log(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} ({stats.steps} steps per rank, {record['seconds']:.1f} s)"
+            + (_selection_note(selector, record) if selector is not None else ""))
         if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and epoch + 1 < epochs:
             return False
     return True
+
+
+def _selection_note(selector: Selector, record: dict[str, Any]) -> str:
+    best = "none" if selector.epoch is None else selector.epoch + 1
+    if selector.mode == "test":
+        return f"; test top-1 (one random clip) {100 * record['test_one_clip_top1']:.2f}, best epoch {best} [{TEST_SELECTED}]"
+    return f"; held-out UAR {100 * record['val_uar']:.2f} WAR {100 * record['val_war']:.2f}, best epoch {best}"
 
 
 def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) -> dict[str, Any] | None:
@@ -354,6 +402,11 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
     d, device, log = start_run(cfg, out, log)
     run = Run(cfg, d, device)
     commit_config(cfg, out, d)
+    if run.val_ds is not None and d.main:
+        record_holdout(out / "holdout.json", run.val_ds.keys, cfg.val_fraction, cfg.seed)
+    if run.val_ds is not None:
+        barrier(d)
+        log(f"model selection: {len(run.val_ds)} of {len(run.val_ds) + len(run.train_ds)} training clips held out (holdout.json)")
     if run.init_report:
         log(run.init_report.summary())
 
@@ -363,14 +416,15 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
                            alpha=cfg.alpha, device=run.device, autocast_dtype=run.autocast, accum=cfg.accum)
 
     finished = run_epochs(one_epoch, run.checkpointer, out, cfg.epochs, d, log,
-                          extra={"fold": run.fold, "manifest": run.manifest.name, "input": run.input_settings}, stop_after_epochs=stop_after_epochs)
+                          extra={"fold": run.fold, "manifest": run.manifest.name, "input": run.input_settings},
+                          stop_after_epochs=stop_after_epochs, selector=run.selector)
     return evaluate_run(run, out, log) if finished else None
 
 
 def input_settings(m: Manifest, folder: Path, keys: list[str]) -> dict[str, Any]:
     """How the training clips were made, recorded in the checkpoint so ``s4d predict`` prepares a
     raw video the same way: frame stride and the frame rate it was counted at (median over the
-    training clips), stored crop, face alignment and margin."""
+    training clips), stored crop, face alignment, margin and framing geometry."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(folder / "index.parquet", columns=["key", "fps"]).to_pydict()
@@ -378,41 +432,82 @@ def input_settings(m: Manifest, folder: Path, keys: list[str]) -> dict[str, Any]
     rates = [f for k, f in zip(table["key"], table["fps"]) if k in wanted and f > 0]
     return {"stride": m.clip.stride, "fps": float(np.median(rates)) if rates else None,
             "crop": list(m.clip.crop) if m.clip.crop else None, "align": m.preprocess.align, "margin": m.preprocess.margin,
-            "stored_size": m.preprocess.size}
+            "geometry": m.preprocess.geometry, "stored_size": m.preprocess.size}
 
 
 def evaluate_run(run: Run, out: Path, log=print) -> dict[str, Any]:
-    """Test protocol on the fold's test set with the last epoch's weights; rank 0 writes the
-    outputs and every rank leaves only once they are on disk."""
+    """Test protocol on the fold's test set with the last epoch's weights and, with model
+    selection, with the selected epoch's; rank 0 writes the outputs and every rank leaves only
+    once they are on disk."""
     summary: dict[str, Any] = {}
+    sel = run.selector
     if run.test_ds is None:
-        summary = {"fold": run.fold, "epochs": run.cfg.epochs, "note": "no test partition in this fold"}
+        summary = {"fold": run.fold, "epochs": run.cfg.epochs, "select": run.cfg.select, "note": "no test partition in this fold",
+                   "selected": _selection_fields(run)}
         if run.dist.main:
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     else:
         test = Loader(run.test_ds, run.test_cfg, rank=run.dist.rank, world=run.dist.world, backend=run.cfg.backend,
                       device_id=run.device_id)
-        parts = gather(predict(run.model, test.epoch(0), "video", run.device, run.autocast), run.dist)  # pool, never average
+        last = pool(gather(predict(run.model, test.epoch(0), "video", run.device, run.autocast), run.dist))  # pool, never average
+        best = None
+        if sel is not None and sel.epoch is not None:
+            if sel.epoch == run.cfg.epochs - 1:
+                best = last
+            else:
+                run.model.load_state_dict(load_model(sel.path).state_dict())
+                best = pool(gather(predict(run.model, test.epoch(0), "video", run.device, run.autocast), run.dist))
         if run.dist.main:
-            summary = _write_test_outputs(run, out, parts, log)
+            summary = _write_test_outputs(run, out, last, best, log)
     barrier(run.dist)
     return summary
 
 
-def _write_test_outputs(run: Run, out: Path, parts: list[dict], log) -> dict[str, Any]:
-    pred = {"keys": [k for p in parts for k in p["keys"]], "labels": np.concatenate([p["labels"] for p in parts]),
-            "probs": np.concatenate([p["probs"] for p in parts])}
-    order = np.argsort(pred["keys"], kind="stable")
-    pred = {"keys": [pred["keys"][i] for i in order], "labels": pred["labels"][order], "probs": pred["probs"][order]}
-    write_predictions(out / "predictions.parquet", pred, run.fold, run.manifest.classes)
-    s = scores(pred["labels"], pred["probs"].argmax(1), len(run.manifest.classes))
-    summary = {"fold": run.fold, "epoch": run.cfg.epochs - 1, "selected_on": "last epoch (not selected on test)",
-               "uar": s["uar"], "war": s["war"], "recall": dict(zip(run.manifest.classes, s["recall"])),
-               "confusion": s["confusion"], "count": s["count"]}
+def _selection_fields(run: Run) -> dict[str, Any]:
+    sel = run.selector
+    if sel is None:
+        return {"epoch": run.cfg.epochs - 1, "selected_on": LAST}
+    return {"epoch": sel.epoch, "selected_on": sel.label(), "metric": sel.metric,
+            "score": sel.score if sel.epoch is not None else None}
+
+
+def _score_fields(pred: dict, classes: tuple[str, ...]) -> dict[str, Any]:
+    s = scores(pred["labels"], pred["probs"].argmax(1), len(classes))
+    return {"uar": s["uar"], "war": s["war"], "recall": dict(zip(classes, s["recall"])), "confusion": s["confusion"], "count": s["count"]}
+
+
+def _write_test_outputs(run: Run, out: Path, last: dict, best: dict | None, log) -> dict[str, Any]:
+    """``summary.json`` (the last epoch, with ``last`` and ``selected`` side by side),
+    ``predictions.parquet`` and plots; the selected epoch's own in ``selected/``."""
+    classes, name = run.manifest.classes, run.manifest.name
+    write_predictions(out / "predictions.parquet", last, run.fold, classes)
+    s = _score_fields(last, classes)
+    chosen = _selection_fields(run)
+    if run.selector is None:
+        chosen.update(s)
+    elif best is not None:
+        chosen.update(_score_fields(best, classes))
+        sub = out / "selected"
+        sub.mkdir(exist_ok=True)
+        write_predictions(sub / "predictions.parquet", best, run.fold, classes)
+        full = {"fold": run.fold, "select": run.cfg.select, **chosen}
+        (sub / "summary.json").write_text(json.dumps(full, indent=2) + "\n")
+        plot_scores(sub, chosen["confusion"], chosen["recall"], chosen["uar"], f"{name} fold {run.fold}, {_short_label(run)}")
+    summary = {"fold": run.fold, "select": run.cfg.select, "epoch": run.cfg.epochs - 1, "selected_on": LAST, **s,
+               "last": {"epoch": run.cfg.epochs - 1, "uar": s["uar"], "war": s["war"], "count": s["count"]},
+               "selected": {k: v for k, v in chosen.items() if k not in ("recall", "confusion")}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_scores(out, s["confusion"], summary["recall"], s["uar"], f"{run.manifest.name} fold {run.fold}")
-    log(f"test ({s['count']} videos): UAR {100 * s['uar']:.2f}  WAR {100 * s['war']:.2f}")
+    plot_scores(out, s["confusion"], summary["recall"], s["uar"], f"{name} fold {run.fold}")
+    log(f"test ({s['count']} videos), last epoch: UAR {100 * s['uar']:.2f}  WAR {100 * s['war']:.2f}")
+    if run.selector is not None and best is not None:
+        log(f"test, selected epoch {chosen['epoch'] + 1} [{_short_label(run)}]: "
+            f"UAR {100 * chosen['uar']:.2f}  WAR {100 * chosen['war']:.2f}")
     return summary
+
+
+def _short_label(run: Run) -> str:
+    return {"val": f"val-selected ({run.selector.metric.upper()} on a held-out {run.cfg.val_fraction:.0%})",
+            "test": TEST_SELECTED}.get(run.cfg.select, "last epoch")
 
 
 def write_predictions(path: Path, pred: dict, fold: str, classes: tuple[str, ...]) -> None:
@@ -427,9 +522,8 @@ def write_predictions(path: Path, pred: dict, fold: str, classes: tuple[str, ...
 
 def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
     """Every fold of the manifest (resumable: finished folds are kept), then the paper's
-    protocol: predictions of all folds pooled into one UAR/WAR, plus per-fold mean and std."""
-    import pyarrow.parquet as pq
-
+    protocol: predictions of all folds pooled into one UAR/WAR, plus per-fold mean and std, for
+    the last epochs and (``select`` val/test) for the selected checkpoints, side by side."""
     m = load_manifest(cfg.manifest)
     out = Path(cfg.out)
     d, _ = setup(cfg.device)
@@ -446,25 +540,54 @@ def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
         per_fold[fold] = json.loads((fold_out / "summary.json").read_text())
     if not d.main:
         return {}
-    tables = [pq.read_table(out / f"fold_{f}" / "predictions.parquet").to_pydict() for f in m.folds]
+    last = _pool_folds(out, m, "predictions.parquet", {f: per_fold[f] for f in m.folds})
+    summary = {"manifest": m.name, "protocol": "predictions of all folds pooled", "select": cfg.select,
+               "selected_on": "last epoch of each fold", **last}
+    plot_scores(out, last["confusion"], summary["recall"], last["uar"], f"{m.name}, {len(m.folds)} folds pooled")
+    log(f"pooled over {len(m.folds)} folds ({last['count']} videos), last epochs: "
+        f"UAR {100 * last['uar']:.2f}  WAR {100 * last['war']:.2f}; per fold UAR {100 * last['fold_mean']['uar']:.2f} +- {100 * last['fold_std']['uar']:.2f}")
+    if cfg.select == "last":
+        summary["selected"] = {"selected_on": "last epoch of each fold", **{k: last[k] for k in ("uar", "war", "count")}}
+    else:
+        chosen = _pool_folds(out, m, "selected/predictions.parquet", {f: per_fold[f]["selected"] for f in m.folds})
+        label = _cv_label(cfg)
+        for f in m.folds:
+            chosen["folds"][f]["epoch"] = per_fold[f]["selected"]["epoch"]
+        summary["selected"] = {"selected_on": label, **chosen}
+        (out / "selected").mkdir(exist_ok=True)
+        (out / "selected" / "summary.json").write_text(json.dumps({"manifest": m.name, "protocol": summary["protocol"],
+                                                                   "selected_on": label, **chosen}, indent=2) + "\n")
+        plot_scores(out / "selected", chosen["confusion"], chosen["recall"], chosen["uar"],
+                    f"{m.name}, {len(m.folds)} folds pooled, selected")
+        log(f"pooled over {len(m.folds)} folds, selected checkpoints [{label}]: "
+            f"UAR {100 * chosen['uar']:.2f}  WAR {100 * chosen['war']:.2f}")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _cv_label(cfg: TrainConfig) -> str:
+    if cfg.select == "test":
+        return f"{TEST_SELECTED}: per fold, best top-1 on its test split with one random clip per video, then the 2-clip test"
+    return f"per fold, best {cfg.select_metric.upper()} on a held-out {cfg.val_fraction:.0%} of its training fold"
+
+
+def _pool_folds(out: Path, m: Manifest, name: str, fold_scores: dict[str, dict]) -> dict[str, Any]:
+    """Scores of the pooled predictions ``fold_<f>/<name>`` of every fold, with per-fold scores."""
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(out / f"fold_{f}" / name).to_pydict() for f in fold_scores]
     labels = np.concatenate([t["label"] for t in tables])
     probs = np.concatenate([np.stack([t[f"p_{c}"] for c in m.classes], axis=1) for t in tables])
     keys = [k for t in tables for k in t["key"]]
     if len(set(keys)) != len(keys):
         raise ValueError("a video was tested in more than one fold: the folds overlap")
     pooled = scores(labels, probs.argmax(1), len(m.classes))
-    uars = [per_fold[f]["uar"] for f in m.folds]
-    wars = [per_fold[f]["war"] for f in m.folds]
-    summary = {
-        "manifest": m.name, "protocol": "predictions of all folds pooled", "selected_on": "last epoch of each fold",
+    uars = [s["uar"] for s in fold_scores.values()]
+    wars = [s["war"] for s in fold_scores.values()]
+    return {
         "uar": pooled["uar"], "war": pooled["war"], "count": pooled["count"],
         "recall": dict(zip(m.classes, pooled["recall"])), "confusion": pooled["confusion"],
-        "folds": {f: {"uar": per_fold[f]["uar"], "war": per_fold[f]["war"], "count": per_fold[f]["count"]} for f in m.folds},
+        "folds": {f: {"uar": s["uar"], "war": s["war"], "count": s["count"]} for f, s in fold_scores.items()},
         "fold_mean": {"uar": float(np.mean(uars)), "war": float(np.mean(wars))},
         "fold_std": {"uar": float(np.std(uars)), "war": float(np.std(wars))},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_scores(out, pooled["confusion"], summary["recall"], pooled["uar"], f"{m.name}, {len(m.folds)} folds pooled")
-    log(f"pooled over {len(m.folds)} folds ({pooled['count']} videos): UAR {100 * pooled['uar']:.2f}  WAR {100 * pooled['war']:.2f}; "
-        f"per fold UAR {100 * np.mean(uars):.2f} +- {100 * np.std(uars):.2f}")
-    return summary

@@ -2,8 +2,9 @@
 
 Batches come from ``pipelines`` (dicts with ``pixels``, ``labels``, ``keys``); the loop knows
 nothing of shards or DALI. A joint epoch is a sequence of ``(task, batch)`` pairs, each batch
-from one source; its loss is ``alpha * CE`` for video batches and ``(1 - alpha) * CE`` for
-image batches, plus the MoE balance loss (zero unless configured).
+from one source; its loss is the soft-target cross-entropy with weight 1 whatever the source (the
+reference: the paper's Eq. 3 alpha is a 0/1 switch by batch source), plus the MoE balance loss
+(zero unless configured). ``alpha=A`` weights video batches A and image batches 1 - A instead.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def train_epoch(
     *,
     step: int = 0,
     mixers: dict[str, Callable] | None = None,
-    alpha: float = 0.5,
+    alpha: float | None = None,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
     accum: int = 1,
@@ -73,7 +74,7 @@ def train_epoch(
         ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
         with ctx:
             logits, aux = model(x, task=task, return_aux=True)
-        weight = alpha if task == "video" else 1.0 - alpha
+        weight = 1.0 if alpha is None else (alpha if task == "video" else 1.0 - alpha)
         loss = weight * criterion(logits.float(), soft) + aux.balance_loss
         recent[n] = (task, list(batch["keys"]))
         bad_at = torch.where((bad_at < 0) & ~torch.isfinite(loss), torch.tensor(n, device=device), bad_at)

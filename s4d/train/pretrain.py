@@ -3,9 +3,12 @@
 Every step is single-source. Per epoch each source contributes ``share`` x the batches of one
 pass over it (AffectNet x1, VoxCeleb2 x1/4 in the paper), in an order seeded by the epoch; a
 video is decoded once and seen as ``repeat`` views (4 in the paper), each with its own
-augmentation and its own mask. Optimiser as the reference: AdamW (0.9, 0.95), weight decay
-0.05, lr 1.6e-3 x batch / 512 with batch = masked samples per step (clips x views, all ranks),
-5% of the epochs warm-up, then cosine. Outputs and resume as ``s4d train``.
+augmentation and its own mask. Batches per process as the reference: 48 clips x 4 views, or 192
+images. Optimiser as the reference: AdamW (0.9, 0.95), weight decay 0.05 (none on biases and
+LayerNorm parameters; q/v biases and the mask token are decayed), lr 1.6e-3 x batch / 512 with
+batch = masked samples per video step (clips x views, all ranks; images per step if the mixture
+has no video), warm-up from 1e-6 over 5% of the steps, then cosine to 0. Outputs and resume as
+``s4d train``.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from preprocess.manifest import load_mixture
 from ..models import build_mae
 from .finetune import Checkpointer, autocast_dtype, commit_config, run_epochs, start_run
 from .loop import EpochStats, NonFiniteLoss
-from .optim import OptimConfig, build_scheduler
+from .optim import OptimConfig, build_mae_optimizer, build_scheduler
 
-# Pre-training augmentation: crops and flips only (masking is the main regulariser).
-PRETRAIN_AUGMENT = Augment(rand_n=0, rand_m=0, rrc_scale=(0.5, 1.0), erase=0.0)
+# The reference's pre-training augmentation (DESIGN §4): clips random-resized crop (0.08, 1)
+# without flip; images random-resized crop (0.2, 1), bicubic, flip. Masking does the rest.
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,8 @@ class PretrainConfig:
     out: str
     size: str = "base"
     epochs: int = 100
-    video_batch: int = 16  # clips per step (each seen as ``repeat`` views)
-    image_batch: int = 64
+    video_batch: int = 48  # clips per step and process (each seen as ``repeat`` views: 192 samples)
+    image_batch: int = 192  # images per step and process
     data_root: str | None = None
     seed: int = 0
     backend: str = "auto"
@@ -46,18 +49,26 @@ class PretrainConfig:
     amp: str = "auto"
     warmup_fraction: float = 0.05  # of all epochs (the reference's 5%)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=1.6e-3, reference_batch=512, weight_decay=0.05,
-                                                                   layer_decay=1.0, betas=(0.9, 0.95)))
+                                                                   layer_decay=1.0, betas=(0.9, 0.95), min_lr=0.0,
+                                                                   warmup_lr=1e-6))
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "video_batch", "image_batch"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"pretrain.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"pretrain.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _mae_optimizer(model: torch.nn.Module, cfg: OptimConfig, batch: int) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") or name == "mask_token" else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr(batch), betas=cfg.betas)
+def lr_batch(cfg: PretrainConfig, mixture) -> int:
+    """Samples per step and process that the lr scales with: a video step holds video_batch x
+    views masked clips (48 x 4 = 192 in the reference, as many as an image step); a mixture
+    without videos counts images."""
+    views = [s.repeat for s, m in zip(mixture.sources, mixture.manifests()) if m.modality == "video"]
+    return cfg.video_batch * max(views) if views else cfg.image_batch
 
 
 def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=print) -> bool:
@@ -74,20 +85,18 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
         ds = open_dataset(m, m.shard_dir(cfg.data_root), None, "train")
         if m.modality == "video":
             lc = LoaderConfig(batch_size=cfg.video_batch, train=True, size=enc.img_size, frames=m.clip.frames, stride=m.clip.stride,
-                              crop=m.clip.crop, augment=PRETRAIN_AUGMENT, views=source.repeat, seed=cfg.seed + i)
+                              crop=m.clip.crop, augment=Augment.mae_video(), views=source.repeat, seed=cfg.seed + i)
         else:
             lc = LoaderConfig(batch_size=cfg.image_batch, train=True, size=enc.img_size, image_resize=enc.img_size,
-                              augment=PRETRAIN_AUGMENT, seed=cfg.seed + i)
+                              augment=Augment.mae_image(), seed=cfg.seed + i)
         loader = Loader(ds, lc, rank=d.rank, world=d.world, backend=cfg.backend, device_id=device_id)
         per_pass = len(loader.batches(0))
         counts[m.name] = max(1, round(source.share * per_pass))
         loader.num_samples = counts[m.name] * lc.batch_size * d.world  # exactly the batches the schedule takes
         loaders[m.name] = loader
     steps = sum(counts.values())
-    # lr scales with the samples per step: a video step holds video_batch x views masked clips
-    views = max((s.repeat for s, m in zip(mixture.sources, mixture.manifests()) if m.modality == "video"), default=1)
     optim_cfg = dataclasses.replace(cfg.optim, warmup_epochs=cfg.warmup_fraction * cfg.epochs)
-    optimizer = _mae_optimizer(model, optim_cfg, cfg.video_batch * views * d.world)
+    optimizer = build_mae_optimizer(model, optim_cfg, lr_batch(cfg, mixture) * d.world)
     scheduler = build_scheduler(optimizer, optim_cfg, cfg.epochs, steps)
     commit_config(cfg, out, d)
     log(f"pre-training: {', '.join(f'{n} {c} batches' for n, c in counts.items())} per epoch")
