@@ -17,7 +17,6 @@ black before normalisation) -> normalise.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -89,7 +88,6 @@ class BatchAugment:
         aug: Augment = cfg.augment
         self.aug = aug
         self.randaug = RandAugment(RandAugmentSpec.parse(aug.randaugment)) if aug.randaugment else None
-        self._executor: ThreadPoolExecutor | None = None
 
     def _normalise_(self, x: torch.Tensor, channel_dim: int) -> torch.Tensor:
         """In place: 0..255 float -> (x / 255 - mean) / std."""
@@ -119,10 +117,11 @@ class BatchAugment:
         return x.flip(-1) if self.aug.flip > 0 and float(torch.rand((), generator=gen)) < self.aug.flip else x
 
     def _clip(self, clip_THWC: torch.Tensor, out_CTSS: torch.Tensor, gen: torch.Generator, noise_gen: torch.Generator) -> None:
+        """(T, H, W, 3) uint8 -> ``out_CTSS`` (3, T, S, S) float, normalised."""
         S = self.cfg.size
         x = clip_THWC.permute(0, 3, 1, 2)  # (T, 3, H, W) uint8, channels-last in memory
         if self.randaug is not None:
-            x = self.randaug(x.contiguous(), gen)
+            x = self.randaug(x, gen)
         H, W = x.shape[-2:]
         if self.aug.rrc:
             top, left, h, w = rrc_box(H, W, self.aug.rrc_scale, self.aug.rrc_ratio, gen)
@@ -134,7 +133,7 @@ class BatchAugment:
         self._erase(out_CTSS, gen, noise_gen)
 
     def _image(self, img_HWC: torch.Tensor, gen: torch.Generator, noise_gen: torch.Generator) -> torch.Tensor:
-        x = self._flip(img_HWC.permute(2, 0, 1), gen).contiguous()  # (3, S, S) uint8
+        x = self._flip(img_HWC.permute(2, 0, 1), gen)  # (3, S, S) uint8
         if self.randaug is not None:
             x = self.randaug(x, gen)
         x = x.float()
@@ -145,9 +144,9 @@ class BatchAugment:
     def __call__(self, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """(B, T, H, W, 3) clips or (B, S, S, 3) images, uint8 -> normalised float.
 
-        Each sample (and view) gets its own generators, seeded in order from ``gen``, so the
-        result does not depend on how the samples are spread over threads: on a CPU they run
-        on ``num_threads`` threads (torch releases the GIL), on a GPU one after another."""
+        Each sample (and view) gets its own generators, seeded in order from ``gen``. Samples
+        run one after another in the calling thread: worker threads would each start their
+        own OpenMP team, whose spinning threads slowed the training step beside them 2x."""
         B, V, S = batch.shape[0], self.cfg.views if self.video else 1, self.cfg.size
         seeds = torch.randint(2**62, (B * V,), generator=gen).tolist()
         out = torch.empty((B, V, 3, batch.shape[1], S, S) if self.video else (B, 1, 3, S, S), device=batch.device)
@@ -161,17 +160,9 @@ class BatchAugment:
             else:
                 out[b, 0].copy_(self._image(batch[b], g, noise))
 
-        if batch.device.type == "cpu" and self.cfg.num_threads > 1 and B * V > 1:
-            list(self._pool().map(work, range(B * V)))
-        else:
-            for i in range(B * V):
-                work(i)
+        for i in range(B * V):
+            work(i)
         return out[:, 0] if V == 1 else out
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.cfg.num_threads, thread_name_prefix="s4d-augment")
-        return self._executor
 
 
 def epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:

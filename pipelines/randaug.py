@@ -95,16 +95,30 @@ def warp(x: torch.Tensor, m: Affine) -> torch.Tensor:
     return warp_cv2(x, m) if x.device.type == "cpu" else warp_grid(x, m)
 
 
+def _hwc(x: torch.Tensor) -> np.ndarray:
+    """(T, 3, H, W) or (3, H, W) uint8 -> (N, H, W, 3) numpy; a view (no copy) when ``x`` is
+    channels-last in memory, as the decoders' frames are."""
+    H, W = x.shape[-2:]
+    return x.reshape(-1, 3, H, W).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _back(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, 3) numpy -> the shape of ``like``, channels-last in memory."""
+    t = torch.from_numpy(a).permute(0, 3, 1, 2)
+    return t if like.dim() == 4 else t[0]
+
+
 def warp_cv2(x: torch.Tensor, m: Affine) -> torch.Tensor:
+    """One OpenCV warp per frame (all three channels at once)."""
     H, W = x.shape[-2:]
     a, b, c, d, e, f = m  # OpenCV puts pixel centres at integers: shift PIL's half-pixel convention
     inverse = np.array([[a, b, c + 0.5 * (a + b) - 0.5], [d, e, f + 0.5 * (d + e) - 0.5]], dtype=np.float64)
-    planes = x.reshape(-1, H, W).numpy()
-    out = np.empty_like(planes)
-    for i, plane in enumerate(planes):
-        cv2.warpAffine(plane, inverse, (W, H), dst=out[i], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=FILL)
-    return torch.from_numpy(out).reshape(x.shape)
+    frames = _hwc(x)
+    out = np.empty_like(frames)
+    for i, frame in enumerate(frames):
+        cv2.warpAffine(frame, inverse, (W, H), dst=out[i], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=(FILL, FILL, FILL))
+    return _back(out, x)
 
 
 def warp_grid(x: torch.Tensor, m: Affine) -> torch.Tensor:
@@ -128,27 +142,95 @@ def rotation(deg: float, H: int, W: int) -> Affine:
     return (c, -s, cx - c * cx + s * cy, s, c, cy - s * cx - c * cy)
 
 
+def lut(x: torch.Tensor, table_PL: torch.Tensor) -> torch.Tensor:
+    """Pointwise uint8 op by lookup: ``table_PL`` is one 256-entry table (1, 256) or one per
+    plane (P, 256) in (frame, channel) order, for ``x`` (T, 3, H, W) or (3, H, W). OpenCV's LUT
+    on a CPU (``torch.where`` on uint8 is ~25x slower), a gather elsewhere."""
+    H, W = x.shape[-2:]
+    tables = table_PL.to(device=x.device, dtype=torch.uint8)
+    if x.device.type == "cpu":
+        frames = _hwc(x)
+        out = np.empty_like(frames)
+        if len(tables) == 1:
+            cv2.LUT(frames.reshape(-1, W * 3), tables[0].numpy(), dst=out.reshape(-1, W * 3))
+        else:  # one 3-channel table per frame
+            per_frame = tables.view(-1, 3, 256).permute(0, 2, 1).contiguous().numpy()  # (N, 256, 3)
+            for i, frame in enumerate(frames):
+                cv2.LUT(frame, per_frame[i][:, None, :], dst=out[i])
+        return _back(out, x)
+    planes = x.reshape(-1, H, W)
+    idx = planes.long() + (256 * torch.arange(len(tables), device=x.device).view(-1, 1, 1) if len(tables) > 1 else 0)
+    return tables.reshape(-1)[idx].reshape(x.shape)
+
+
+_LEVELS = torch.arange(256)
+
+
+def _autocontrast(x: torch.Tensor) -> torch.Tensor:
+    """PIL's ``ImageOps.autocontrast`` per plane (torchvision's formula: stretch min..max to
+    0..255, truncate; a flat plane is left alone), as per-plane tables."""
+    H, W = x.shape[-2:]
+    planes = x.reshape(-1, 3, H, W)  # a view, whatever the memory format
+    lo, hi = planes.amin(dim=(-2, -1)).flatten().float(), planes.amax(dim=(-2, -1)).flatten().float()
+    flat = hi == lo
+    scale = torch.where(flat, torch.ones_like(lo), 255.0 / (hi - lo).clamp(min=1))
+    lo = torch.where(flat, torch.zeros_like(lo), lo)
+    levels = _LEVELS.to(x.device)[None].float()
+    return lut(x, ((levels - lo[:, None]) * scale[:, None]).clamp(0, 255).to(torch.uint8))
+
+
 def _sharpness(x: torch.Tensor, factor: float) -> torch.Tensor:
     """PIL's ImageEnhance.Sharpness: blend with the SMOOTH-filtered image (3x3 kernel of ones
     with 5 at the centre, /13; the border rows and columns keep their pixels). Same as
     torchvision's ``adjust_sharpness`` to +-1, which is ~20x slower on a CPU clip."""
+    H, W = x.shape[-2:]
+    if x.device.type == "cpu":  # OpenCV on all frames stacked; each frame's border is put back
+        frames = _hwc(x)
+        tall = frames.reshape(-1, W, 3)
+        smooth = cv2.filter2D(tall, -1, _SMOOTH, borderType=cv2.BORDER_REPLICATE).reshape(frames.shape)
+        smooth[:, [0, -1]] = frames[:, [0, -1]]
+        smooth[:, :, [0, -1]] = frames[:, :, [0, -1]]
+        return _back(cv2.addWeighted(tall, factor, smooth.reshape(-1, W, 3), 1.0 - factor, 0.0).reshape(frames.shape), x)
     f = x.float()
     rows = f[..., :-2, :] + f[..., 1:-1, :] + f[..., 2:, :]
     box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
-    degenerate = f.clone()
-    degenerate[..., 1:-1, 1:-1] = ((box + 4 * f[..., 1:-1, 1:-1]) / 13).round_()
-    return (degenerate + factor * (f - degenerate)).clamp_(0, 255).round_().to(torch.uint8)
+    smooth_f = f.clone()
+    smooth_f[..., 1:-1, 1:-1] = ((box + 4 * f[..., 1:-1, 1:-1]) / 13).round_()
+    return (smooth_f + factor * (f - smooth_f)).clamp_(0, 255).round_().to(torch.uint8)
+
+
+def _equalize(x: torch.Tensor) -> torch.Tensor:
+    """PIL's ``ImageOps.equalize`` per plane: step = (pixels - count of the top level) // 255,
+    table[i] = (step // 2 + pixels below level i) // step; identity when step is 0."""
+    H, W = x.shape[-2:]
+    if x.device.type == "cpu":  # OpenCV's histogram is ~10x faster than a bincount over int64
+        hist = torch.from_numpy(np.stack([cv2.calcHist([f], [c], None, [256], [0, 256]).ravel()
+                                          for f in _hwc(x) for c in range(3)])).long()
+    else:
+        planes = x.reshape(-1, H * W)
+        P = planes.shape[0]
+        offsets = 256 * torch.arange(P, device=x.device).view(-1, 1)
+        hist = torch.bincount((planes.long() + offsets).view(-1), minlength=P * 256).view(P, 256)
+    top = hist.shape[1] - 1 - (hist.flip(1) > 0).int().argmax(dim=1)  # highest level present
+    step = (H * W - hist.gather(1, top.view(-1, 1)).squeeze(1)) // 255
+    below = hist.cumsum(1) - hist
+    table = ((step.view(-1, 1) // 2 + below) // step.clamp(min=1).view(-1, 1)).clamp(max=255)
+    table = torch.where((step > 0).view(-1, 1), table, _LEVELS.to(x.device)[None])
+    return lut(x, table)
+
+
+_SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13
 
 
 def apply_op(x: torch.Tensor, name: str, level: float, gen: torch.Generator) -> torch.Tensor:
     """One op at ``level`` (0..10) on uint8 (..., 3, H, W); signs are drawn from ``gen``."""
     H, W = x.shape[-2:]
     if name == "AutoContrast":
-        return TF.autocontrast(x)
+        return _autocontrast(x)
     if name == "Equalize":
-        return TF.equalize(x)
+        return _equalize(x)
     if name == "Invert":
-        return TF.invert(x)
+        return lut(x, 255 - _LEVELS[None])
     if name == "Rotate":
         return warp(x, rotation(_signed(level / LEVEL_DENOM * 30.0, gen), H, W))
     if name == "PosterizeIncreasing":
@@ -156,13 +238,17 @@ def apply_op(x: torch.Tensor, name: str, level: float, gen: torch.Generator) -> 
         return x & (0xFF ^ (2 ** (8 - bits) - 1)) if bits < 8 else x  # bits 0 -> black, as PIL
     if name == "SolarizeIncreasing":
         thresh = 256 - min(256, int(level / LEVEL_DENOM * 256))
-        return torch.where(x >= thresh, 255 - x, x)
-    if name == "SolarizeAdd":  # x < 128 gets + add (<= 110): never past 255, so uint8 is exact
-        return torch.where(x < 128, x + min(128, int(level / LEVEL_DENOM * 110)), x)
+        return lut(x, torch.where(_LEVELS >= thresh, 255 - _LEVELS, _LEVELS)[None])
+    if name == "SolarizeAdd":  # x < 128 gets + add, capped at 255
+        add = min(128, int(level / LEVEL_DENOM * 110))
+        return lut(x, torch.where(_LEVELS < 128, (_LEVELS + add).clamp(max=255), _LEVELS)[None])
+    if name == "BrightnessIncreasing":  # pointwise: torchvision's formula tabulated
+        factor = max(0.1, 1.0 + _signed(level / LEVEL_DENOM * 0.9, gen))
+        return lut(x, TF.adjust_brightness(_LEVELS.to(torch.uint8).view(1, 1, 256).expand(3, 1, 256), factor)[:1, 0])
     if name.endswith("Increasing"):  # Color, Contrast, Brightness, Sharpness: enhance factor
         factor = max(0.1, 1.0 + _signed(level / LEVEL_DENOM * 0.9, gen))
         fn = {"ColorIncreasing": TF.adjust_saturation, "ContrastIncreasing": TF.adjust_contrast,
-              "BrightnessIncreasing": TF.adjust_brightness, "SharpnessIncreasing": _sharpness}[name]
+              "SharpnessIncreasing": _sharpness}[name]
         return fn(x, factor)
     if name in ("ShearX", "ShearY"):  # PIL shears about the top-left corner
         f = _signed(level / LEVEL_DENOM * 0.3, gen)

@@ -193,3 +193,31 @@ def test_geometric_ops_match_pil_on_both_paths(warp):
         ours = getattr(randaug, warp)(x, m).permute(1, 2, 0).numpy().astype(int)
         diff = np.abs(ours - np.asarray(expected).astype(int))
         assert diff.mean() < 1.5 and np.median(diff) <= 1, (m, diff.mean())  # edge pixels blend the fill differently
+
+
+@pytest.mark.gpu
+def test_gpu_ops_agree_with_the_cpu_ops():
+    """The GPU branches (gather tables, bincount, grid_sample, float sharpness) against the
+    OpenCV branches the CPU tests check against PIL."""
+    from pipelines.randaug import apply_op
+
+    x = torch.from_numpy(np.stack(_images(4))).permute(0, 3, 1, 2).contiguous()
+    for name in OPS:
+        cpu = apply_op(x, name, 7.0, torch.Generator().manual_seed(5))
+        gpu = apply_op(x.cuda(), name, 7.0, torch.Generator().manual_seed(5)).cpu()
+        diff = (cpu.int() - gpu.int()).abs().float()
+        assert diff.mean() < 1.0, (name, diff.mean())
+
+
+def test_ops_give_the_same_pixels_in_either_memory_layout():
+    """Decoders hand over channels-last frames, the tests and the GPU path planar ones."""
+    from pipelines.randaug import apply_op
+
+    frames = torch.from_numpy(np.stack(_images(3)))  # (T, H, W, 3)
+    channels_last, planar = frames.permute(0, 3, 1, 2), frames.permute(0, 3, 1, 2).contiguous()
+    for name in OPS:
+        a = apply_op(channels_last, name, 6.0, torch.Generator().manual_seed(2))
+        b = apply_op(planar, name, 6.0, torch.Generator().manual_seed(2))
+        assert torch.equal(a, b), name
+        assert torch.equal(apply_op(channels_last[0], name, 6.0, torch.Generator().manual_seed(2)),
+                           apply_op(planar[0], name, 6.0, torch.Generator().manual_seed(2))), name
