@@ -3,6 +3,7 @@ NCCL on GPUs and gloo on CPUs. Single-process runs need none of it."""
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,9 @@ def setup(device: str = "auto") -> tuple[Dist, torch.device]:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # A process that exits with the group alive can abort in gloo's/NCCL's destructors
+        # ("terminate called without an active exception") while its peers still run.
+        atexit.register(_destroy)
     return Dist(rank, world, local), dev
 
 
@@ -62,6 +66,11 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-def teardown(d: Dist) -> None:
-    if d.active and dist.is_initialized():
+def _destroy() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def teardown(d: Dist) -> None:
+    if d.active:
+        _destroy()
