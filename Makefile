@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 BENCH := COLUMNS=150 $(BIN)/python
 BENCHES := bench-model bench-codec bench-preprocess bench-data bench-train bench-scaling
 FACENET := facenet-pytorch>=2.6,<3
+# DALI wheel by NVIDIA driver: cuda130 needs driver >= 580, cuda120 >= 525 (make install DALI=cuda120)
+DALI ?= cuda130
 
 .PHONY: help install test test-all demo bench $(BENCHES) shards clean
 
@@ -19,7 +21,7 @@ help:
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,$(DALI)]'
 	$(BIN)/pip install -q --no-deps '$(FACENET)'
 	touch $@
 

@@ -33,8 +33,13 @@ except ImportError:  # run as a module from the repository root
     from benchmarks.reference_style import reference_style
 from s4d.models.config import ModelConfig
 
-# Dense bf16 tensor-core peaks (FLOP/s) by device name fragment.
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
+# Dense bf16 tensor-core peaks (FLOP/s) by device name fragment, the first match wins: the PCIe
+# and NVL H100s run lower clocks than the SXM part ("NVIDIA H100 80GB HBM3").
+PEAK_BF16 = [("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L40S", 362e12)]
+
+
+def peak_bf16(device_name: str) -> float | None:
+    return next((v for k, v in PEAK_BF16 if k in device_name), None)
 
 
 def train_flops_per_sample(cfg: ModelConfig, frames: int) -> float:
@@ -110,7 +115,7 @@ def main() -> None:
             times[name].append(timed(steps[name], device) / batch)
 
     name_dev = torch.cuda.get_device_name(device) if gpu else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    peak = next((v for k, v in PEAK_BF16.items() if gpu and k in name_dev), None)
+    peak = peak_bf16(name_dev) if gpu else None
     table = Table(title=f"forward+backward per sample, {args.size}, {enc.num_frames}x{enc.img_size}px, batch {batch}, {name_dev}")
     for col in ("model", "params (M)", "median s/sample", "samples/s", "MFU (bf16)"):
         table.add_column(col)

@@ -8,7 +8,7 @@ PyTorch fallback with the same sampling; ``JointLoader`` interleaves video and i
 from .config import Augment, LoaderConfig
 from .dataset import ShardDataset, open_dataset
 from .joint import JointLoader
-from .loader import Loader, dali_available
+from .loader import GpuDecodeError, Loader, dali_available
 from .reader import ShardError
 
-__all__ = ["Augment", "JointLoader", "Loader", "LoaderConfig", "ShardDataset", "ShardError", "dali_available", "open_dataset"]
+__all__ = ["Augment", "GpuDecodeError", "JointLoader", "Loader", "LoaderConfig", "ShardDataset", "ShardError", "dali_available", "open_dataset"]

@@ -84,11 +84,13 @@ class LoaderConfig:
     random_clip: bool = False  # evaluation: one random clip per video, seeded per epoch (the reference's per-epoch check)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    num_threads: int = 2
+    num_threads: int | None = None  # DALI worker threads; None: the cores per rank (loader.default_threads)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "size", "frames", "stride", "image_resize", "num_threads", "views"):
+        for name in ("batch_size", "size", "frames", "stride", "image_resize", "views"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"loader.{name} must be positive, got {getattr(self, name)}")
+        if self.num_threads is not None and self.num_threads <= 0:
+            raise ValueError(f"loader.num_threads must be positive, got {self.num_threads}")
         if self.image_resize < self.size:
             raise ValueError(f"loader.image_resize ({self.image_resize}) must be >= loader.size ({self.size})")

@@ -7,20 +7,37 @@ test clips (B,2,3,T,H,W), the first and last clip of each video, or (B,1,3,T,H,W
 
 from __future__ import annotations
 
+import itertools
+import os
 import sys
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from .augment import BatchAugment, epoch_generator
+from .augment import BatchAugment, epoch_generator, rrc_box
 from .config import LoaderConfig
 from .dataset import ShardDataset
 from .plan import Batch, epoch_batches
 from .reader import ShardError
 
 _NOTICE_SHOWN = False
+_NOTICES: set[str] = set()
+READ_AHEAD = 3  # batches of shard bytes read ahead of DALI
+
+
+class GpuDecodeError(RuntimeError):
+    """DALI failed on the GPU for samples that decode on the CPU: not the data's fault."""
+
+
+def default_threads() -> int:
+    """DALI worker threads per process: the cores this process may use, shared by the ranks on
+    this node (torchrun's LOCAL_WORLD_SIZE), at least 2."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(2, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def dali_available() -> bool:
@@ -59,9 +76,11 @@ class Loader:
         self.video = ds.modality == "video"
         self.augment = BatchAugment(cfg, self.video) if cfg.train else None
         self.aug_device = torch.device("cuda", device_id) if device_id is not None else torch.device("cpu")
+        self.threads = cfg.num_threads or default_threads()
+        self.decode_on = "cpu"
         self._pipe = None
-        self._pipe_seed: int | None = None
-        self._pending: Iterator[Batch] = iter(())
+        self._pending: Iterator[tuple[Batch, list[np.ndarray]]] = iter(())
+        self._crop_gen = torch.Generator()
 
     def batches(self, epoch: int) -> list[Batch]:
         return epoch_batches(self.ds, self.cfg, epoch=epoch, rank=self.rank, world=self.world, num_samples=self.num_samples)
@@ -81,13 +100,45 @@ class Loader:
             raise ShardError(f"{shard}: cannot read sample {key} ({err})") from None
 
     # ------------------------------------------------------------------ DALI
+    def _read(self, batch: Batch) -> list[np.ndarray]:
+        return [self._bytes(int(p)) for p in batch.positions]
+
+    def _read_ahead(self, batches: list[Batch]) -> Iterator[tuple[Batch, list[np.ndarray]]]:
+        """The epoch's batches with their shard bytes, read ``READ_AHEAD`` batches ahead on a
+        worker thread (file reads release the GIL), so the training thread never waits on disk."""
+        pool = ThreadPoolExecutor(1, thread_name_prefix="s4d-read")
+        queue: deque = deque()
+        todo = iter(batches)
+        try:
+            for batch in itertools.islice(todo, READ_AHEAD):
+                queue.append((batch, pool.submit(self._read, batch)))
+            while queue:
+                batch, pending = queue.popleft()
+                for nxt in itertools.islice(todo, 1):
+                    queue.append((nxt, pool.submit(self._read, nxt)))
+                yield batch, pending.result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _image_crops(self, n: int) -> tuple[list[np.ndarray], ...]:
+        """Per-sample training crops for the image graph, from the loader's own seeded
+        generator: relative (top, left) and (bottom, right) of a random-resized crop, or a
+        relative (y, x) crop position."""
+        aug, gen = self.cfg.augment, self._crop_gen
+        if aug.rrc:
+            side = self.ds.manifest.preprocess.size  # stored images are squares of this side
+            boxes = [rrc_box(side, side, aug.rrc_scale, aug.rrc_ratio, gen) for _ in range(n)]
+            return ([np.array([t / side, l / side], np.float32) for t, l, h, w in boxes],
+                    [np.array([(t + h) / side, (l + w) / side], np.float32) for t, l, h, w in boxes])
+        pos = torch.rand(n, 2, generator=gen).numpy().astype(np.float32)
+        return (list(pos),)
+
     def _dali_source(self):
         """Called by DALI (possibly ahead of the consumer): the next batch of the epoch."""
-        batch = next(self._pending)  # StopIteration ends DALI's epoch
-        data = [self._bytes(int(p)) for p in batch.positions]
+        batch, data = next(self._pending)  # StopIteration ends DALI's epoch
         labels = [np.asarray(self.ds.labels[p], dtype=np.int64) for p in batch.positions]
         if not self.video:
-            return data, labels
+            return (data, labels, *self._image_crops(len(data))) if self.cfg.train else (data, labels)
         starts = batch.starts.reshape(len(batch.positions), -1)
         s0 = [np.asarray(s[0], dtype=np.int32) for s in starts]
         if self.cfg.train:
@@ -95,20 +146,31 @@ class Loader:
         s1 = [np.asarray(s[-1], dtype=np.int32) for s in starts]
         return data, s0, s1, labels
 
+    def _decode_place(self) -> str:
+        """``mixed`` or ``cpu``; a GPU run that must decode on the CPU says why, once."""
+        from .probe import decode_place, gpu_decode
+
+        probe = gpu_decode(self.device_id) if self.device_id is not None else None
+        place, why = decode_place(self.device_id, self.video, self.ds.manifest.preprocess.size, probe)
+        if why and why not in _NOTICES:
+            _NOTICES.add(why)
+            print(f"s4d: {why}; decoding on the CPU (augmentation stays on the GPU).", file=sys.stderr)
+        return place
+
     def _dali_epoch(self, batches: list[Batch], epoch: int) -> Iterator[dict]:
         from .dali_pipes import build_image_pipe, build_video_pipe
 
-        self._pending = iter(batches)
-        # DALI's random draws (the training image crop) are seeded per (seed, epoch, rank): ranks
-        # differ, and a resumed run repeats exactly the epoch it resumes. Clip graphs and eval
-        # draw nothing: one seed, one graph build.
-        draws = self.cfg.train and not self.video
-        seed = int(np.random.default_rng([self.cfg.seed, epoch, 4000 + self.rank]).integers(2**31)) if draws else self.cfg.seed
-        if self._pipe is None or seed != self._pipe_seed:
-            self._pipe_seed = seed
-            self._pipe = (build_video_pipe(self.cfg, self._dali_source, self.ds.manifest.preprocess.size, self.device_id, seed)
-                          if self.video else build_image_pipe(self.cfg, self._dali_source, self.device_id, seed))
-            with warnings.catch_warnings():  # DALI's RandAugment uses deprecated aliases of its own ops
+        self._pending = self._read_ahead(batches)
+        # The graphs draw nothing at random: the training image crops come from this generator,
+        # seeded per (seed, epoch, rank), so ranks differ and a resumed run repeats its epoch;
+        # one build serves every epoch.
+        self._crop_gen = torch.Generator().manual_seed(int(np.random.default_rng([self.cfg.seed, epoch, 4000 + self.rank]).integers(2**62)))
+        if self._pipe is None:
+            self.decode_on = self._decode_place()
+            self._pipe = (build_video_pipe(self.cfg, self._dali_source, self.ds.manifest.preprocess.size, self.device_id,
+                                           self.decode_on, self.threads)
+                          if self.video else build_image_pipe(self.cfg, self._dali_source, self.device_id, self.decode_on, self.threads))
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self._pipe.build()
         finished = False
@@ -127,8 +189,7 @@ class Loader:
                     outs = self._pipe.run()
             except RuntimeError as err:
                 self._pipe = None  # a failed pipeline cannot continue; rebuild next epoch
-                shards = sorted({str(self.ds.reader.paths[self.ds.reader.locations[self.ds.keys[p]].shard]) for p in batch.positions})
-                raise ShardError(f"{', '.join(shards)}: decoding failed in DALI ({str(err).strip().splitlines()[0][:200]})") from None
+                raise self._decode_failure(batch, err) from None
             tensors = [_to_torch(o) for o in outs]  # train: uint8 (B,T,S,S,3) / (B,S,S,3)
             pixels = tensors[0] if self.cfg.train or not self.video else torch.stack(tensors[:2], dim=1)
             if self.video and not self.cfg.train and self.cfg.random_clip:  # the eval graph decodes the one start twice
@@ -140,6 +201,35 @@ class Loader:
         except StopIteration:
             pass
         self._pipe.reset()
+
+    def _decode_failure(self, batch: Batch, err: RuntimeError) -> Exception:
+        """A DALI error names the shards only when the samples fail on the CPU too: a GPU
+        decoder's fault (driver, NVDEC, memory) is not the data's."""
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        if self.decode_on == "mixed":
+            bad = self._cpu_undecodable(batch)
+            if not bad:
+                return GpuDecodeError(f"GPU {self.device_id}: DALI failed on a batch whose samples all decode on the CPU "
+                                      f"({detail}); run `s4d doctor`, or train with --backend torch")
+            return ShardError(f"{', '.join(bad)}: does not decode ({detail})")
+        shards = sorted({str(self.ds.reader.paths[self.ds.reader.locations[self.ds.keys[p]].shard]) for p in batch.positions})
+        return ShardError(f"{', '.join(shards)}: decoding failed in DALI ({detail})")
+
+    def _cpu_undecodable(self, batch: Batch) -> list[str]:
+        from .torch_fallback import decode_clip, decode_image
+
+        bad = []
+        for p in batch.positions:
+            key = self.ds.keys[p]
+            try:
+                data = self._bytes(int(p))
+                if self.video:
+                    decode_clip(data, np.arange(min(int(self.ds.frames[p]), self.cfg.frames)))
+                else:
+                    decode_image(data)
+            except (ValueError, OSError, ShardError):
+                bad.append(f"{self.ds.reader.paths[self.ds.reader.locations[key].shard]} (sample {key})")
+        return bad
 
     # ------------------------------------------------------------------ PyTorch
     def _torch_epoch(self, batches: list[Batch], epoch: int) -> Iterator[dict]:
@@ -186,8 +276,7 @@ class Loader:
 
 
 def _to_torch(out) -> torch.Tensor:
-    """A DALI TensorList (dense batch) -> torch tensor (CPU copy or GPU via DLPack)."""
-    dense = out.as_tensor()
-    if hasattr(dense, "_expose_dlpack_capsule") and type(dense).__name__ == "TensorGPU":
-        return torch.utils.dlpack.from_dlpack(dense._expose_dlpack_capsule()).clone()
-    return torch.from_numpy(np.array(dense))
+    """A dense DALI TensorList -> torch tensor, without a copy, through DLPack: a GPU batch is
+    handed over on torch's current stream (DALI makes that stream wait for its own work); the
+    dynamic executor leaves the buffer to the tensor, so it outlives the next ``run()``."""
+    return torch.from_dlpack(out.as_tensor())

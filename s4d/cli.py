@@ -17,6 +17,8 @@ err_console = Console(stderr=True)
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """Known input errors become one clear line on stderr and exit code 2."""
+    from pipelines import GpuDecodeError
+
     from .checkpoint import CheckpointError
 
     try:
@@ -24,7 +26,7 @@ def one_line_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("[bold yellow]interrupted:[/] re-run the same command to continue from the last finished step/epoch")
         raise typer.Exit(130) from None
-    except (CheckpointError, ValueError, FileNotFoundError, NotADirectoryError) as err:
+    except (CheckpointError, GpuDecodeError, ValueError, FileNotFoundError, NotADirectoryError) as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
@@ -185,11 +187,14 @@ SelectOpt = Annotated[str, typer.Option(help="Checkpoint reported beside the las
                                              "training fold) | test (the authors' protocol, best on the test split; labelled "
                                              "test-selected).")]
 ValFractionOpt = Annotated[float, typer.Option(help="--select val: share of the training fold held out (class-stratified, seeded).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(min=1, help="DALI decoding threads per process (default: the CPU cores "
+                                                                 "per rank on this node).")]
 SelectMetricOpt = Annotated[str, typer.Option(help="--select val: uar | war (--select test always uses top-1, as the authors).")]
 
 
 def _train_config(manifest, out, fold, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend,
-                  amp="auto", compile_=False, accum=1, alpha=None, select="last", val_fraction=0.1, select_metric="uar"):
+                  amp="auto", compile_=False, accum=1, alpha=None, select="last", val_fraction=0.1, select_metric="uar",
+                  threads=None):
     from .train.finetune import TrainConfig
     from .train.optim import OptimConfig
 
@@ -199,7 +204,7 @@ def _train_config(manifest, out, fold, variant, size, epochs, video_batch, image
         variant=variant, size=size, epochs=epochs, video_batch=video_batch, image_batch=image_batch, sfer=sfer,
         init=str(init) if init else None, data_root=str(data_root) if data_root else None, seed=seed, backend=backend,
         amp=amp, compile=compile_, accum=accum, alpha=alpha, select=select, val_fraction=val_fraction, select_metric=select_metric,
-        optim=OptimConfig(base_lr=lr),
+        loader_threads=threads, optim=OptimConfig(base_lr=lr),
     )
 
 
@@ -226,13 +231,14 @@ def train_cmd(
     select: SelectOpt = "last",
     val_fraction: ValFractionOpt = 0.1,
     select_metric: SelectMetricOpt = "uar",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Fine-tune on one fold (jointly with the still-image source); re-run to resume."""
     from .train.finetune import train
 
     with one_line_errors():
         cfg = _train_config(manifest, out, fold, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend,
-                            amp, compile_, accum, alpha, select, val_fraction, select_metric)
+                            amp, compile_, accum, alpha, select, val_fraction, select_metric, threads)
         train(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out}")
 
@@ -259,13 +265,14 @@ def cv_cmd(
     select: SelectOpt = "last",
     val_fraction: ValFractionOpt = 0.1,
     select_metric: SelectMetricOpt = "uar",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train and test every fold (resumable), then pool all folds' predictions into one UAR/WAR."""
     from .train.finetune import cross_validate
 
     with one_line_errors():
         cfg = _train_config(manifest, out, None, variant, size, epochs, video_batch, image_batch, sfer, init, data_root, seed, lr, backend,
-                            amp, compile_, accum, alpha, select, val_fraction, select_metric)
+                            amp, compile_, accum, alpha, select, val_fraction, select_metric, threads)
         cross_validate(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out}")
 
@@ -341,6 +348,7 @@ def pretrain_cmd(
     seed: SeedOpt = 0,
     lr: Annotated[float, typer.Option(help="Peak lr at 512 samples per step (scaled linearly; video samples = clips x views).")] = 1.6e-3,
     backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Dual-modal MAE pre-training on videos and still images (re-run to resume)."""
     import dataclasses
@@ -350,10 +358,44 @@ def pretrain_cmd(
     with one_line_errors():
         cfg = PretrainConfig(mixture=manifest, out=str(out or Path("runs") / f"pretrain-{Path(manifest).stem}"), size=size,
                              epochs=epochs, video_batch=video_batch, image_batch=image_batch,
-                             data_root=str(data_root) if data_root else None, seed=seed, backend=backend)
+                             data_root=str(data_root) if data_root else None, seed=seed, backend=backend,
+                             loader_threads=threads)
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, base_lr=lr))
         pretrain(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out} (encoder for fine-tuning: s4d train --init {cfg.out}/checkpoints/last.safetensors)")
+
+
+@app.command("doctor")
+def doctor_cmd(
+    json_: Annotated[bool, typer.Option("--json", help="Print a JSON list of {name, status, detail} instead of rows.")] = False,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda[:N]")] = "auto",
+    debug: Annotated[bool, typer.Option(help="Keep the traceback of a failed check in its detail.")] = False,
+) -> None:
+    """Check this installation: environment, shards, DALI decoding on CPU and GPU, GPU
+    augmentation, MoAE kernels, attention, host syncs, the process group, and one short
+    fine-tuning and MAE epoch. GPU checks say "skipped" without CUDA. Exit 1 if any check fails."""
+    from .doctor import run_checks
+    from .doctor.checks import CHECKS
+    from .runtime import resolve_device
+
+    with one_line_errors():
+        dev = resolve_device(device)
+
+    def row(r) -> None:
+        if not json_:
+            figures = ", ".join(f"{k} {v}" for k, v in r.detail.items() if k != "traceback")
+            typer.echo(f"{r.name:<30} {r.status:<10} {figures}" if r.status == "ok" else f"{r.name:<30} {r.status}")
+            if "traceback" in r.detail:
+                typer.echo(r.detail["traceback"], err=True)
+
+    results = run_checks(CHECKS, dev, on_result=row, debug=debug)
+    if json_:
+        typer.echo(json.dumps([r.to_dict() for r in results], indent=2, default=str))
+    failed = [r.name for r in results if r.failed]
+    if not json_:
+        typer.echo(f"{len(results) - len(failed)} of {len(results)} checks did not fail"
+                   + (f"; failed: {', '.join(failed)}" if failed else ""))
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command("demo")
@@ -394,12 +436,12 @@ CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="A fine-
 AnalyzeOutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNG + JSON (default runs/analyze-<manifest>).")]
 FoldOpt = Annotated[Optional[str], typer.Option(help="Fold whose test split to use (default: the first).")]
 LimitOpt = Annotated[int, typer.Option(help="At most this many samples per task (a random, fixed subset).")]
-DeviceOpt = Annotated[str, typer.Option(help="cpu | cuda[:N]")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda[:N]")]
 
 
 def _analyze(kind: str, checkpoint: Path, manifest: str, fold, out, data_root, limit: int, backend: str, device: str) -> None:
     from .analysis.run import analyze_experts, analyze_relevance, collect_tasks
-    from .infer.predict import resolve_device
+    from .runtime import resolve_device
 
     with one_line_errors():
         if limit < 1:
@@ -422,7 +464,7 @@ def _analyze(kind: str, checkpoint: Path, manifest: str, fold, out, data_root, l
 @analyze_app.command("experts")
 def analyze_experts_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: FoldOpt = None,
                         out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = 1000, backend: BackendOpt = "auto",
-                        device: DeviceOpt = "cpu") -> None:
+                        device: DeviceOpt = "auto") -> None:
     """Mean gate weight of each expert per MoAE layer, video vs still-image inputs (Fig. 5)."""
     _analyze("experts", checkpoint, manifest, fold, out, data_root, limit, backend, device)
 
@@ -430,17 +472,17 @@ def analyze_experts_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: 
 @analyze_app.command("relevance")
 def analyze_relevance_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: FoldOpt = None,
                           out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = 1000, backend: BackendOpt = "auto",
-                          device: DeviceOpt = "cpu") -> None:
+                          device: DeviceOpt = "auto") -> None:
     """Cosine similarity of class centres, video classes x still-image classes (Fig. 4)."""
     _analyze("relevance", checkpoint, manifest, fold, out, data_root, limit, backend, device)
 
 
 @analyze_app.command("order")
 def analyze_order_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: FoldOpt = None,
-                      out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, backend: BackendOpt = "auto", device: DeviceOpt = "cpu") -> None:
+                      out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, backend: BackendOpt = "auto", device: DeviceOpt = "auto") -> None:
     """Does the model use time? Test-set recall with frames in order vs shuffled within each clip."""
     from .analysis.run import frame_order_test
-    from .infer.predict import resolve_device
+    from .runtime import resolve_device
 
     with one_line_errors():
         resolve_device(device)

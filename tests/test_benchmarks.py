@@ -39,3 +39,11 @@ def test_scaling_benchmark(extra):
     out = run("benchmarks/bench_scaling.py", "--size", "debug", "--iters", "1", "--ddp-iters", "1", *extra)
     assert "16 x 224" in out and "token ratio" in out
     assert ("ratio to 1 process" in out) == (not extra)
+
+
+def test_mfu_denominator_knows_the_h100_variants():
+    from benchmarks.bench_model import peak_bf16
+
+    assert peak_bf16("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_bf16("NVIDIA H100 PCIe") == 756e12 and peak_bf16("NVIDIA H100 NVL") == 835e12
+    assert peak_bf16("NVIDIA H200") == 989e12 and peak_bf16("Tesla T4") is None

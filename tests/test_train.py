@@ -552,3 +552,44 @@ def test_resume_refuses_mismatched_weights_and_state(colour_task, tmp_path):
     sidecar.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"weights \(epoch 0\) and optimizer state \(epoch 1\) do not match"):
         train(cfg, log=lambda *_: None)
+
+
+def test_step_loop_helpers_avoid_host_syncs_but_keep_meaning():
+    from s4d.train.dist import process_group_backend
+    from s4d.train.loop import _flag_last, one_hot
+
+    y = torch.tensor([2, 0, 1, 2])
+    assert torch.equal(one_hot(y, 3), torch.nn.functional.one_hot(y, 3).float())
+    assert list(_flag_last("abc")) == [("a", False), ("b", False), ("c", True)] and list(_flag_last([])) == []
+    assert process_group_backend(True) == "cpu:gloo,cuda:nccl" and process_group_backend(False) == "gloo"
+
+
+def test_device_and_autocast_are_resolved_once_with_clear_errors():
+    from s4d.runtime import autocast_dtype, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert autocast_dtype("auto", torch.device("cpu")) is None and autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert autocast_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16 and autocast_dtype("off", torch.device("cuda", 0)) is None
+    for bad, msg in (("gpu", "auto, cpu or cuda"), ("cpu:1", "auto, cpu or cuda")):
+        with pytest.raises(ValueError, match=msg):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda:0")
+    with pytest.raises(ValueError, match="amp"):
+        autocast_dtype("fp16", torch.device("cpu"))
+
+
+def test_ddp_gradient_accumulation_keeps_ranks_identical():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    job = Path(__file__).with_name("ddp_accum_job.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29521", str(job)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                                                                 "PYTHONPATH": str(job.parent.parent)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == {"steps": 2, "agree": True}

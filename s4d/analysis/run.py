@@ -25,6 +25,7 @@ from preprocess.manifest import Manifest, ManifestError, load_manifest, load_sfe
 
 from ..checkpoint import load_model
 from ..models import Classifier
+from ..runtime import autocast, autocast_dtype, dali_device_id, resolve_device
 from ..train.evaluate import eval_loader_config
 from ..train.finetune import _shard_folder
 from ..train.loop import predict
@@ -49,7 +50,8 @@ def collect(model: Classifier, batches, device: torch.device) -> Collected:
         x = batch["pixels"].to(device)
         clips = x.shape[1] if x.ndim == 6 else 1
         flat = x.flatten(0, 1) if x.ndim == 6 else x
-        f_BD, aux, _ = model.forward_features(flat)
+        with autocast(device, autocast_dtype("auto", device)):  # bf16 on CUDA, as trained and tested
+            f_BD, aux, _ = model.forward_features(flat)
         feats.append(f_BD.view(len(x), clips, -1).mean(1).float().cpu().numpy())
         per_layer = [a.gates_TE.view(len(flat), -1, a.gates_TE.shape[-1]).mean(1).view(len(x), clips, -1).mean(1) for a in aux]
         if per_layer:
@@ -69,7 +71,7 @@ def _task_data(m: Manifest, manifest_arg: str, fold: str | None, data_root: str 
 
 
 def collect_tasks(checkpoint: str, manifest: str, *, fold: str | None = None, data_root: str | None = None, limit: int = 1000,
-                  backend: str = "auto", batch_size: int = 8, device: str = "cpu") -> dict[str, Any]:
+                  backend: str = "auto", batch_size: int = 8, device: str = "auto") -> dict[str, Any]:
     """Runs the model over the video manifest and its still-image source (if any)."""
     m = load_manifest(manifest)
     if m.modality != "video":
@@ -77,7 +79,7 @@ def collect_tasks(checkpoint: str, manifest: str, *, fold: str | None = None, da
     model = load_model(checkpoint)
     if not isinstance(model, Classifier):
         raise ManifestError(f"{checkpoint}: a pre-training checkpoint; analyse a fine-tuned one")
-    dev = torch.device(device)
+    dev = resolve_device(device)
     model = model.to(dev).eval()
     out: dict[str, Any] = {"model": model, "tasks": {}}
     sources = [("video", m, manifest, fold)]
@@ -86,7 +88,7 @@ def collect_tasks(checkpoint: str, manifest: str, *, fold: str | None = None, da
         sources.append(("image", sfer, str(sfer.source), None))
     for task, man, arg, f in sources:
         ds, split = _task_data(man, arg, f, data_root, limit)
-        loader = Loader(ds, eval_loader_config(man, model.config.encoder, batch_size), backend=backend)
+        loader = Loader(ds, eval_loader_config(man, model.config.encoder, batch_size), backend=backend, device_id=dali_device_id(dev))
         out["tasks"][task] = {"manifest": man, "split": split, "data": collect(model, loader.epoch(0), dev)}
     return out
 
@@ -159,7 +161,7 @@ def shuffle_frames(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def frame_order_test(checkpoint: str, manifest: str, *, fold: str | None = None, data_root: str | None = None, backend: str = "auto",
-                     batch_size: int = 8, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+                     batch_size: int = 8, seed: int = 0, device: str = "auto") -> dict[str, Any]:
     """Does the model use time? The test split scored twice: frames in order, and the same
     frames in a random order per clip (never the identity). Classes told apart only by the order
     of their frames fall to chance when shuffled; a model blind to time scores the same both ways."""
@@ -173,15 +175,17 @@ def frame_order_test(checkpoint: str, manifest: str, *, fold: str | None = None,
     if (head and head != m.classes) or model.config.heads["video"] != len(m.classes):
         raise ManifestError(f"{checkpoint}: its video head ({', '.join(head) or model.config.heads['video']}) does not "
                             f"predict {m.name}'s classes ({', '.join(m.classes)}); the frame-order test needs the same classes")
-    dev = torch.device(device)
+    dev = resolve_device(device)
     model = model.to(dev).eval()
     fold = fold or next(iter(m.folds))
     ds = open_dataset(m, _shard_folder(m, data_root, manifest), fold, "test")
     g = torch.Generator().manual_seed(seed)
     labels, ordered, shuffled = [], [], []
-    for batch in Loader(ds, eval_loader_config(m, model.config.encoder, batch_size), backend=backend).epoch(0):
+    amp = autocast_dtype("auto", dev)
+    loader = Loader(ds, eval_loader_config(m, model.config.encoder, batch_size), backend=backend, device_id=dali_device_id(dev))
+    for batch in loader.epoch(0):
         for b, store in ((batch, ordered), ({**batch, "pixels": shuffle_frames(batch["pixels"], g)}, shuffled)):
-            store.append(predict(model, [b], "video", dev)["probs"].argmax(1))  # the test protocol, clips averaged
+            store.append(predict(model, [b], "video", dev, amp)["probs"].argmax(1))  # the test protocol, clips averaged
         labels.append(batch["labels"].numpy())
     y = np.concatenate(labels)
     a = scores(y, np.concatenate(ordered), len(m.classes))

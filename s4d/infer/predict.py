@@ -29,6 +29,7 @@ from preprocess.media import MediaError, iter_video, read_image
 
 from ..checkpoint import CheckpointError, checkpoint_meta, load_model
 from ..models import Classifier
+from ..runtime import autocast, autocast_dtype, resolve_device
 from .tracking import main_face
 from .windows import plan_windows
 
@@ -82,18 +83,6 @@ def parse_classes(spec: str) -> dict[str, tuple[str, ...]]:
     return {"video": names}
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``; a CUDA request without a CUDA
-    device is a clear error, not a traceback."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available here")
-    return torch.device(name)
-
-
 class Predictor:
     """Loads the checkpoint once; ``__call__(path)`` predicts one file."""
 
@@ -104,6 +93,7 @@ class Predictor:
         if not isinstance(model, Classifier):
             raise CheckpointError(f"{cfg.checkpoint}: a pre-training (MAE) checkpoint has no classifier head; fine-tune it first")
         self.model = model.to(self.device).eval()
+        self.amp = autocast_dtype("auto", self.device)  # bf16 on CUDA, as the model was trained
         enc = model.config.encoder
         self.size, self.frames = enc.img_size, enc.num_frames
         recorded = checkpoint_meta(cfg.checkpoint).get("input") or {}
@@ -184,7 +174,8 @@ class Predictor:
         out = []
         for i in range(0, len(inputs), self.cfg.batch_size):
             x = torch.stack(inputs[i : i + self.cfg.batch_size]).to(self.device)
-            out.append(self.model(x, task).float().softmax(-1).cpu().numpy())
+            with autocast(self.device, self.amp):
+                out.append(self.model(x, task).float().softmax(-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.config.heads[task]), np.float32)
 
     # ------------------------------------------------------------------ videos

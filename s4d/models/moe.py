@@ -9,6 +9,10 @@ it runs under ``torch.compile``; per-expert biases are expanded with ``repeat_in
 over the sorted rows). Each token's output depends on that token alone unless the
 reference capacity limit is switched on (``capacity_factor``), which drops overflow tokens in
 batch order exactly like the authors' code.
+
+``grouped_mm`` takes bf16 on CUDA (training and evaluation autocast to it); fp32 on CUDA
+(``--amp off``) runs each expert on its own rows after reading the E counts once per layer
+(sparse, one sync), and only a compiled fp32 graph takes the dense every-expert fallback.
 """
 
 from __future__ import annotations
@@ -112,7 +116,10 @@ class GroupedExperts(nn.Module):
             offs_E = counts_E.cumsum(0).to(torch.int32)
             h_SH = F.gelu(F.grouped_mm(x_SD, w1, offs=offs_E) + per_row(b1))
             y_SD = F.grouped_mm(h_SH, w2, offs=offs_E) + per_row(b2)
-        else:  # dense fallback: every expert on every row, then pick (E/K times the work)
+        elif not torch.compiler.is_compiling():  # fp32 on CUDA: sparse, one host read of the counts
+            rows = x_SD.split(counts_E.tolist())
+            y_SD = torch.cat([F.gelu(x_ND @ w1[e] + b1[e]) @ w2[e] + b2[e] for e, x_ND in enumerate(rows)])
+        else:  # compiled fp32: every expert on every row, then pick (E/K times the work)
             pick_SE = per_row(torch.eye(w1.shape[0], dtype=x_SD.dtype, device=x_SD.device))
             h_SEH = F.gelu(torch.einsum("sd,edh->seh", x_SD, w1) + b1)
             y_SD = torch.einsum("seh,ehd,se->sd", h_SEH, w2, pick_SE) + per_row(b2)

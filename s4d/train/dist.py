@@ -1,5 +1,5 @@
 """torch.distributed, the way torchrun starts it: rank and world size from the environment,
-NCCL on GPUs and gloo on CPUs. Single-process runs need none of it."""
+gloo for CPU tensors and, on GPUs, NCCL for CUDA ones. Single-process runs need none of it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from ..runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -27,17 +29,26 @@ class Dist:
         return self.world > 1
 
 
+def process_group_backend(use_cuda: bool) -> str:
+    """gloo for CPU tensors on every run (the epoch's loss, RNG states, held-out splits), and NCCL
+    for CUDA tensors (DDP's gradients) on GPUs: an NCCL-only group cannot reduce a CPU tensor."""
+    return "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
+
+
 def setup(device: str = "auto") -> tuple[Dist, torch.device]:
-    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1); each rank takes
+    the GPU of its local rank."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    dev = torch.device(f"cuda:{local}" if use_cuda else ("cpu" if device == "auto" else device))
-    if use_cuda:
+    dev = resolve_device(device)
+    if dev.type == "cuda" and world > 1 and device in ("auto", "cuda"):
+        dev = resolve_device(f"cuda:{local}")
+    if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        use_cuda = dev.type == "cuda"
+        dist.init_process_group(backend=process_group_backend(use_cuda), device_id=dev if use_cuda else None)
         # A process that exits with the group alive can abort in gloo's/NCCL's destructors
         # ("terminate called without an active exception") while its peers still run.
         atexit.register(_destroy)

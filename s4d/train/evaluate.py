@@ -16,6 +16,7 @@ from preprocess.manifest import Manifest, ManifestError, load_manifest
 from ..analysis.plots import plot_scores
 from ..checkpoint import load_model
 from ..models.config import EncoderConfig
+from ..runtime import autocast_dtype, dali_device_id
 from .dist import setup
 from .finetune import _shard_folder, write_predictions
 from .loop import predict
@@ -63,7 +64,8 @@ def evaluate_checkpoint(
         raise ManifestError(f"{m.source}: no fold {fold!r} (folds: {list(m.folds)})")
     ds = open_dataset(m, _shard_folder(m, data_root, manifest), fold, "test")
     cfg = eval_loader_config(m, enc, batch_size)
-    pred = predict(model, Loader(ds, cfg, backend=backend).epoch(0), task, device)
+    loader = Loader(ds, cfg, backend=backend, device_id=dali_device_id(device))
+    pred = predict(model, loader.epoch(0), task, device, autocast_dtype("auto", device))  # bf16 on CUDA, as the run's own test
 
     head_names = tuple(model.config.class_names.get(task, ())) or None
     excluded = 0

@@ -33,6 +33,8 @@ from preprocess.manifest import Manifest, ManifestError, load_manifest, load_sfe
 from ..analysis.plots import plot_scores
 from ..checkpoint import init_from_pretrained, load_model, save_checkpoint
 from ..models import build_model, model_config
+from ..runtime.device import AMP_MODES
+from ..runtime import autocast_dtype, dali_device_id, resolve_device
 from .dist import Dist, barrier, gather, mean, setup
 from .loop import predict, train_epoch
 from .metrics import scores
@@ -62,6 +64,7 @@ class TrainConfig:
     seed: int = 0
     backend: str = "auto"
     device: str = "auto"
+    loader_threads: int | None = None  # DALI threads per process; None: the cores per rank
     amp: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | bf16 | off
     accum: int = 1  # batches accumulated per optimiser step
     compile: bool = False
@@ -71,7 +74,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
-        if self.amp not in ("auto", "bf16", "off"):  # fp16 would need loss scaling; bf16 does not
+        if self.amp not in AMP_MODES:  # fp16 would need loss scaling; bf16 does not
             raise ValueError(f"amp must be auto, bf16 or off, got {self.amp!r}")
         if self.epochs <= 0 or self.video_batch <= 0 or self.image_batch <= 0 or self.accum <= 0:
             raise ValueError("epochs, video_batch, image_batch and accum must be positive")
@@ -86,16 +89,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    return torch.bfloat16
-
-
-def _device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
 
 
 def _shard_folder(m: Manifest, data_root: str | None, manifest_arg: str) -> Path:
@@ -134,7 +127,7 @@ class Run:
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.dist = dist_ or Dist()
-        self.device = device or _device(cfg.device)
+        self.device = device or resolve_device(cfg.device)
         self.manifest = load_manifest(cfg.manifest)
         m = self.manifest
         if m.modality != "video":
@@ -168,20 +161,23 @@ class Run:
         self.model.to(self.device)
         # DDP: one head (and for MoE, some experts) idle per single-source batch -> find_unused_parameters
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                                              find_unused_parameters=True) if self.dist.active else self.model)
+                                                              find_unused_parameters=True, broadcast_buffers=False)
+                    if self.dist.active else self.model)  # the only buffers are fixed position tables
 
         aug = Augment() if cfg.augment else Augment.off()
         self.video_cfg = LoaderConfig(batch_size=cfg.video_batch, train=True, size=enc.img_size, frames=m.clip.frames,
-                                      stride=m.clip.stride, crop=m.clip.crop, augment=aug, seed=cfg.seed)
+                                      stride=m.clip.stride, crop=m.clip.crop, augment=aug, seed=cfg.seed,
+                                      num_threads=cfg.loader_threads)
         self.test_cfg = dataclasses.replace(self.video_cfg, train=False, augment=Augment.off())
         rank, world = self.dist.rank, self.dist.world
-        self.device_id = self.device.index if self.device.type == "cuda" else None  # DALI decodes where we train
+        self.device_id = dali_device_id(self.device)  # DALI decodes where we train
         self.video = Loader(self.train_ds, self.video_cfg, rank=rank, world=world, backend=cfg.backend, device_id=self.device_id)
         self.joint = None
         if sfer is not None and "image" in self.model.head:
             image_ds = open_dataset(sfer, sfer.shard_dir(cfg.data_root), None, "train")
             image_cfg = LoaderConfig(batch_size=cfg.image_batch, train=True, size=enc.img_size, class_balanced=True,
-                                     augment=Augment.image() if cfg.augment else Augment.off(), seed=cfg.seed + 1)
+                                     augment=Augment.image() if cfg.augment else Augment.off(), seed=cfg.seed + 1,
+                                     num_threads=cfg.loader_threads)
             proportion = m.sfer.proportion if cfg.proportion is None else cfg.proportion
             images = Loader(image_ds, image_cfg, rank=rank, world=world, backend=cfg.backend, device_id=self.device_id)
             self.joint = JointLoader(self.video, images, proportion, seed=cfg.seed)
@@ -272,7 +268,7 @@ def write_config(out: Path, cfg: Any) -> None:
 
 
 # Where data lives and how it is loaded do not change what a run computes.
-_NOT_IDENTITY = {"data_root", "backend", "device", "out"}
+_NOT_IDENTITY = {"data_root", "backend", "device", "out", "loader_threads"}
 
 
 _CRITICAL = {"inside": False, "pending": None}

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from timm.loss import SoftTargetCrossEntropy
+
+from ..runtime import autocast
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -64,23 +66,27 @@ def train_epoch(
         recent.clear()
 
     optimizer.zero_grad(set_to_none=True)
-    for task, batch in batches:
+    for (task, batch), last in _flag_last(batches):
         x = batch["pixels"].to(device, non_blocking=True)
         y = batch["labels"].to(device, non_blocking=True)
         if x.ndim == 6:  # (B, V, 3, T, H, W) views: each view is a training sample
             x, y = x.flatten(0, 1), y.repeat_interleave(x.shape[1])
         num_classes = getattr(model, "module", model).config.heads[task]  # DDP wraps the model
-        x, soft = mixers[task](x, y) if mixers and task in mixers else (x, torch.nn.functional.one_hot(y, num_classes).float())
-        ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-        with ctx:
-            logits, aux = model(x, task=task, return_aux=True)
-        weight = 1.0 if alpha is None else (alpha if task == "video" else 1.0 - alpha)
-        loss = weight * criterion(logits.float(), soft) + aux.balance_loss
+        x, soft = mixers[task](x, y) if mixers and task in mixers else (x, one_hot(y, num_classes))
+        # DDP all-reduces gradients only on the batch that completes an accumulation (or the
+        # epoch); no_sync must hold over the forward too, where DDP prepares its reduction
+        syncs = (n + 1) % accum == 0 or last
+        with contextlib.nullcontext() if syncs or not hasattr(model, "no_sync") else model.no_sync():
+            with autocast(device, autocast_dtype):
+                logits, aux = model(x, task=task, return_aux=True)
+            weight = 1.0 if alpha is None else (alpha if task == "video" else 1.0 - alpha)
+            loss = weight * criterion(logits.float(), soft) + aux.balance_loss
+            (loss / accum).backward()
         recent[n] = (task, list(batch["keys"]))
-        bad_at = torch.where((bad_at < 0) & ~torch.isfinite(loss), torch.tensor(n, device=device), bad_at)
+        # full_like fills on the device: no host-to-device copy, so no wait on the GPU here
+        bad_at = torch.where((bad_at < 0) & ~torch.isfinite(loss), torch.full_like(bad_at, n), bad_at)
         if (n + 1) % check_every == 0:
             check()
-        (loss / accum).backward()
         n += 1
         total += loss.detach()
         if n % accum == 0:
@@ -99,6 +105,25 @@ def train_epoch(
     return EpochStats(n, float(total) / max(n, 1)), step
 
 
+def _flag_last(items: Iterable) -> Iterator[tuple[Any, bool]]:
+    """(item, is_last) pairs, looking one item ahead."""
+    it = iter(items)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for item in it:
+        yield prev, False
+        prev = item
+    yield prev, True
+
+
+def one_hot(y_B: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B,) int64 -> (B, C) float, by scatter: ``F.one_hot`` checks the label range on the host
+    (a device sync per call on CUDA)."""
+    return torch.zeros(len(y_B), num_classes, device=y_B.device).scatter_(1, y_B[:, None], 1.0)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, batches: Iterable[dict], task: str, device: torch.device | str = "cpu",
             autocast_dtype: torch.dtype | None = None) -> dict:
@@ -111,8 +136,7 @@ def predict(model: torch.nn.Module, batches: Iterable[dict], task: str, device: 
         x = batch["pixels"].to(device)
         clips = x.shape[1] if x.ndim == 6 else 1
         flat = x.flatten(0, 1) if x.ndim == 6 else x
-        ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-        with ctx:
+        with autocast(device, autocast_dtype):
             p = model(flat, task=task).float().softmax(dim=-1)
         probs.append(p.view(len(x), clips, -1).mean(dim=1).cpu().numpy())
         keys += list(batch["keys"])

@@ -13,7 +13,6 @@ has no video), warm-up from 1e-6 over 5% of the steps, then cosine to 0. Outputs
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,8 @@ from pipelines.sampling import mixture_schedule
 from preprocess.manifest import load_mixture
 
 from ..models import build_mae
-from .finetune import Checkpointer, autocast_dtype, commit_config, run_epochs, start_run
+from ..runtime import autocast, autocast_dtype, dali_device_id
+from .finetune import Checkpointer, commit_config, run_epochs, start_run
 from .loop import EpochStats, NonFiniteLoss
 from .optim import OptimConfig, build_mae_optimizer, build_scheduler
 
@@ -46,6 +46,7 @@ class PretrainConfig:
     seed: int = 0
     backend: str = "auto"
     device: str = "auto"
+    loader_threads: int | None = None  # DALI threads per process; None: the cores per rank
     amp: str = "auto"
     warmup_fraction: float = 0.05  # of all epochs (the reference's 5%)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=1.6e-3, reference_batch=512, weight_decay=0.05,
@@ -77,18 +78,19 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
     mixture = load_mixture(cfg.mixture)
     model = build_mae(cfg.size).to(device)
     amp = autocast_dtype(cfg.amp, device)
-    device_id = device.index if device.type == "cuda" else None
+    device_id = dali_device_id(device)
     enc = model.config.encoder
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if d.active else model
+    ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) if d.active else model  # fixed buffers only
     loaders, counts = {}, {}
     for i, (source, m) in enumerate(zip(mixture.sources, mixture.manifests())):
         ds = open_dataset(m, m.shard_dir(cfg.data_root), None, "train")
         if m.modality == "video":
             lc = LoaderConfig(batch_size=cfg.video_batch, train=True, size=enc.img_size, frames=m.clip.frames, stride=m.clip.stride,
-                              crop=m.clip.crop, augment=Augment.mae_video(), views=source.repeat, seed=cfg.seed + i)
+                              crop=m.clip.crop, augment=Augment.mae_video(), views=source.repeat, seed=cfg.seed + i,
+                              num_threads=cfg.loader_threads)
         else:
             lc = LoaderConfig(batch_size=cfg.image_batch, train=True, size=enc.img_size, image_resize=enc.img_size,
-                              augment=Augment.mae_image(), seed=cfg.seed + i)
+                              augment=Augment.mae_image(), seed=cfg.seed + i, num_threads=cfg.loader_threads)
         loader = Loader(ds, lc, rank=d.rank, world=d.world, backend=cfg.backend, device_id=device_id)
         per_pass = len(loader.batches(0))
         counts[m.name] = max(1, round(source.share * per_pass))
@@ -110,7 +112,7 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
             x = next(iters[name])["pixels"].to(device)
             if x.ndim == 6:  # (B, views, 3, T, H, W): every view gets its own mask
                 x = x.flatten(0, 1)
-            with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+            with autocast(device, amp):
                 loss = ddp(x).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,64 @@
+"""Device resolution and numerics, in one place.
+
+- ``resolve_device("auto" | "cpu" | "cuda[:N]")``: CUDA when present; a CUDA request without a
+  device is one clear error. On CUDA it also allows TF32 for fp32 matmuls and convolutions
+  (``--amp off`` training and fp32 code paths would otherwise run at a fraction of the tensor
+  cores' rate).
+- ``autocast_dtype(amp, device)``: ``auto`` is bf16 on CUDA and fp32 on CPU, for training and
+  for evaluation alike, so ``s4d eval`` scores what the run's own test scored.
+- ``autocast(device, dtype)``: ``torch.autocast`` or a no-op context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+AMP_MODES = ("auto", "bf16", "off")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``."""
+    if name == "auto":
+        dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    elif name == "cpu" or name.startswith("cuda"):
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA device is available here")
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}") from None
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    else:
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        enable_tf32()
+    return dev
+
+
+def enable_tf32() -> None:
+    """fp32 matmuls and convolutions on TF32 tensor cores (10-bit mantissa products, fp32 sums)."""
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast (no loss scaling needed) or None for fp32."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def dali_device_id(device: torch.device) -> int | None:
+    """DALI decodes (``mixed``) on the GPU the model runs on; None: CPU decoding."""
+    return device.index if device.type == "cuda" else None
