@@ -101,7 +101,9 @@ class Loader:
 
     # ------------------------------------------------------------------ DALI
     def _read(self, batch: Batch) -> list[np.ndarray]:
-        return [self._bytes(int(p)) for p in batch.positions]
+        """The batch's bytes, copied out of the shard maps: the copy is the disk read (page
+        faults happen here, on the read-ahead thread, not later inside DALI's copy)."""
+        return [np.array(self._bytes(int(p))) for p in batch.positions]
 
     def _read_ahead(self, batches: list[Batch]) -> Iterator[tuple[Batch, list[np.ndarray]]]:
         """The epoch's batches with their shard bytes, read ``READ_AHEAD`` batches ahead on a
@@ -150,7 +152,8 @@ class Loader:
         """``mixed`` or ``cpu``; a GPU run that must decode on the CPU says why, once."""
         from .probe import decode_place, gpu_decode
 
-        probe = gpu_decode(self.device_id) if self.device_id is not None else None
+        codec = self.ds.manifest.preprocess.codec if self.video else "vp9"
+        probe = gpu_decode(self.device_id, codec) if self.device_id is not None else None
         place, why = decode_place(self.device_id, self.video, self.ds.manifest.preprocess.size, probe)
         if why and why not in _NOTICES:
             _NOTICES.add(why)
@@ -173,20 +176,24 @@ class Loader:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self._pipe.build()
-        finished = False
+        self._drained = False
         try:
             yield from self._dali_batches(batches)
-            finished = True
         finally:
-            if not finished:  # abandoned mid-epoch: DALI holds prefetched batches; start afresh
+            if not self._drained:  # abandoned mid-epoch: DALI holds prefetched batches; start afresh
                 self._pipe = None
 
+    def _run(self):
+        # on a GPU the outputs are handed over on torch's stream (no host wait on DALI's work)
+        stream = torch.cuda.current_stream(self.device_id).cuda_stream if self.device_id is not None else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return self._pipe.run(stream) if stream is not None else self._pipe.run()
+
     def _dali_batches(self, batches: list[Batch]) -> Iterator[dict]:
-        for batch in batches:
+        for i, batch in enumerate(batches):
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    outs = self._pipe.run()
+                outs = self._run()
             except RuntimeError as err:
                 self._pipe = None  # a failed pipeline cannot continue; rebuild next epoch
                 raise self._decode_failure(batch, err) from None
@@ -194,13 +201,17 @@ class Loader:
             pixels = tensors[0] if self.cfg.train or not self.video else torch.stack(tensors[:2], dim=1)
             if self.video and not self.cfg.train and self.cfg.random_clip:  # the eval graph decodes the one start twice
                 pixels = pixels[:, :1]
+            if i == len(batches) - 1:
+                # Drain before handing over the last batch (callers that take exactly the batches
+                # they need never come back): with prefetching DALI has already asked past the
+                # end; reset so the next epoch starts clean on the same graph.
+                try:
+                    self._run()
+                except StopIteration:
+                    pass
+                self._pipe.reset()
+                self._drained = True
             yield {"pixels": pixels, "labels": tensors[-1].long().view(-1), "keys": [self.ds.keys[p] for p in batch.positions]}
-        # drain: with prefetching DALI has already asked past the end; start the next epoch clean
-        try:
-            self._pipe.run()
-        except StopIteration:
-            pass
-        self._pipe.reset()
 
     def _decode_failure(self, batch: Batch, err: RuntimeError) -> Exception:
         """A DALI error names the shards only when the samples fail on the CPU too: a GPU
@@ -216,15 +227,18 @@ class Loader:
         return ShardError(f"{', '.join(shards)}: decoding failed in DALI ({detail})")
 
     def _cpu_undecodable(self, batch: Batch) -> list[str]:
+        from .sampling import clip_indices
         from .torch_fallback import decode_clip, decode_image
 
         bad = []
-        for p in batch.positions:
+        for j, p in enumerate(batch.positions):
             key = self.ds.keys[p]
             try:
                 data = self._bytes(int(p))
-                if self.video:
-                    decode_clip(data, np.arange(min(int(self.ds.frames[p]), self.cfg.frames)))
+                if self.video:  # the very frames this batch asked for
+                    n = int(self.ds.frames[p])
+                    for s in np.atleast_1d(batch.starts[j]):
+                        decode_clip(data, clip_indices(int(s), n, self.cfg.frames, self.cfg.stride))
                 else:
                     decode_image(data)
             except (ValueError, OSError, ShardError):
@@ -276,7 +290,11 @@ class Loader:
 
 
 def _to_torch(out) -> torch.Tensor:
-    """A dense DALI TensorList -> torch tensor, without a copy, through DLPack: a GPU batch is
-    handed over on torch's current stream (DALI makes that stream wait for its own work); the
-    dynamic executor leaves the buffer to the tensor, so it outlives the next ``run()``."""
-    return torch.from_dlpack(out.as_tensor())
+    """A dense DALI TensorList -> torch tensor, without a copy. GPU: through DLPack on torch's
+    current stream (DALI makes that stream wait for its own work). CPU: through the array
+    interface (DALI may pin CPU outputs of a GPU pipeline, which torch's DLPack import refuses).
+    The dynamic executor leaves the buffer to its holder, so it outlives the next ``run()``."""
+    dense = out.as_tensor()
+    if type(dense).__name__ == "TensorGPU":
+        return torch.from_dlpack(dense)
+    return torch.from_numpy(np.asarray(dense))

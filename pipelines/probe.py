@@ -51,16 +51,17 @@ def _run_once(device_id: int, data: np.ndarray, video: bool) -> None:
 
 
 @functools.cache
-def gpu_decode(device_id: int) -> GpuDecode:
+def gpu_decode(device_id: int, codec: str = "vp9") -> GpuDecode:
+    """Decodes one JPEG and one clip in the shards' codec (``vp9`` or ``mjpeg``) on the GPU."""
     from preprocess.encode import encode_clip, encode_image
 
     frames = np.random.default_rng(0).integers(0, 256, (8, MIN_NVDEC_SIDE, MIN_NVDEC_SIDE, 3), dtype=np.uint8)
     reasons: list[str | None] = []
-    for video, data in ((False, encode_image(frames[0])), (True, encode_clip(frames, 25.0, "vp9", 30))):
+    for video, encode in ((False, lambda: encode_image(frames[0])), (True, lambda: encode_clip(frames, 25.0, codec, 30 if codec == "vp9" else 5))):
         try:
-            _run_once(device_id, np.frombuffer(data, np.uint8), video)
+            _run_once(device_id, np.frombuffer(encode(), np.uint8), video)
             reasons.append(None)
-        except Exception as err:  # any failure means: decode on the CPU
+        except Exception as err:  # any failure (the encoder's too) means: decode on the CPU
             reasons.append(_reason(err))
     return GpuDecode(*reasons)
 

@@ -8,6 +8,7 @@ Python. Every problem names the shard.
 from __future__ import annotations
 
 import mmap
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class ShardReader:
     def __init__(self, shard_paths: list[Path]) -> None:
         self.paths = [Path(p) for p in shard_paths]
         self._maps: list[mmap.mmap | None] = [None] * len(self.paths)
+        self._lock = threading.Lock()  # the loader's read-ahead thread maps shards too
         self.locations: dict[str, Location] = {}
         for i, tar in enumerate(self.paths):
             if not tar.is_file():
@@ -66,10 +68,11 @@ class ShardReader:
                 self.locations[key] = Location(i, parts)
 
     def _map(self, i: int) -> mmap.mmap:
-        if self._maps[i] is None:
-            with open(self.paths[i], "rb") as fh:
-                self._maps[i] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        return self._maps[i]
+        with self._lock:
+            if self._maps[i] is None:
+                with open(self.paths[i], "rb") as fh:
+                    self._maps[i] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            return self._maps[i]
 
     def get(self, key: str, ext: str) -> np.ndarray:
         try:
@@ -82,4 +85,9 @@ class ShardReader:
     def __getstate__(self):  # picklable for worker processes: maps are reopened lazily
         state = self.__dict__.copy()
         state["_maps"] = [None] * len(self.paths)
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()

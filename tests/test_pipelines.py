@@ -481,3 +481,26 @@ def test_dali_threads_default_to_the_cores_per_rank(monkeypatch):
     assert default_threads() == 2
     with pytest.raises(ValueError, match="num_threads"):
         LoaderConfig(num_threads=0)
+
+
+@needs_dali
+def test_taking_exactly_an_epochs_batches_keeps_the_graph(clip_shards):
+    """JointLoader and pre-training take exactly the batches they need and never come back for
+    the end of the generator: the graph must still be drained, reset and reused."""
+    m, out = clip_shards
+    ds = open_dataset(m, out, role="train")
+    loader = Loader(ds, cfg(True), backend="dali")
+    n = len(loader.batches(0))
+
+    def take(epoch):
+        it = loader.epoch(epoch)
+        got = [next(it) for _ in range(n)]
+        it.close()
+        return got
+
+    take(0)
+    pipe = loader._pipe
+    again = take(1)
+    assert pipe is not None and loader._pipe is pipe
+    fresh = list(Loader(ds, cfg(True), backend="dali").epoch(1))
+    assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(again, fresh))

@@ -42,8 +42,10 @@ def resolve_device(name: str) -> torch.device:
 
 def enable_tf32() -> None:
     """fp32 matmuls and convolutions on TF32 tensor cores (10-bit mantissa products, fp32 sums)."""
-    torch.backends.cuda.matmul.fp32_precision = "tf32"
-    torch.backends.cudnn.conv.fp32_precision = "tf32"
+    # the legacy switches: setting the new per-backend ``fp32_precision`` makes the legacy
+    # getters (which Inductor's autotuning still calls) raise
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
