@@ -15,6 +15,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -142,9 +145,65 @@ def load_manifest(name: str | os.PathLike) -> Manifest:
     return parse_manifest(raw, path)
 
 
+def _type_ok(value: Any, tp: Any) -> bool:
+    """Does a JSON value fit a field's annotation? (lists stand for tuples; ints for floats.)"""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin is Literal:
+        return value in args
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if tp is Path:
+        return isinstance(value, (str, Path))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_type_ok(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args))
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) and _type_ok(v, args[1]) for k, v in value.items())
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, dict)
+    return True
+
+
+def _describe(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        plural = {str: "strings", int: "integers", float: "numbers"}.get(args[0], "values")
+        return f"a list of {plural}" if len(args) == 2 and args[1] is Ellipsis else f"a list of {len(args)} {plural}"
+    if origin is dict:
+        return "an object"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null", Path: "a path"}
+    return names.get(tp, "an object")
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 def _fields(cls: type, raw: Any, where: str, src: str) -> dict[str, Any]:
+    """The keys of one JSON object for ``cls``: unknown, missing and mistyped keys are errors
+    naming the file, the field, the expected type and what was found."""
     if not isinstance(raw, dict):
-        raise ManifestError(f"{src}: {where} must be an object")
+        raise ManifestError(f"{src}: {where} must be an object, got {_json_type(raw)}")
     known = {f.name for f in dataclasses.fields(cls)} - {"source"}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -155,7 +214,16 @@ def _fields(cls: type, raw: Any, where: str, src: str) -> dict[str, Any]:
     missing = sorted(required - set(raw))
     if missing:
         raise ManifestError(f"{src}: missing key(s) in {where}: {', '.join(missing)}")
+    hints = typing.get_type_hints(cls)
+    prefix = "" if where.startswith("the ") else f"{where}."
+    for key, value in raw.items():
+        if not _type_ok(value, hints[key]):
+            shown = json.dumps(value)[:40]
+            raise ManifestError(f"{src}: {prefix}{key}: expected {_describe(hints[key])}, got {_json_type(value)} ({shown})")
     return dict(raw)
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
@@ -167,6 +235,9 @@ def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
 
     def bad(field_name: str, why: str) -> ManifestError:
         return ManifestError(f"{src}: {field_name}: {why}")
+
+    if not SAFE_NAME.fullmatch(d["name"]) or ".." in d["name"]:  # it names the shard folder under the data root
+        raise bad("name", f"must be a plain folder name (letters, digits, '.', '_', '-'; no '/' or '..'), got {d['name']!r}")
 
     if d["modality"] not in ("video", "image"):
         raise bad("modality", f"must be 'video' or 'image', got {d['modality']!r}")

@@ -18,14 +18,34 @@ class MediaError(ValueError):
 
 
 def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
-    from PIL import Image, UnidentifiedImageError
+    """(H, W, 3) uint8 RGB, upright (EXIF orientation applied); 16-bit and 32-bit greyscale
+    scaled to 8 bits (PIL's ``convert("RGB")`` would clip them to white)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return _rgb8(ImageOps.exif_transpose(im))
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise MediaError(f"{path}: unreadable image ({err.__class__.__name__}: {err})") from None
+
+
+def _rgb8(im) -> np.ndarray:
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        if im.mode == "F":
+            top = 1.0 if a.max() <= 1.0 else 255.0
+        else:  # 16-bit PNG/TIFF ("I;16*"); 32-bit "I" holds 16-bit values unless it fits 8
+            top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        grey = np.clip(np.round(a / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
+
+
+def upright(rgb: np.ndarray, rotation: int | float | None) -> np.ndarray:
+    """A decoded frame turned as its display matrix says (``rotation``: degrees counterclockwise,
+    PyAV's ``VideoFrame.rotation``; phones store portrait video as landscape plus -90)."""
+    k = round((rotation or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
 
 def iter_video(path: Path) -> tuple[float, Iterator[np.ndarray]]:
@@ -51,7 +71,7 @@ def iter_video(path: Path) -> tuple[float, Iterator[np.ndarray]]:
         count, shape = 0, None
         try:
             for frame in container.decode(stream):
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))
                 if shape is not None and rgb.shape != shape:
                     raise MediaError(f"{path}: frame size changes within the video ({shape[:2]} then {rgb.shape[:2]})")
                 shape = rgb.shape

@@ -8,10 +8,9 @@ no column puts everything in ``train`` with no test set.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from .adapters.base import media_kind
+from .adapters.base import csv_rows, media_kind
 from .manifest import Manifest, ManifestError, parse_manifest
 
 
@@ -22,10 +21,9 @@ def manifest_from_csv(
     path = Path(csv_path).resolve()
     if not path.is_file():
         raise ManifestError(f"sample list missing: {path}")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        cols = set(reader.fieldnames or [])
+    reader = csv_rows(path)
+    rows = list(reader)
+    cols = set(reader.fieldnames or [])
     if not {"path", "label"} <= cols:
         raise ManifestError(f"{path}: header must contain path,label (and optionally split or fold), got {sorted(cols)}")
     if not rows:
@@ -44,9 +42,9 @@ def manifest_from_csv(
     if part_col == "fold":
         folds = {p: {"train": [q for q in partitions if q != p], "test": [p]} for p in partitions}
     elif part_col == "split":
-        if "train" not in partitions:
-            raise ManifestError(f"{path}: the split column needs a 'train' value, got {partitions}")
-        folds = {"main": {"train": ["train"], "test": [p for p in ("test",) if p in partitions], "val": [p for p in ("val",) if p in partitions]}}
+        if not {"train", "test"} & set(partitions):  # test rows alone: an evaluation set, for s4d eval
+            raise ManifestError(f"{path}: the split column needs 'train' or 'test' values, got {partitions}")
+        folds = {"main": {"train": [p for p in ("train",) if p in partitions], "test": [p for p in ("test",) if p in partitions], "val": [p for p in ("val",) if p in partitions]}}
         extra = sorted(set(partitions) - {"train", "test", "val"})
         if extra:
             raise ManifestError(f"{path}: split values must be train/test/val, got also {extra} (use a fold column for CV)")

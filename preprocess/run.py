@@ -289,3 +289,31 @@ def finalize(manifest: Manifest, out_dir: Path) -> dict[str, Any]:
     }
     write_json_atomic(out_dir / "shards.json", summary)
     return summary
+
+
+def kept_and_skipped(summary: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """(kept, skipped) per partition from a ``shards.json`` summary; listing problems (media
+    missing before any partition was read) count under "(listing)"."""
+    skipped = Counter(p.get("partition") or "(listing)" for p in summary["problems"])
+    out = {p: (n, skipped.pop(p, 0)) for p, n in summary["counts"].items()}
+    out.update({p: (0, n) for p, n in skipped.items()})
+    return out
+
+
+def shortfalls(summary: dict[str, Any], max_skipped: float) -> list[str]:
+    """Why a preprocessing result must not pass in silence: a partition left empty, or more
+    than ``max_skipped`` of the listed samples skipped. Empty list: fine."""
+    reasons = []
+    per = kept_and_skipped(summary)
+    first = {}
+    for prob in summary["problems"]:
+        first.setdefault(prob.get("partition") or "(listing)", prob["reason"])
+    for p, (kept, skipped) in per.items():
+        if kept == 0 and p != "(listing)":
+            reasons.append(f"partition {p}: no sample kept ({skipped} skipped{', e.g. ' + first[p] if p in first else ''})")
+    kept = sum(k for k, _ in per.values())
+    skipped = sum(s for _, s in per.values())
+    if kept + skipped and skipped / (kept + skipped) > max_skipped:
+        reasons.append(f"{skipped} of {kept + skipped} samples skipped ({100 * skipped / (kept + skipped):.1f}% > "
+                       f"--max-skipped {100 * max_skipped:.0f}%); reasons in shards.json")
+    return reasons

@@ -10,8 +10,49 @@ from typing import Annotated, Iterator, Optional
 import typer
 from rich.console import Console
 
-app = typer.Typer(name="s4d", no_args_is_help=True, add_completion=False, help="S4D: facial expression recognition in face videos.")
+app = typer.Typer(name="s4d", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="S4D: facial expression recognition in face videos.")
 err_console = Console(stderr=True)
+_DEBUG = {"on": False}
+
+
+def run() -> None:
+    """The ``s4d`` entry point: the app, with no traceback reaching the user. Known input errors
+    are one line already (``one_line_errors``); anything else (a bug) becomes one line with its
+    type and message and the path of a log file holding the traceback (``--debug`` shows it)."""
+    import sys
+
+    try:
+        app(prog_name="s4d")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        err_console.print("[bold yellow]interrupted[/]")
+        sys.exit(130)
+    except Exception as err:  # an exception no command expected: a bug, reported in one line
+        if _DEBUG["on"]:
+            raise
+        log = _write_traceback()
+        text = str(err).strip().splitlines()
+        err_console.print(f"[bold red]error:[/] unexpected {type(err).__name__}: {text[0][:300] if text else ''} "
+                          f"(traceback in {log}; --debug shows it; please report it)", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def _write_traceback() -> str:
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(os.environ.get("S4D_LOG_DIR") or Path(tempfile.gettempdir()) / "s4d-logs")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"s4d-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(traceback.format_exc())
+        return str(path)
+    except OSError:
+        return "(no log: the log folder is not writable)"
 
 
 @contextmanager
@@ -26,8 +67,12 @@ def one_line_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("[bold yellow]interrupted:[/] re-run the same command to continue from the last finished step/epoch")
         raise typer.Exit(130) from None
-    except (CheckpointError, GpuDecodeError, ValueError, FileNotFoundError, NotADirectoryError) as err:
+    except (CheckpointError, GpuDecodeError, ValueError, FloatingPointError) as err:  # NonFiniteLoss is a FloatingPointError
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except OSError as err:  # a missing, unreadable, read-only or full file or folder: the message names it
+        text = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
+        err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -42,8 +87,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an unexpected error.")] = False,
 ) -> None:
     """S4D: Static for Dynamic facial expression recognition."""
+    _DEBUG["on"] = debug
 
 
 @app.command("import-checkpoint")
@@ -86,13 +133,14 @@ def shards(
     merge_only: Annotated[bool, typer.Option("--merge-only", help="Only merge finished shards into index.parquet and shards.json.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be written (counts per partition and class, problems, the release form found); decodes nothing, writes nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print the report as one JSON object.")] = False,
+    max_skipped: Annotated[float, typer.Option(min=0.0, max=1.0, help="Exit 2 when more than this share of the listed samples "
+                                                                     "is skipped (the shards are still written).")] = 0.05,
 ) -> None:
     """Preprocess a raw dataset into WebDataset shards (resumable: re-run to continue)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
+    from preprocess.lock import folder_lock
     from preprocess.manifest import load_manifest
     from preprocess.own_data import manifest_from_csv
-    from preprocess.run import finalize, parse_part, run_shards
+    from preprocess.run import parse_part
 
     with one_line_errors():
         if (manifest is None) == (csv is None):
@@ -116,31 +164,57 @@ def shards(
                 print_report(report, Console())
             return
         target = out or m.shard_dir(data_root)
-        target.mkdir(parents=True, exist_ok=True)  # the manifest the shards were made with, beside them
-        (target / "manifest.json").write_text(json.dumps(m.to_dict(), indent=2) + "\n")
-        if not merge_only:
-            with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          TimeRemainingColumn(), console=err_console, transient=True) as progress:
-                bar = progress.add_task(f"{m.name}: shards", total=None)
-                summary = run_shards(m, raw, target, workers=workers, part=parse_part(part), device=device,
-                                     on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
-            typer.echo(f"{m.name}: {summary.done_now} shard(s) written now, {summary.done_before} already done, "
-                       f"{summary.problems} sample problem(s) in this run")
-            if summary.pending:
-                typer.echo(f"{len(summary.pending)} shard(s) belong to other --part jobs; when every part has finished, "
-                           "run the same command with --merge-only")
-                return
-        result = finalize(m, target)
+        # a second `s4d shards` on the same folder (or the same --part of it) would corrupt its outputs
+        i, n = parse_part(part)
+        lock = (".s4d.lock", "this shard folder") if n == 1 else (f".s4d.lock.part-{i}-of-{n}", f"part {i}/{n} of this shard folder")
+        with folder_lock(target, lock[1], lock[0]):
+            result = _write_shards(m, raw, target, merge_only, workers, part, device)
+        if result is None:
+            return
+    _finish_shards(result, target, csv, max_skipped)
+
+
+def _write_shards(m, raw, target, merge_only, workers, part, device):
+    """Shards + index for one manifest into ``target``; None while other --part jobs are pending."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    from preprocess.run import finalize, parse_part, run_shards
+
+    (target / "manifest.json").write_text(json.dumps(m.to_dict(), indent=2) + "\n")  # the manifest the shards were made with
+    if not merge_only:
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=err_console, transient=True) as progress:
+            bar = progress.add_task(f"{m.name}: shards", total=None)
+            summary = run_shards(m, raw, target, workers=workers, part=parse_part(part), device=device,
+                                 on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
+        typer.echo(f"{m.name}: {summary.done_now} shard(s) written now, {summary.done_before} already done, "
+                   f"{summary.problems} sample problem(s) in this run")
+        if summary.pending:
+            typer.echo(f"{len(summary.pending)} shard(s) belong to other --part jobs; when every part has finished, "
+                       "run the same command with --merge-only")
+            return None
+    return finalize(m, target)
+
+
+def _finish_shards(result, target, csv, max_skipped) -> None:
+    from preprocess.run import shortfalls
+
     _print_counts(result)
     typer.echo(f"wrote {target / 'shards.json'} and {target / 'index.parquet'}")
     if csv is not None:
         typer.echo(f"manifest for training: {target / 'manifest.json'}")
+    short = shortfalls(result, max_skipped)
+    if short:
+        err_console.print(f"[bold red]error:[/] {'; '.join(short)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
 
 
 def _print_counts(summary: dict) -> None:
+    from preprocess.run import kept_and_skipped
+
     total = sum(summary["counts"].values())
     typer.echo(f"{summary['manifest']}: {total} samples in {len(summary['shards'])} shard(s): "
-               + ", ".join(f"{p} {n}" for p, n in summary["counts"].items()))
+               + ", ".join(f"{p} {k} kept / {s} skipped" for p, (k, s) in kept_and_skipped(summary).items()))
     if summary["problems"]:
         typer.echo(f"{len(summary['problems'])} sample(s) skipped, with reasons in shards.json, e.g.: {summary['problems'][0]['reason']}")
     if summary.get("excluded"):

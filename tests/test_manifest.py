@@ -77,7 +77,7 @@ def _mutated(edit):
         (lambda r: r["clip"].update(stride=0), "clip: frames and stride must be positive"),
         (lambda r: r.update(expected={"set_7": 10}), "expected: counts for unknown partition"),
         (lambda r: r.update(modality="audio"), "modality"),
-        (lambda r: r["preprocess"].update(geometry="stretch"), "preprocess.geometry: must be squash or crop"),
+        (lambda r: r["preprocess"].update(geometry="stretch"), "preprocess.geometry: expected one of 'squash', 'crop'"),
         (lambda r: r["preprocess"].update(margin=-1.5), "preprocess.margin: must be a number above -1"),
     ],
 )

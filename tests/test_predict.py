@@ -276,3 +276,25 @@ def test_still_images_go_through_the_image_head_on_the_main_face(tmp_path, fixtu
     assert group["windows"][0]["faces_in_image"] == len(faces) >= 2
     largest = max(faces, key=lambda f: f.side * f.prob)
     assert group["windows"][0]["box"] == [round(v, 1) for v in largest.box]
+
+
+def test_a_model_without_a_trained_image_head_reads_images_with_its_video_head(tmp_path, fixtures_dir):
+    """Trained with --no-sfer: the image head exists but learned nothing (no class names)."""
+    model = build_model("s4d", "debug", video_classes=3, image_classes=7)
+    model.config = dataclasses.replace(model.config, class_names={"video": NAMES})
+    path = tmp_path / "video_only.safetensors"
+    save_checkpoint(model, path, extra={"input": {"stride": 4, "fps": None, "crop": None, "align": False, "margin": 0.25,
+                                                "stored_size": 64}})
+    result = Predictor(PredictConfig(str(path)))(fixtures_dir / "single_face.jpg")
+    assert result["head"] == "video" and result["classes"] == list(NAMES) and result["prediction"]["class"] in NAMES
+
+
+def test_a_one_frame_video_is_a_face_as_in_preprocessing(tmp_path, fixtures_dir):
+    from preprocess.encode import encode_clip
+
+    frame = read_image(fixtures_dir / "single_face.jpg")
+    frame = frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2]  # even sides for yuv420p
+    video = tmp_path / "one_frame.webm"
+    video.write_bytes(encode_clip(frame[None], 25.0, "vp9", 31))
+    result = Predictor(PredictConfig(str(debug_checkpoint(tmp_path))))(video)
+    assert result["prediction"] is not None and result["windows"][0]["face"]

@@ -250,8 +250,11 @@ def test_shards_and_inspect_commands(tmp_path):
     manifest_path.write_text(json.dumps(csv_manifest(tmp_path).to_dict()))
     runner = CliRunner()
     res = runner.invoke(app, ["shards", "--manifest", str(manifest_path), "--raw", str(raw), "--data-root", str(tmp_path / "data")])
+    assert res.exit_code == 2 and "1 of 5 samples skipped (20.0% > --max-skipped 5%)" in res.output  # written, but not in silence
+    assert "mine: 4 samples" in res.output and "1 sample(s) skipped" in res.output and "train 3 kept / 1 skipped" in res.output
+    res = runner.invoke(app, ["shards", "--manifest", str(manifest_path), "--raw", str(raw), "--data-root", str(tmp_path / "data"),
+                              "--max-skipped", "0.25"])
     assert res.exit_code == 0, res.output
-    assert "mine: 4 samples" in res.output and "1 sample(s) skipped" in res.output
     res = runner.invoke(app, ["inspect", str(tmp_path / "data" / "mine")])
     assert res.exit_code == 0 and "train: 3 (calm 2, upset 1)" in res.output and "test: 1 (upset 1)" in res.output
     res = runner.invoke(app, ["shards", "--manifest", "nonexistent", "--raw", str(raw)])
@@ -299,7 +302,8 @@ def test_own_csv_becomes_a_manifest(tmp_path):
     (raw / "mixed.csv").write_text("path,label\nv0.webm,calm\npic.jpg,upset\n")
     with pytest.raises(ManifestError, match="mixes images and videos"):
         manifest_from_csv(raw / "mixed.csv")
-    res = CliRunner().invoke(app, ["shards", "--csv", str(raw / "list.csv"), "--no-align", "--data-root", str(tmp_path / "data")])
+    res = CliRunner().invoke(app, ["shards", "--csv", str(raw / "list.csv"), "--no-align", "--data-root", str(tmp_path / "data"),
+                                   "--max-skipped", "0.2"])
     assert res.exit_code == 0, res.output
     assert "manifest for training" in res.output and (tmp_path / "data" / "list" / "manifest.json").is_file()
     res = CliRunner().invoke(app, ["inspect", str(tmp_path / "data" / "list"), "--verify"])
@@ -351,7 +355,7 @@ def test_parts_then_merge_only_from_the_command_line(tmp_path):
     raw = make_raw(tmp_path / "raw")
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(csv_manifest(tmp_path).to_dict()))
-    base = ["shards", "--manifest", str(path), "--raw", str(raw), "--out", str(tmp_path / "o")]
+    base = ["shards", "--manifest", str(path), "--raw", str(raw), "--out", str(tmp_path / "o"), "--max-skipped", "0.2"]
     runner = CliRunner()
     first = runner.invoke(app, [*base, "--part", "0/2"])
     assert first.exit_code == 0 and "when every part has finished" in first.output
@@ -479,3 +483,44 @@ def test_predict_frames_faces_with_the_geometry_the_checkpoint_records(tmp_path)
     save_checkpoint(model, bad, extra={"input": {"geometry": "stretch"}})
     with pytest.raises(CheckpointError, match="input.geometry must be squash or crop"):
         Predictor(PredictConfig(str(bad), device="cpu"))
+
+
+def test_sixteen_bit_greyscale_images_are_scaled_not_clipped(tmp_path):
+    import cv2
+
+    from preprocess.media import read_image
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "g16.png"), ramp)
+    rgb = read_image(tmp_path / "g16.png")
+    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+    assert abs(float(rgb.mean()) - 127.5) < 1 and rgb.min() == 0 and rgb.max() == 255  # PIL's convert gave ~254 everywhere
+
+
+def test_a_phone_video_is_turned_upright_by_its_display_matrix(tmp_path):
+    """An MP4 whose track header says "rotate 90 degrees clockwise" (how phones store portrait
+    video): frames come out upright, taller than wide."""
+    import struct
+
+    import av
+
+    from preprocess.media import read_video
+
+    path = tmp_path / "landscape.mp4"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        for _ in range(3):
+            f = np.zeros((32, 64, 3), np.uint8)
+            f[:, :32, 0] = 255  # the left half red
+            out.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(s.encode(None))
+    data = path.read_bytes()
+    identity = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    at = data.find(identity, data.find(b"tkhd"))  # the track header's matrix, after the movie header's
+    rotated = tmp_path / "portrait.mp4"
+    rotated.write_bytes(data[:at] + struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000) + data[at + 36:])
+    plain, _ = read_video(path)
+    upright, _ = read_video(rotated)
+    assert plain.shape[1:3] == (32, 64) and upright.shape[1:3] == (64, 32)
+    assert upright[0, :32, :, 0].mean() > 200 and upright[0, 32:, :, 0].mean() < 30  # left half -> top half (clockwise)

@@ -593,3 +593,94 @@ def test_ddp_gradient_accumulation_keeps_ranks_identical():
                                                                                  "PYTHONPATH": str(job.parent.parent)})
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads(res.stdout.strip().splitlines()[-1]) == {"steps": 2, "agree": True}
+
+
+def test_resume_survives_a_broken_save_and_refuses_other_data_or_backend(colour_task, tmp_path):
+    """A kill or a full disk during a save leaves an unreadable state.pt.tmp: the next run sets
+    it aside and continues from the last complete state; a planted state is one clear error;
+    a resume on changed data, or with another loader backend, is refused with the difference."""
+    import json
+    import shutil
+
+    from s4d.train.finetune import train
+
+    m, out = colour_task
+    data = tmp_path / "data"
+    shutil.copytree(out, data / "colour")
+    cfg = _run_cfg(m, data / "colour", tmp_path, epochs=3)
+    assert train(cfg, stop_after_epochs=1, log=lambda *_: None) is None
+    ckpt = tmp_path / "run" / "checkpoints"
+    (ckpt / "state.pt.tmp").write_bytes(b"")  # 0 bytes: killed at the start of a save
+    lines = []
+    assert train(cfg, stop_after_epochs=1, log=lines.append) is None
+    assert any("set aside state.pt.tmp.unreadable" in x for x in lines) and not (ckpt / "state.pt.tmp").exists()
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+
+    from pipelines.loader import dali_available
+
+    if dali_available():  # DALI and the fallback draw different augmentations
+        with pytest.raises(ValueError, match="train backend: torch -> dali"):
+            train(_run_cfg(m, data / "colour", tmp_path, epochs=3, backend="dali"), log=lambda *_: None)
+
+    cfg = _run_cfg(m, data / "colour", tmp_path, epochs=3)  # rewrites colour.json; then the test partition trains too
+    spec = m.to_dict()
+    spec["folds"] = {"main": {"train": ["train", "test"], "test": []}}
+    (tmp_path / "colour.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match=r"other data or settings \(.*train samples: 12 -> 16"):
+        train(cfg, log=lambda *_: None)
+
+    cfg = _run_cfg(m, data / "colour", tmp_path, epochs=3)
+    (ckpt / "state.pt").write_bytes(b"\x80\x04K\x01.")  # a bare pickle, not a torch file
+    with pytest.raises(ValueError, match="state.pt: unreadable as an s4d training state"):
+        train(cfg, log=lambda *_: None)
+    torch.save({"epoch": 1}, ckpt / "state.pt")  # a torch file, but not a state
+    with pytest.raises(ValueError, match="state.pt: not an s4d training state"):
+        train(cfg, log=lambda *_: None)
+
+
+def test_a_second_process_on_the_same_run_folder_is_refused(colour_task, tmp_path):
+    import shutil
+
+    from preprocess.lock import folder_lock
+    from s4d.train.finetune import train
+
+    m, out = colour_task
+    data = tmp_path / "data"
+    shutil.copytree(out, data / "colour")
+    cfg = _run_cfg(m, data / "colour", tmp_path, epochs=1)
+    import multiprocessing as mp
+
+    ready, done = mp.get_context("fork").Event(), mp.get_context("fork").Event()
+
+    def hold():
+        with folder_lock(tmp_path / "run", "this run folder"):
+            ready.set()
+            done.wait(30)
+
+    holder = mp.get_context("fork").Process(target=hold)
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(ValueError, match=rf"run: this run folder is in use by pid {holder.pid}"):
+            train(cfg, log=lambda *_: None)
+    finally:
+        done.set()
+        holder.join(30)
+    assert train(cfg, log=lambda *_: None)["count"] == 4  # free again once the holder is gone
+
+
+def test_a_fold_without_training_samples_is_refused(colour_task, tmp_path):
+    import json
+    import shutil
+
+    from s4d.train.finetune import train
+
+    m, out = colour_task
+    data = tmp_path / "data"
+    shutil.copytree(out, data / "colour")
+    spec = m.to_dict()
+    spec["folds"] = {"main": {"train": [], "test": ["test"]}}
+    cfg = _run_cfg(m, data / "colour", tmp_path)
+    (tmp_path / "colour.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="fold main has no training samples"):
+        train(cfg, log=lambda *_: None)

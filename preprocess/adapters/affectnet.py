@@ -6,11 +6,10 @@ fear, disgust, anger, contempt; 8..10 are not expressions). Classes the manifest
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from ..manifest import Manifest, ManifestError
-from .base import AdapterResult, RawSample, sanitise_key
+from .base import AdapterResult, RawSample, csv_rows, sanitise_key
 
 EXPRESSIONS = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
 NON_EXPRESSIONS = {8: "none", 9: "uncertain", 10: "no-face"}
@@ -28,35 +27,34 @@ def list_affectnet(root: Path, manifest: Manifest) -> AdapterResult:
         path = lists / f"{partition}.csv"
         if not path.is_file():
             raise ManifestError(f"official list missing: {path}")
-        with path.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            missing = COLUMNS - set(reader.fieldnames or [])
-            if missing:
-                raise ManifestError(f"{path}: missing column(s) {sorted(missing)}")
-            for i, row in enumerate(reader, start=2):
-                try:
-                    expression = int(row["expression"])
-                    box = tuple(float(row[c]) for c in ("face_x", "face_y", "face_width", "face_height"))
-                except (TypeError, ValueError):
-                    result.bad_row(f"{path}:{i}", f"bad row {dict(row)}")
-                    continue
-                name = EXPRESSIONS[expression] if 0 <= expression < len(EXPRESSIONS) else NON_EXPRESSIONS.get(expression)
-                if name is None:
-                    result.bad_row(f"{path}:{i}", f"expression {expression} is not 0..10")
-                    continue
-                if name not in manifest.classes:
-                    result.excluded[f"expression {name}"] += 1
-                    continue
-                rel = row["subDirectory_filePath"]
-                result.add(
-                    RawSample(
-                        sanitise_key(Path(rel).with_suffix("").as_posix()),
-                        images / rel,
-                        "image",
-                        manifest.classes.index(name),
-                        partition,
-                        rel,
-                        box if use_box else None,
-                    )
+        reader = csv_rows(path)
+        missing = COLUMNS - set(reader.fieldnames or [])
+        if missing:
+            raise ManifestError(f"{path}: missing column(s) {sorted(missing)}")
+        for i, row in enumerate(reader, start=2):
+            try:
+                expression = int(row["expression"])
+                box = tuple(float(row[c]) for c in ("face_x", "face_y", "face_width", "face_height"))
+            except (TypeError, ValueError):
+                result.bad_row(f"{path}:{i}", f"bad row {dict(row)}")
+                continue
+            name = EXPRESSIONS[expression] if 0 <= expression < len(EXPRESSIONS) else NON_EXPRESSIONS.get(expression)
+            if name is None:
+                result.bad_row(f"{path}:{i}", f"expression {expression} is not 0..10")
+                continue
+            if name not in manifest.classes:
+                result.excluded[f"expression {name}"] += 1
+                continue
+            rel = row["subDirectory_filePath"]
+            result.add(
+                RawSample(
+                    sanitise_key(Path(rel).with_suffix("").as_posix()),
+                    images / rel,
+                    "image",
+                    manifest.classes.index(name),
+                    partition,
+                    rel,
+                    box if use_box else None,
                 )
+            )
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -69,10 +70,27 @@ def sanitise_key(original: str) -> str:
     return key
 
 
+def read_text(path: Path) -> str:
+    """A text file as UTF-8, with or without a byte-order mark; other encodings are one error
+    naming the file and line (Latin-1 and Windows code pages are not guessed)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ManifestError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save it as UTF-8 "
+                            "(e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def csv_rows(path: Path) -> csv.DictReader:
+    """A CSV file with a header, read as UTF-8 (see ``read_text``)."""
+    return csv.DictReader(io.StringIO(read_text(path), newline=""))
+
+
 def read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise ManifestError(f"official split file missing: {path}")
-    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    return [ln.strip() for ln in read_text(path).splitlines() if ln.strip()]
 
 
 def label_of(manifest_classes: tuple[str, ...], name: str, where: str) -> int:
@@ -152,7 +170,7 @@ def read_rows(path: Path, result: AdapterResult) -> list[Row]:
     """(id, label) rows of a two-column split file, comma- or whitespace-separated, with or
     without a header (``video_name,label``, ``path,id``, ...). Rows that cannot be read go to
     ``result.release_problems``."""
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = read_text(path).splitlines()
     comma = any("," in ln for ln in lines[:5])
     rows: list[Row] = []
     columns = (0, 1)

@@ -119,6 +119,13 @@ class Predictor:
     def video_task(self) -> str:
         return "video" if "video" in self.model.head else next(iter(self.model.head))
 
+    @property
+    def image_task(self) -> str:
+        """``image`` when that head was trained (s4d records its class names; ``--classes`` names
+        it for a foreign file), else the video head."""
+        trained = self.model.config.class_names.get("image") or "image" in self._given_names
+        return "image" if "image" in self.model.head and trained else self.video_task
+
     def names(self, task: str) -> tuple[str, ...]:
         if task not in self._names:
             self._names[task] = self._resolve_names(task)
@@ -252,8 +259,10 @@ class Predictor:
         task = self.video_task
         if self.align_faces:
             fps, detections = self._detect_stream(path)
-            tracked = main_face(detections, max_gap=round(self.cfg.max_gap_s * fps),
-                                min_detections=max(1, round(self.cfg.min_track_s * fps)))
+            # a face seen for less than min_track_s is a false detection, unless the whole video is
+            # that short (a one-frame video is kept by preprocessing too)
+            shortest = min(max(1, round(self.cfg.min_track_s * fps)), max(1, len(detections) // 2))
+            tracked = main_face(detections, max_gap=round(self.cfg.max_gap_s * fps), min_detections=shortest)
             faces_found = sum(f is not None for f in tracked)  # detections of the followed face
         else:  # already face crops: every frame is the face
             fps, n = self._frame_count(path)
@@ -298,10 +307,11 @@ class Predictor:
     # ------------------------------------------------------------------ images
 
     def predict_image(self, path: Path) -> dict[str, Any]:
-        """The image head on the main (largest confident) face; a video-only model sees the image
-        as a still clip. The crop follows the eval transform: resize to 1.2x, centre crop."""
+        """The image head on the main (largest confident) face; a model whose image head was never
+        trained (``--no-sfer``) sees the image as a still clip through its video head. The crop
+        follows the eval transform: resize to 1.2x, centre crop."""
         image = read_image(path)
-        task = "image" if "image" in self.model.head else "video" if "video" in self.model.head else next(iter(self.model.head))
+        task = self.image_task
         faces = self._detect(path, image[None])[0] if self.align_faces else []
         face = max(faces, key=lambda f: f.side * f.prob) if faces else None
         rows: list[dict[str, Any]] = [{"face": face is not None or not self.align_faces, "faces_in_image": len(faces)}]

@@ -28,6 +28,7 @@ import torch
 
 from pipelines import Augment, JointLoader, Loader, LoaderConfig, open_dataset
 from pipelines.mixing import BatchMixer
+from preprocess.lock import folder_lock
 from preprocess.manifest import Manifest, ManifestError, load_manifest, load_sfer
 
 from ..analysis.plots import plot_scores
@@ -135,6 +136,9 @@ class Run:
         self.fold = cfg.fold or next(iter(m.folds))
         folder = _shard_folder(m, cfg.data_root, cfg.manifest)
         self.train_ds = open_dataset(m, folder, self.fold, "train")
+        if not len(self.train_ds):
+            raise ManifestError(f"{m.source or m.name}: fold {self.fold} has no training samples (partitions "
+                                f"{', '.join(m.folds[self.fold].train) or 'none'}); s4d eval scores a model on evaluation-only data")
         self.test_ds = open_dataset(m, folder, self.fold, "test") if m.folds[self.fold].test else None
         self.val_ds = None
         if cfg.select == "val":  # held out of the training fold: never trained on
@@ -187,6 +191,8 @@ class Run:
         self.optimizer = build_optimizer(self.model, cfg.optim, global_batch=cfg.video_batch * world * cfg.accum)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.epochs, steps, global_batch=cfg.video_batch * world * cfg.accum)
         self.checkpointer = Checkpointer(self.out, self.model, self.optimizer, self.scheduler, self.dist)
+        loaders = {"train": self.video, **({"images": self.joint.image} if self.joint else {})}
+        self.checkpointer.fingerprint = data_fingerprint({k: v.ds for k, v in loaders.items()}, {k: v.backend for k, v in loaders.items()})
         self.autocast = autocast_dtype(cfg.amp, self.device)
         self.batches_per_epoch = batches
         self.selector = None
@@ -213,6 +219,8 @@ class Checkpointer:
         self.ckpt = out / "checkpoints" / "last.safetensors"
         self.state_path = out / "checkpoints" / "state.pt"
         self.selection: dict[str, Any] | None = None  # the best-so-far of model selection, as resumed
+        self.fingerprint: dict[str, Any] | None = None  # what the run trains on; a resume must match it
+        self.notes: list[str] = []  # what resume repaired, for the log
 
     def save(self, epoch: int, step: int, extra: dict[str, Any] | None = None, selection: dict[str, Any] | None = None) -> None:
         """Every rank contributes its RNG states (Mixup and masks differ per rank); rank 0 writes
@@ -222,7 +230,7 @@ class Checkpointer:
         if not self.dist.main:  # every rank holds the same weights and optimizer state
             return
         state = {"epoch": epoch, "step": step, "world": self.dist.world, "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": rngs, "selection": selection}
+                 "scheduler": self.scheduler.state_dict(), "rng": rngs, "selection": selection, "fingerprint": self.fingerprint}
         tmp = self.state_path.with_name("state.pt.tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, tmp)
@@ -234,11 +242,19 @@ class Checkpointer:
         tmp = self.state_path.with_name("state.pt.tmp")
         if not self.state_path.is_file() and not tmp.is_file():
             return 0, 0
-        weights_epoch = json.loads(self.ckpt.with_suffix(".json").read_text()).get("epoch") if self.ckpt.is_file() else None
-        state = torch.load(self.state_path, map_location="cpu", weights_only=True) if self.state_path.is_file() else None
+        weights_epoch = _weights_epoch(self.ckpt) if self.ckpt.is_file() else None
+        state = _read_state(self.state_path) if self.state_path.is_file() else None
         if tmp.is_file():
-            pending = torch.load(tmp, map_location="cpu", weights_only=True)
-            if pending["epoch"] == weights_epoch:  # killed after the weights, before the rename
+            try:
+                pending = _read_state(tmp)
+            except ValueError as err:  # a kill or a full disk during the save: the last complete state stands
+                aside = tmp.with_name(tmp.name + ".unreadable")
+                if self.dist.main:
+                    with contextlib.suppress(OSError):
+                        os.replace(tmp, aside)
+                self.notes.append(f"set aside {aside.name} ({err}); resuming from the last complete state")
+                pending = None
+            if pending is not None and pending["epoch"] == weights_epoch:  # killed after the weights, before the rename
                 state = pending
         if state is None or state["epoch"] != weights_epoch:
             raise ValueError(f"{self.state_path.parent}: weights (epoch {weights_epoch}) and optimizer state "
@@ -246,12 +262,58 @@ class Checkpointer:
         if state["world"] != self.dist.world:
             raise ValueError(f"{self.state_path}: saved by {state['world']} process(es); resume with the same number "
                              f"(now {self.dist.world}) for an exact continuation")
+        old = state.get("fingerprint")
+        if old is not None and self.fingerprint is not None and old != self.fingerprint:
+            diff = ", ".join(f"{k}: {old.get(k)} -> {self.fingerprint.get(k)}" for k in sorted(set(old) | set(self.fingerprint))
+                             if old.get(k) != self.fingerprint.get(k))
+            raise ValueError(f"{self.state_path}: the run started on other data or settings ({diff}); resuming would not "
+                             "continue the same run: restore them, or start a new --out")
         self.model.load_state_dict(load_model(self.ckpt).state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"][self.dist.rank])
         self.selection = state.get("selection")
         return state["epoch"] + 1, state["step"]
+
+
+def data_fingerprint(datasets: dict[str, Any], backends: dict[str, str]) -> dict[str, Any]:
+    """What a run trains on, for resume to compare: per dataset its sample count and a hash of
+    its keys, labels, frame counts and shard file sizes; and the loader backends (DALI and the
+    fallback draw different augmentations)."""
+    import hashlib
+
+    out: dict[str, Any] = {}
+    for name, ds in datasets.items():
+        h = hashlib.sha256()
+        h.update("\n".join(ds.keys).encode())
+        h.update(np.ascontiguousarray(ds.labels, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(ds.frames, dtype=np.int64).tobytes())
+        h.update(" ".join(str(p.stat().st_size) for p in ds.reader.paths).encode())
+        out[f"{name} samples"] = len(ds)
+        out[f"{name} data"] = h.hexdigest()[:16]
+    out.update({f"{name} backend": b for name, b in backends.items()})
+    return out
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """A ``state.pt`` read without executing anything (``weights_only``); any failure is one
+    ValueError naming the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, zero bytes, or not ours (a planted pickle is refused here)
+        raise ValueError(f"{path}: unreadable as an s4d training state ({type(err).__name__}: "
+                         f"{str(err).strip().splitlines()[0][:120] if str(err).strip() else 'no detail'})") from None
+    if not isinstance(state, dict) or not {"epoch", "step", "world", "optimizer", "scheduler", "rng"} <= set(state):
+        raise ValueError(f"{path}: not an s4d training state (keys missing)")
+    return state
+
+
+def _weights_epoch(ckpt: Path) -> int | None:
+    meta = ckpt.with_suffix(".json")
+    try:
+        return json.loads(meta.read_text()).get("epoch")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"{meta}: unreadable checkpoint metadata ({type(err).__name__}); start a new --out") from None
 
 
 def write_config(out: Path, cfg: Any) -> None:
@@ -341,6 +403,11 @@ def start_run(cfg: Any, out: Path, log) -> tuple[Dist, torch.device, Any]:
     return d, device, (log if d.main else (lambda *_: None))
 
 
+def run_lock(out: Path, d: Dist):
+    """The run folder, held by this run's rank 0 against a second process on the same --out."""
+    return folder_lock(out, "this run folder") if d.main else contextlib.nullcontext()
+
+
 def commit_config(cfg: Any, out: Path, d: Dist) -> None:
     """Write (or check) ``config.json`` once the run's inputs have been validated, so a failed
     start does not pin a folder to wrong settings."""
@@ -355,6 +422,8 @@ def run_epochs(one_epoch, checkpointer: Checkpointer, out: Path, epochs: int, d:
     its log line (and, with a ``selector``, its score and a new best checkpoint) as one
     uninterruptible unit. Returns False if stopped early on purpose."""
     start, step = checkpointer.resume()
+    for note in checkpointer.notes:
+        log(note)
     if d.main:
         _trim_metrics(out / "metrics.jsonl", start)
     if selector is not None:
@@ -396,6 +465,11 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
     """Run (or resume) fine-tuning; returns the summary, or None if stopped early on purpose."""
     out = Path(cfg.out)
     d, device, log = start_run(cfg, out, log)
+    with run_lock(out, d):
+        return _train(cfg, out, d, device, log, stop_after_epochs)
+
+
+def _train(cfg: TrainConfig, out: Path, d: Dist, device: torch.device, log, stop_after_epochs: int | None) -> dict[str, Any] | None:
     run = Run(cfg, d, device)
     commit_config(cfg, out, d)
     if run.val_ds is not None and d.main:

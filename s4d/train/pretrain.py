@@ -26,7 +26,7 @@ from preprocess.manifest import load_mixture
 
 from ..models import build_mae
 from ..runtime import autocast, autocast_dtype, dali_device_id
-from .finetune import Checkpointer, commit_config, run_epochs, start_run
+from .finetune import Checkpointer, commit_config, run_lock, run_epochs, start_run
 from .loop import EpochStats, NonFiniteLoss
 from .optim import OptimConfig, build_mae_optimizer, build_scheduler
 
@@ -75,6 +75,11 @@ def lr_batch(cfg: PretrainConfig, mixture) -> int:
 def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=print) -> bool:
     out = Path(cfg.out)
     d, device, log = start_run(cfg, out, log)
+    with run_lock(out, d):
+        return _pretrain(cfg, out, d, device, log, stop_after_epochs)
+
+
+def _pretrain(cfg: PretrainConfig, out: Path, d, device: torch.device, log, stop_after_epochs: int | None) -> bool:
     mixture = load_mixture(cfg.mixture)
     model = build_mae(cfg.size).to(device)
     amp = autocast_dtype(cfg.amp, device)
@@ -84,6 +89,8 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
     loaders, counts = {}, {}
     for i, (source, m) in enumerate(zip(mixture.sources, mixture.manifests())):
         ds = open_dataset(m, m.shard_dir(cfg.data_root), None, "train")
+        if not len(ds):
+            raise ValueError(f"{m.source or m.name}: no training samples to pre-train on (mixture {mixture.name})")
         if m.modality == "video":
             lc = LoaderConfig(batch_size=cfg.video_batch, train=True, size=enc.img_size, frames=m.clip.frames, stride=m.clip.stride,
                               crop=m.clip.crop, augment=Augment.mae_video(), views=source.repeat, seed=cfg.seed + i,

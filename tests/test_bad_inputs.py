@@ -1,0 +1,150 @@
+"""Bad input through the real CLI: exit code 2, one line on stderr that names the input, and
+never a traceback. Every case builds its own tiny input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .media_factory import moving_square, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = {"name": "tiny", "modality": "video", "classes": ["a", "b"], "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
+        "preprocess": {"align": False, "size": 32}, "partitions": ["train", "test"],
+        "folds": {"main": {"train": ["train"], "test": ["test"]}}, "clip": {"frames": 4, "stride": 1}}
+
+
+def s4d(*args, cwd=None, env=None):
+    res = subprocess.run([sys.executable, "-m", "s4d", *map(str, args)], capture_output=True, text=True, timeout=300,
+                         cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300", **(env or {})})
+    return res.returncode, res.stdout, res.stderr
+
+
+def one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    raw = tmp_path_factory.mktemp("raw")
+    rows = ["path,label,split"]
+    for i in range(4):
+        write_video(raw / f"v{i}.webm", moving_square(6, 32, 32, seed=i))
+        rows.append(f"v{i}.webm,{'ab'[i % 2]},{'train' if i < 3 else 'test'}")
+    (raw / "list.csv").write_text("\n".join(rows) + "\n")
+    return raw
+
+
+def _manifest(tmp_path, **changes):
+    spec = json.loads(json.dumps(GOOD))
+    for dotted, value in changes.items():
+        *path, key = dotted.split("__")
+        node = spec
+        for p in path:
+            node = node[p]
+        node[key] = value
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(spec))
+    return f
+
+
+MANIFEST_CASES = [  # (field changes, what the line must name)
+    ({"preprocess__size": "160"}, "preprocess.size: expected an integer, got a string"),
+    ({"folds": ["main"]}, "folds: expected an object, got a list"),
+    ({"clip": "16"}, "clip: expected an object or null, got a string"),
+    ({"name": 7}, "name: expected a string, got an integer"),
+    ({"name": "../outside"}, "name: must be a plain folder name"),
+    ({"classes": "ab"}, "classes: expected a list of strings"),
+    ({"preprocess__align": "yes"}, "preprocess.align: expected true or false"),
+    ({"folds__main__train": "train"}, "folds.main.train: expected a list of strings"),
+]
+
+
+@pytest.mark.parametrize("changes,named", MANIFEST_CASES, ids=[n.split(":")[0] for _, n in MANIFEST_CASES])
+def test_a_malformed_manifest_is_one_line_naming_the_field(raw, tmp_path, changes, named):
+    rc, _, err = s4d("shards", "--manifest", _manifest(tmp_path, **changes), "--raw", raw, "--out", tmp_path / "out")
+    line = one_error_line(err)
+    assert rc == 2 and "bad.json" in line and named in line, line
+    assert not (tmp_path / "out").exists() and not (raw.parent / "outside").exists()  # nothing written
+
+
+def test_a_latin1_csv_names_the_file_and_line(raw, tmp_path):
+    text = (raw / "list.csv").read_text().splitlines()
+    text[2] = text[2].replace("v1.webm", "caf\u00e9.webm")
+    csv = tmp_path / "list.csv"
+    csv.write_bytes(("\n".join(text) + "\n").encode("latin-1"))
+    rc, _, err = s4d("shards", "--csv", csv, "--no-align", "--out", tmp_path / "out")
+    line = one_error_line(err)
+    assert rc == 2 and "list.csv: line 3: not UTF-8" in line
+
+
+def test_a_csv_with_a_byte_order_mark_reads(raw, tmp_path):
+    csv = raw / "bom.csv"
+    csv.write_bytes(b"\xef\xbb\xbf" + (raw / "list.csv").read_bytes())
+    rc, out, err = s4d("shards", "--csv", csv, "--no-align", "--size", "32", "--frames", "4", "--stride", "1", "--out", tmp_path / "out")
+    assert rc == 0, err
+    assert "test 1 kept / 0 skipped, train 3 kept / 0 skipped" in out
+
+
+def test_a_partition_left_empty_fails_after_writing_the_shards(raw, tmp_path):
+    csv = raw / "broken.csv"
+    (raw / "garbage.webm").write_bytes(b"not a video at all" * 100)
+    csv.write_text("path,label,split\nv0.webm,a,train\nv1.webm,b,train\ngarbage.webm,a,test\n")
+    rc, out, err = s4d("shards", "--csv", csv, "--no-align", "--size", "32", "--frames", "4", "--stride", "1", "--out", tmp_path / "out")
+    line = one_error_line(err)
+    assert rc == 2 and "partition test: no sample kept (1 skipped" in line and "garbage.webm" in line
+    assert "test 0 kept / 1 skipped" in out and (tmp_path / "out" / "shards.json").is_file()  # written, and said
+
+
+def test_a_second_shards_run_on_the_same_folder_is_refused(raw, tmp_path):
+    from preprocess.lock import folder_lock
+
+    with folder_lock(tmp_path / "out", "this shard folder"):
+        rc, _, err = s4d("shards", "--manifest", _manifest(tmp_path), "--raw", raw, "--out", tmp_path / "out")
+    line = one_error_line(err)
+    assert rc == 2 and "out: this shard folder is in use by pid" in line
+
+
+def test_training_on_evaluation_only_data_says_so(raw, tmp_path):
+    csv = raw / "eval_only.csv"
+    csv.write_text("path,label,split\nv0.webm,a,test\nv1.webm,b,test\n")
+    rc, out, err = s4d("shards", "--csv", csv, "--no-align", "--size", "32", "--frames", "4", "--stride", "1", "--out", tmp_path / "data")
+    assert rc == 0, err  # an evaluation set is valid data
+    rc, _, err = s4d("train", "--manifest", tmp_path / "data" / "manifest.json", "--size", "debug", "--out", tmp_path / "run",
+                     "--backend", "torch")
+    line = one_error_line(err)
+    assert rc == 2 and "fold main has no training samples" in line
+
+
+def test_a_non_finite_loss_is_one_line(raw, tmp_path):
+    rc, _, err = s4d("shards", "--csv", raw / "list.csv", "--no-align", "--size", "64", "--frames", "4", "--stride", "1",
+                     "--out", tmp_path / "data")
+    assert rc == 0, err
+    rc, _, err = s4d("train", "--manifest", tmp_path / "data" / "manifest.json", "--size", "debug", "--epochs", "1",
+                     "--video-batch", "2", "--no-sfer", "--lr", "inf", "--out", tmp_path / "run", "--backend", "torch")
+    line = one_error_line(err)
+    assert rc == 2 and "NaN/inf" in line
+
+
+def test_an_unexpected_error_is_one_line_with_a_log_of_the_traceback(tmp_path, monkeypatch, capsys):
+    import s4d.cli as cli
+
+    def broken(*args, **kwargs):
+        raise KeyError("index.parquet")
+
+    monkeypatch.setenv("S4D_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setattr(cli, "app", broken)
+    with pytest.raises(SystemExit) as exit_:
+        cli.run()
+    assert exit_.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "unexpected KeyError: 'index.parquet'" in line and "--debug" in line
+    logs = list((tmp_path / "logs").iterdir())
+    assert len(logs) == 1 and str(logs[0]) in line and "Traceback" in logs[0].read_text()
