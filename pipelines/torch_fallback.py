@@ -28,19 +28,18 @@ def decode_clip(data: np.ndarray, indices: np.ndarray) -> np.ndarray:
     count = 0
     try:
         with av.open(io.BytesIO(data.tobytes())) as container:
-            frame = None
             for count, frame in enumerate(container.decode(video=0), 1):
                 if count - 1 in wanted:
                     frames[count - 1] = frame.to_ndarray(format="rgb24")
                 if count > max(wanted):
                     break
-            if frame is not None and count - 1 not in frames:  # a short clip: its last frame stands in
-                frames[count - 1] = frame.to_ndarray(format="rgb24")
     except (av.error.FFmpegError, IndexError, OSError) as err:  # IndexError: no video stream
         raise ValueError(f"clip does not decode ({type(err).__name__}: {err})") from None
     if not count:
         raise ValueError("clip has no decodable frames")
-    return np.stack([frames[min(int(i), count - 1)] for i in indices])
+    if max(wanted) >= count:  # the index promised more frames: damaged data is an error, never padded
+        raise ValueError(f"clip decodes to {count} frames, frame {max(wanted)} was asked for (damaged or truncated)")
+    return np.stack([frames[int(i)] for i in indices])
 
 
 def decode_image(data: np.ndarray) -> np.ndarray:

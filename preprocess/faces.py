@@ -172,6 +172,7 @@ class AlignedClip:
     frames: np.ndarray  # (T, size, size, 3) uint8
     faces_found: int
     faces_filled: int  # frames without a face, aligned with the nearest detected frame's geometry
+    span: tuple[int, int]  # [first, last + 1) frames of the source kept: where the face is
 
 
 class NotEnoughFaces(Exception):
@@ -188,11 +189,19 @@ def fill_nearest(faces: list[Face | None]) -> list[Face]:
     return [faces[i] if faces[i] is not None else faces[int(idx[np.argmin(np.abs(idx - i))])] for i in range(len(faces))]
 
 
-def align_clip(frames: np.ndarray, faces: list[Face | None], margin: float, size: int, min_face_fraction: float,
-               geometry: Geometry = "crop") -> AlignedClip:
-    found = sum(f is not None for f in faces)
-    if found == 0 or found < min_face_fraction * len(faces):
-        raise NotEnoughFaces(f"faces found in {found}/{len(faces)} frames (minimum {min_face_fraction:.0%})")
-    filled = fill_nearest(faces)
-    aligned = np.stack([align(fr, f, margin, size, geometry) for fr, f in zip(frames, filled)])
-    return AlignedClip(aligned, found, len(faces) - found)
+def align_clip(frames: np.ndarray, faces: list[Face | None], margin: float, size: int, min_face_frames: int,
+               geometry: Geometry = "crop", min_face_fraction: float = 0.0) -> AlignedClip:
+    """The span from the first to the last frame with a face, aligned (frames between without a
+    face borrow the nearest detection). Kept when it holds ``min_face_frames`` face frames (one
+    training window; the clip's length if shorter) and, optionally, ``min_face_fraction`` of
+    all frames; otherwise ``NotEnoughFaces`` says how many face frames were found."""
+    found_at = [i for i, f in enumerate(faces) if f is not None]
+    need = min(min_face_frames, len(faces))
+    if not found_at or len(found_at) < need or len(found_at) < min_face_fraction * len(faces):
+        rule = f"{need} (one training window; min_face_frames)" if len(found_at) < need or not found_at else \
+            f"{min_face_fraction:.0%} of the frames (min_face_fraction)"
+        raise NotEnoughFaces(f"a face in {len(found_at)} of {len(faces)} frames; a clip needs {rule}")
+    a, b = found_at[0], found_at[-1] + 1
+    filled = fill_nearest(list(faces[a:b]))
+    aligned = np.stack([align(fr, f, margin, size, geometry) for fr, f in zip(frames[a:b], filled)])
+    return AlignedClip(aligned, len(found_at), (b - a) - len(found_at), (a, b))

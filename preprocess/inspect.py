@@ -29,17 +29,18 @@ def verify_folder(target: str, data_root: str | Path | None = None) -> str:
     if manifest is None:
         raise ManifestError(f"{folder}: no manifest.json here and its manifest name is not in manifests/; pass the manifest instead")
     summary = verify_shards(manifest, folder, checksums=True)
-    return f"  verified: {len(summary['shards'])} shards match shards.json (sizes, sha256, counts, classes)"
+    return (f"  verified: {len(summary['shards'])} shards match shards.json (sizes, sha256, counts, classes); every .idx matches "
+            "its tar; every index.parquet row matches its sample's own record")
 
 
 def describe(target: str, data_root: str | Path | None = None) -> str:
     import pyarrow.parquet as pq
 
-    folder, _ = _resolve(target, data_root)
+    folder, manifest = _resolve(target, data_root)
     index, summary_path = folder / "index.parquet", folder / "shards.json"
     if not index.is_file() or not summary_path.is_file():
         raise ManifestError(f"{folder}: no index.parquet/shards.json (run `s4d shards` first)")
-    summary = read_json_file(summary_path)
+    summary = verify_shards(manifest, folder) if manifest is not None else read_json_file(summary_path)  # the cheap checks
     rows = pq.read_table(index).to_pylist()
     classes = summary["classes"]
     lines = [f"{summary['manifest']}: {len(rows)} samples, {len(summary['shards'])} shards, "

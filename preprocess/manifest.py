@@ -50,7 +50,11 @@ class Preprocess:
     geometry: Literal["squash", "crop"] = "crop"
     codec: Literal["vp9", "mjpeg", "jpeg"] = "vp9"
     quality: int = 31  # VP9 crf (31: ~36 dB, BENCHMARKS.md), MJPEG quantiser, or JPEG quality
-    min_face_fraction: float = 0.5  # drop a clip only when fewer frames than this have a face
+    # A clip is kept when it has face frames for one training window (clip.frames x clip.stride,
+    # or its length if shorter), stored over the span where the face is; ``min_face_frames``
+    # sets another count, ``min_face_fraction`` adds a share of all frames (0: off).
+    min_face_frames: int | None = None
+    min_face_fraction: float = 0.0
     shard_samples: int = 1000  # samples per shard (160 px VP9 clips of ~64 frames are ~45 KB: ~45 MB shards)
     frames_fps: float = 25.0  # frame rate recorded for releases that ship frame folders
 
@@ -260,6 +264,8 @@ def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
         raise bad("preprocess.geometry", f"must be squash or crop, got {pre.geometry!r}")
     if not isinstance(pre.margin, (int, float)) or not pre.margin > -1.0:
         raise bad("preprocess.margin", f"must be a number above -1 (a fraction of the face box), got {pre.margin!r}")
+    if pre.min_face_frames is not None and pre.min_face_frames < 1:
+        raise bad("preprocess.min_face_frames", f"must be a positive count, got {pre.min_face_frames}")
     if not 0.0 <= pre.min_face_fraction <= 1.0:
         raise bad("preprocess.min_face_fraction", f"must be in [0, 1], got {pre.min_face_fraction}")
 
@@ -385,42 +391,7 @@ def load_mixture(name: str | os.PathLike) -> Mixture:
 
 
 def verify_shards(manifest: Manifest, folder: str | os.PathLike, *, checksums: bool = False) -> dict[str, Any]:
-    """Check preprocessed shards against their manifest before anything trains on them:
-    ``shards.json`` present, classes equal, every listed shard and index file present with the
-    recorded size (and sha256 with ``checksums``), counts equal to ``index.parquet``. Returns
-    the shards summary; raises ``ManifestError`` naming the file otherwise."""
-    import pyarrow.parquet as pq
+    """See ``preprocess.verify.verify_shards`` (kept here for the callers that import it from manifests)."""
+    from .verify import verify_shards as verify
 
-    from .shards import sha256
-
-    folder = Path(folder)
-    summary_path = folder / "shards.json"
-    if not summary_path.is_file():
-        raise ManifestError(f"{summary_path}: missing; preprocess first (s4d shards --manifest {manifest.name})")
-    summary = read_json_file(summary_path)
-    missing_keys = sorted({"manifest", "classes", "shards", "counts"} - set(summary if isinstance(summary, dict) else {}))
-    if missing_keys:
-        raise ManifestError(f"{summary_path}: missing field(s) {missing_keys}; re-run `s4d shards` to rewrite it")
-    if summary.get("manifest") != manifest.name:
-        raise ManifestError(f"{summary_path}: written for manifest {summary.get('manifest')!r}, not {manifest.name!r}")
-    if tuple(summary.get("classes", ())) != manifest.classes:
-        raise ManifestError(f"{summary_path}: classes {summary.get('classes')} differ from the manifest's {list(manifest.classes)}")
-    for shard in summary["shards"]:
-        tar = folder / shard["file"]
-        if not tar.is_file():
-            raise ManifestError(f"{tar}: shard listed in shards.json is missing")
-        if tar.stat().st_size != shard["bytes"]:
-            raise ManifestError(f"{tar}: {tar.stat().st_size} bytes, shards.json says {shard['bytes']} (corrupt or truncated)")
-        if not tar.with_suffix(".idx").is_file():
-            raise ManifestError(f"{tar.with_suffix('.idx')}: DALI index missing")
-        if checksums and sha256(tar) != shard["sha256"]:
-            raise ManifestError(f"{tar}: sha256 differs from shards.json (corrupt)")
-    index = pq.read_table(folder / "index.parquet", columns=["partition", "label"]).to_pydict()
-    for partition, count in summary["counts"].items():
-        rows = sum(p == partition for p in index["partition"])
-        if rows != count:
-            raise ManifestError(f"{folder / 'index.parquet'}: {rows} rows for {partition}, shards.json says {count}")
-    bad = sorted({lab for lab in index["label"] if not -1 <= lab < len(manifest.classes)})
-    if bad:
-        raise ManifestError(f"{folder / 'index.parquet'}: labels {bad} outside the manifest's {len(manifest.classes)} classes")
-    return summary
+    return verify(manifest, folder, checksums=checksums)

@@ -96,8 +96,11 @@ class SampleProcessor:
 
         frames, fps = read_video(s.source) if s.kind == "video" else read_frame_folder(s.source, pre.frames_fps)
         if pre.align:
-            clip = align_clip(frames, self.detector.detect(frames), pre.margin, pre.size, pre.min_face_fraction, pre.geometry)
+            window = self.m.clip.frames * self.m.clip.stride if self.m.clip else 1
+            clip = align_clip(frames, self.detector.detect(frames), pre.margin, pre.size, pre.min_face_frames or window,
+                              pre.geometry, pre.min_face_fraction)
             out, found, filled = clip.frames, clip.faces_found, clip.faces_filled
+            row["face_span"] = list(clip.span)  # source frames kept: where the face is
         else:
             out, found, filled = np.stack([fit_frame(f, pre.size, pre.geometry) for f in frames]), 0, 0
         row.update(frames=len(out), fps=fps, faces_found=found, faces_filled=filled)

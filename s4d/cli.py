@@ -58,22 +58,32 @@ def _write_traceback() -> str:
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """Known input errors become one clear line on stderr and exit code 2."""
-    from pipelines import GpuDecodeError
-
-    from .checkpoint import CheckpointError
-
     try:
         yield
     except KeyboardInterrupt:
         err_console.print("[bold yellow]interrupted:[/] re-run the same command to continue from the last finished step/epoch")
         raise typer.Exit(130) from None
-    except (CheckpointError, GpuDecodeError, ValueError, FloatingPointError) as err:  # NonFiniteLoss is a FloatingPointError
+    except (ValueError, FloatingPointError, RuntimeError) as err:  # NonFiniteLoss is a FloatingPointError
+        if not _known(err):
+            raise
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except OSError as err:  # a missing, unreadable, read-only or full file or folder: the message names it
         text = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
         err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def _known(err: BaseException) -> bool:
+    """Errors that describe bad input: ValueError (ManifestError, ShardError, MediaError,
+    CheckpointError, ...), a non-finite loss, and the loader's GpuDecodeError (looked up only if
+    the loader ran, so that answering an input error never imports torch)."""
+    import sys
+
+    if isinstance(err, (ValueError, FloatingPointError)):
+        return True
+    loader = sys.modules.get("pipelines.loader")
+    return loader is not None and isinstance(err, loader.GpuDecodeError)
 
 
 def _version(value: bool) -> None:
@@ -135,6 +145,9 @@ def shards(
     as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print the report as one JSON object.")] = False,
     max_skipped: Annotated[float, typer.Option(min=0.0, max=1.0, help="Exit 2 when more than this share of the listed samples "
                                                                      "is skipped (the shards are still written).")] = 0.05,
+    min_face_frames: Annotated[Optional[int], typer.Option(min=1, help="With alignment: keep a clip with at least this many face "
+                                                                      "frames, stored over the span where the face is "
+                                                                      "(default: one training window, frames x stride).")] = None,
 ) -> None:
     """Preprocess a raw dataset into WebDataset shards (resumable: re-run to continue)."""
     from preprocess.lock import folder_lock
@@ -154,6 +167,10 @@ def shards(
                 raise ValueError("--raw is required with --manifest: the folder of the raw release")
         if as_json and not dry_run:
             raise ValueError("--json goes with --dry-run")
+        if min_face_frames is not None:
+            import dataclasses
+
+            m = dataclasses.replace(m, preprocess=dataclasses.replace(m.preprocess, min_face_frames=min_face_frames))
         if dry_run:
             from preprocess.dryrun import dry_run as list_release, print_report
 
@@ -227,15 +244,16 @@ def _print_counts(summary: dict) -> None:
 def inspect(
     target: Annotated[str, typer.Argument(help="A shard folder (with index.parquet) or a manifest name/path.")],
     data_root: Annotated[Optional[Path], typer.Option("--data-root", envvar="S4D_DATA", help="Where generated data lives (default ./data).")] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Also check every shard against shards.json (sizes, sha256, counts, classes).")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Check everything: every tar against its sha256, every .idx against its tar, every index row against its sample's own record, nothing unlisted.")] = False,
 ) -> None:
     """Counts per partition and class, and face-detection statistics, of preprocessed shards."""
     from preprocess.inspect import describe, verify_folder
 
     with one_line_errors():
+        checked = verify_folder(target, data_root) if verify else None  # first: describing broken data would fail vaguely
         typer.echo(describe(target, data_root))
-        if verify:
-            typer.echo(verify_folder(target, data_root))
+        if checked:
+            typer.echo(checked)
 
 
 # ----------------------------------------------------------------------------- training

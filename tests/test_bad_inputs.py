@@ -148,3 +148,69 @@ def test_an_unexpected_error_is_one_line_with_a_log_of_the_traceback(tmp_path, m
     assert "unexpected KeyError: 'index.parquet'" in line and "--debug" in line
     logs = list((tmp_path / "logs").iterdir())
     assert len(logs) == 1 and str(logs[0]) in line and "Traceback" in logs[0].read_text()
+
+
+@pytest.fixture(scope="module")
+def pristine(raw, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pristine") / "data"
+    rc, _, err = s4d("shards", "--csv", raw / "list.csv", "--no-align", "--size", "32", "--frames", "4", "--stride", "1", "--out", out)
+    assert rc == 0, err
+    rc, text, err = s4d("inspect", out, "--verify")
+    assert rc == 0 and "verified" in text, err
+    return out
+
+
+@pytest.fixture
+def shards(pristine, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(pristine, tmp_path / "data"))
+
+
+def _edit_index(folder, edit):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(folder / "index.parquet").to_pylist()
+    edit(rows)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "index.parquet")
+
+
+def _edit_summary(folder, edit):
+    summary = json.loads((folder / "shards.json").read_text())
+    edit(summary)
+    (folder / "shards.json").write_text(json.dumps(summary))
+
+
+def _zero_second_half(folder):
+    """Zeros from a third of the largest tar to its end-of-archive blocks: same size, data lost."""
+    tar = max(folder.glob("*.tar"), key=lambda p: p.stat().st_size)
+    data = tar.read_bytes()
+    a, b = len(data) // 3, len(data) - 1024
+    tar.write_bytes(data[:a] + bytes(b - a) + data[b:])
+
+
+def _swap_labels(rows):
+    rows[0]["label"], rows[1]["label"] = rows[1]["label"], rows[0]["label"]
+
+
+VERIFY_CASES = [  # (break it, what the one line must say)
+    (lambda f: _edit_index(f, _swap_labels), "its own record in"),
+    (lambda f: _edit_index(f, lambda rows: rows.append(dict(rows[0]))), "listed twice"),
+    (lambda f: _edit_index(f, lambda rows: rows[0].update(label=9)), "labels [9] outside"),
+    (lambda f: sorted(f.glob("*.idx"))[0].write_text("v1.2 1 1\njpg 0 1 x.jpg\n"), ".idx: does not match"),
+    (lambda f: sorted(f.glob("*.tar"))[0].rename(f / "renamed.tar"), "shard listed in shards.json is missing"),
+    (lambda f: _edit_summary(f, lambda s: s.update(shards=[], counts={})), "names shard(s) not in shards.json"),
+    (lambda f: _edit_summary(f, lambda s: s["shards"][0].update(bytes=str(s["shards"][0]["bytes"]))), "shards[0].bytes: expected int"),
+    (lambda f: _edit_summary(f, lambda s: s.pop("shards")), "missing field(s) ['shards']"),
+    (_zero_second_half, "sha256 differs from shards.json"),
+    (lambda f: (f / "index.parquet").unlink(), "index.parquet: missing"),
+]
+
+
+@pytest.mark.parametrize("breakage,named", VERIFY_CASES, ids=[n[:24] for _, n in VERIFY_CASES])
+def test_inspect_verify_finds_what_is_wrong_in_one_line(shards, breakage, named):
+    breakage(shards)
+    rc, out, err = s4d("inspect", shards, "--verify")
+    line = one_error_line(err)
+    assert rc == 2 and named in line, line

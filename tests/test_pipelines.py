@@ -504,3 +504,13 @@ def test_taking_exactly_an_epochs_batches_keeps_the_graph(clip_shards):
     assert pipe is not None and loader._pipe is pipe
     fresh = list(Loader(ds, cfg(True), backend="dali").epoch(1))
     assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(again, fresh))
+
+
+def test_a_clip_that_decodes_short_is_an_error_not_padding(tmp_path):
+    from preprocess.encode import encode_clip
+    from pipelines.torch_fallback import decode_clip
+
+    data = np.frombuffer(encode_clip(moving_square(6, 32, 32), 25.0, "vp9", 31), np.uint8)
+    assert decode_clip(data, np.array([0, 2, 5])).shape == (3, 32, 32, 3)
+    with pytest.raises(ValueError, match="decodes to 6 frames, frame 9 was asked for"):
+        decode_clip(data, np.array([0, 3, 6, 9]))

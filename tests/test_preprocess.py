@@ -205,10 +205,26 @@ def test_frames_without_a_face_borrow_the_nearest_and_too_few_faces_skip():
     g = Face((5, 5, 15, 15), 0.99, np.zeros((5, 2)))
     assert fill_nearest([None, f, None, None, g, None]) == [f, f, f, g, g, g]
     frames = np.zeros((4, 32, 32, 3), np.uint8)
-    clip = align_clip(frames, [f, None, None, g], 0.25, 16, 0.5)
-    assert clip.faces_found == 2 and clip.faces_filled == 2 and clip.frames.shape == (4, 16, 16, 3)
-    with pytest.raises(NotEnoughFaces, match="faces found in 1/4 frames"):
-        align_clip(frames, [f, None, None, None], 0.25, 16, 0.5)
+    clip = align_clip(frames, [f, None, None, g], 0.25, 16, 2)
+    assert clip.faces_found == 2 and clip.faces_filled == 2 and clip.frames.shape == (4, 16, 16, 3) and clip.span == (0, 4)
+    with pytest.raises(NotEnoughFaces, match="a face in 1 of 4 frames; a clip needs 2"):
+        align_clip(frames, [f, None, None, None], 0.25, 16, 2)
+    with pytest.raises(NotEnoughFaces, match="a face in 0 of 4 frames"):
+        align_clip(frames, [None] * 4, 0.25, 16, 1)
+
+
+def test_a_clip_with_a_face_in_part_of_its_frames_keeps_that_span():
+    """A phone clip with a face for 3 s of 7 s (43% of its frames): one training window of face
+    frames (16 x stride 4 = 64) is there, so the clip is kept, cut to where the face is."""
+    f = Face((0, 0, 10, 10), 0.99, np.zeros((5, 2)))
+    faces = [None] * 100 + [f] * 75  # 175 frames at 25 fps = 7 s, the face in the last 3 s
+    frames = np.zeros((175, 32, 32, 3), np.uint8)
+    clip = align_clip(frames, faces, 0.25, 16, 64)
+    assert clip.span == (100, 175) and clip.frames.shape[0] == 75 and clip.faces_found == 75
+    with pytest.raises(NotEnoughFaces, match="a face in 75 of 175 frames; a clip needs 80"):
+        align_clip(frames, faces, 0.25, 16, 80)
+    short = align_clip(frames[:10], [f] * 10, 0.25, 16, 64)  # shorter than a window: its length
+    assert short.frames.shape[0] == 10
 
 
 def test_real_face_is_found_and_centred_and_no_face_is_reported(tmp_path, fixtures_dir):
