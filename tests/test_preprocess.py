@@ -243,8 +243,8 @@ def test_real_face_is_found_and_centred_and_no_face_is_reported(tmp_path, fixtur
     result = finalize(m, out)
     assert result["counts"] == {"train": 1, "test": 0}
     reason = result["problems"][0]["reason"]
-    assert "noface.mp4: faces found in" in reason
-    assert int(reason.split("faces found in ")[1].split("/")[0]) <= 3  # at most a stray false positive
+    assert "noface.mp4: a face in" in reason and "a clip needs 32 (one training window" in reason
+    assert int(reason.split("a face in ")[1].split(" of ")[0]) <= 3  # at most a stray false positive
     row = pq.read_table(out / "index.parquet").to_pylist()[0]
     assert row["frames"] == 72 and row["faces_found"] >= 70
     import av
