@@ -118,7 +118,18 @@ def record_path(out_dir: Path, name: str) -> Path:
 
 def run_task(task: ShardTask, out_dir: Path, process: Callable[[RawSample], tuple[dict[str, bytes], dict[str, Any]]]) -> dict[str, Any]:
     """Write one shard and then its record; a sample that fails is listed with its reason.
-    A shard whose every sample failed gets a record (count 0) and no tar."""
+    A shard whose every sample failed gets a record (count 0) and no tar. A write that fails
+    (a full disk) names the shard and leaves no partial file behind."""
+    try:
+        return _run_task(task, out_dir, process)
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, f"{err.strerror or err}; free space, then re-run the same command to resume",
+                      str(out_dir / f"{task.name}.tar")) from None
+
+
+def _run_task(task: ShardTask, out_dir: Path, process: Callable[[RawSample], tuple[dict[str, bytes], dict[str, Any]]]) -> dict[str, Any]:
     rows, problems = [], []
     tar = out_dir / f"{task.name}.tar"
     with ShardWriter(tar) as writer:

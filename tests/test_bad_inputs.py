@@ -214,3 +214,40 @@ def test_inspect_verify_finds_what_is_wrong_in_one_line(shards, breakage, named)
     rc, out, err = s4d("inspect", shards, "--verify")
     line = one_error_line(err)
     assert rc == 2 and named in line, line
+
+
+def _file_size_limit(limit: int):
+    """preexec_fn: writes past ``limit`` bytes fail with EFBIG, as a full disk fails with ENOSPC
+    (Python ignores SIGXFSZ, so the write returns an error instead of killing the process)."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_full_disk_during_shards_is_one_line_and_the_rerun_finishes(raw, tmp_path):
+    args = [sys.executable, "-m", "s4d", "shards", "--csv", str(raw / "list.csv"), "--no-align", "--size", "32", "--frames", "4",
+            "--stride", "1", "--out", str(tmp_path / "data")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"}
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env, preexec_fn=_file_size_limit(6000))
+    line = one_error_line(res.stderr)
+    assert res.returncode == 2 and "File too large" in line and str(tmp_path / "data") in line
+    assert not list((tmp_path / "data").glob("*.tar"))  # no partial shard left as if complete
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)  # space freed: resume
+    assert res.returncode == 0, res.stderr
+    rc, out, err = s4d("inspect", tmp_path / "data", "--verify")
+    assert rc == 0 and "verified" in out, err
+
+
+def test_a_full_disk_during_a_checkpoint_save_does_not_block_the_next_run(pristine, tmp_path):
+    import shutil
+
+    data = Path(shutil.copytree(pristine, tmp_path / "data"))
+    args = [sys.executable, "-m", "s4d", "train", "--manifest", str(data / "manifest.json"), "--size", "debug", "--epochs", "2",
+            "--video-batch", "2", "--no-sfer", "--out", str(tmp_path / "run"), "--backend", "torch"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"}
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env, preexec_fn=_file_size_limit(200_000))
+    line = one_error_line(res.stderr)
+    assert res.returncode == 2 and "cannot write the epoch 1 checkpoint" in line and "free space" in line
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "run" / "summary.json").is_file()

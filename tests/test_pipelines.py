@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -514,3 +515,19 @@ def test_a_clip_that_decodes_short_is_an_error_not_padding(tmp_path):
     assert decode_clip(data, np.array([0, 2, 5])).shape == (3, 32, 32, 3)
     with pytest.raises(ValueError, match="decodes to 6 frames, frame 9 was asked for"):
         decode_clip(data, np.array([0, 3, 6, 9]))
+
+
+@pytest.mark.parametrize("backend", [pytest.param("dali", marks=needs_dali), "torch"])
+def test_training_on_a_shard_zeroed_in_place_names_it(clip_shards, tmp_path, backend):
+    """Same size, data gone (the cheap checks on open cannot see it): decoding must fail naming
+    the shard, never train on padded or blank clips."""
+    import shutil
+
+    m, out = clip_shards
+    broken = Path(shutil.copytree(out, tmp_path / "zeroed"))
+    tar = broken / "train-00000.tar"
+    data = tar.read_bytes()
+    a, b = len(data) // 3, len(data) - 1024
+    tar.write_bytes(data[:a] + bytes(b - a) + data[b:])
+    with pytest.raises(ShardError, match="train-00000.tar"):
+        list(Loader(open_dataset(m, broken, role="train"), cfg(True), backend=backend).epoch(0))

@@ -233,8 +233,13 @@ class Checkpointer:
                  "scheduler": self.scheduler.state_dict(), "rng": rngs, "selection": selection, "fingerprint": self.fingerprint}
         tmp = self.state_path.with_name("state.pt.tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, tmp)
-        save_checkpoint(self.model, self.ckpt, extra={"epoch": epoch, **(extra or {})})
+        try:
+            torch.save(state, tmp)
+            save_checkpoint(self.model, self.ckpt, extra={"epoch": epoch, **(extra or {})})
+        except Exception as err:  # a full disk or quota (torch reports it as a RuntimeError, safetensors as its own error)
+            detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            raise OSError(f"{tmp.parent}: cannot write the epoch {epoch + 1} checkpoint ({detail}); free space, then "
+                          "re-run the same command: it resumes from the last complete epoch") from None
         os.replace(tmp, self.state_path)
 
     def resume(self) -> tuple[int, int]:
@@ -256,6 +261,8 @@ class Checkpointer:
                 pending = None
             if pending is not None and pending["epoch"] == weights_epoch:  # killed after the weights, before the rename
                 state = pending
+            if state is None and weights_epoch is None:  # the first save never completed: start afresh
+                return 0, 0
         if state is None or state["epoch"] != weights_epoch:
             raise ValueError(f"{self.state_path.parent}: weights (epoch {weights_epoch}) and optimizer state "
                              f"(epoch {None if state is None else state['epoch']}) do not match; start a new --out")
