@@ -95,9 +95,12 @@ class Loader:
         except ShardError:
             raise
         except (OSError, ValueError) as err:
-            loc = self.ds.reader.locations.get(key)
-            shard = self.ds.reader.paths[loc.shard] if loc else "?"
-            raise ShardError(f"{shard}: cannot read sample {key} ({err})") from None
+            raise ShardError(f"{self._shard_of(key)}: cannot read sample {key} ({err})") from None
+
+    def _shard_of(self, key: str) -> str:
+        """The tar holding a sample, for error messages ("?" if the index does not know it)."""
+        loc = self.ds.reader.locations.get(key)
+        return str(self.ds.reader.paths[loc.shard]) if loc else "?"
 
     # ------------------------------------------------------------------ DALI
     def _read(self, batch: Batch) -> list[np.ndarray]:
@@ -223,7 +226,7 @@ class Loader:
                 return GpuDecodeError(f"GPU {self.device_id}: DALI failed on a batch whose samples all decode on the CPU "
                                       f"({detail}); run `s4d doctor`, or train with --backend torch")
             return ShardError(f"{', '.join(bad)}: does not decode ({detail})")
-        shards = sorted({str(self.ds.reader.paths[self.ds.reader.locations[self.ds.keys[p]].shard]) for p in batch.positions})
+        shards = sorted({self._shard_of(self.ds.keys[p]) for p in batch.positions})
         return ShardError(f"{', '.join(shards)}: decoding failed in DALI ({detail})")
 
     def _cpu_undecodable(self, batch: Batch) -> list[str]:
@@ -242,7 +245,7 @@ class Loader:
                 else:
                     decode_image(data)
             except (ValueError, OSError, ShardError):
-                bad.append(f"{self.ds.reader.paths[self.ds.reader.locations[key].shard]} (sample {key})")
+                bad.append(f"{self._shard_of(key)} (sample {key})")
         return bad
 
     # ------------------------------------------------------------------ PyTorch
@@ -270,8 +273,7 @@ class Loader:
                         else:
                             items.append(tf(decode_image(data)))
                     except (ValueError, OSError) as err:
-                        loc = self.ds.reader.locations[self.ds.keys[p]]
-                        raise ShardError(f"{self.ds.reader.paths[loc.shard]}: sample {self.ds.keys[p]} does not decode ({err})") from None
+                        raise ShardError(f"{self._shard_of(self.ds.keys[p])}: sample {self.ds.keys[p]} does not decode ({err})") from None
                 yield {"pixels": torch.stack(items), "labels": torch.as_tensor(self.ds.labels[batch.positions]),
                        "keys": [self.ds.keys[p] for p in batch.positions]}
         finally:
