@@ -33,9 +33,10 @@ from pipelines import Loader, LoaderConfig, dali_available, open_dataset
 from pipelines.augment import erase_box, rrc_box
 from pipelines.plan import epoch_batches
 from pipelines.sampling import clip_indices
-from preprocess.encode import encode_clip
+from preprocess.shards.encoding import encode_clip
 from preprocess.manifest import parse_manifest
-from preprocess.run import finalize, run_shards
+from preprocess.shards.folder import finalize
+from preprocess.run import run_shards
 
 
 def source_clips(count: int, frames: int) -> list[np.ndarray]:

@@ -22,7 +22,7 @@ import av
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from s4d import build_model, save_checkpoint  # noqa: E402
-from s4d.infer import predict as P  # noqa: E402
+from s4d.infer import predictor as P  # noqa: E402
 
 
 def long_video(src: Path, seconds: int, out: Path) -> tuple[int, int, int, float]:

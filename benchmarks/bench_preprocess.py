@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from preprocess.encode import encode_clip
+from preprocess.shards.encoding import encode_clip
 from preprocess.faces import FaceDetector, align_clip
 from preprocess.media import read_video
 

@@ -19,12 +19,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from preprocess.encode import encode_clip
+from preprocess.shards.encoding import encode_clip
 from preprocess.manifest import parse_manifest
-from preprocess.run import finalize, run_shards
-from s4d.train.finetune import TrainConfig, train
+from preprocess.shards.folder import finalize
+from preprocess.run import run_shards
+from s4d.train.config import TrainConfig
+from s4d.train.finetune import train
 from s4d.train.optim import OptimConfig
-from s4d.train.pretrain import PretrainConfig, pretrain
+from s4d.train.config import PretrainConfig
+from s4d.train.pretrain import pretrain
 
 
 def make_data(root: Path, clips: int, images: int) -> tuple[Path, Path]:

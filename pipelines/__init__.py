@@ -9,6 +9,6 @@ from .config import Augment, LoaderConfig
 from .dataset import ShardDataset, open_dataset
 from .joint import JointLoader
 from .loader import GpuDecodeError, Loader, dali_available
-from .reader import ShardError
+from preprocess.shards.reader import ShardError
 
 __all__ = ["Augment", "GpuDecodeError", "JointLoader", "Loader", "LoaderConfig", "ShardDataset", "ShardError", "dali_available", "open_dataset"]

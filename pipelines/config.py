@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from s4d.models.config import IMAGENET_MEAN, IMAGENET_STD
-
 from .randaug import RandAugmentSpec
+
+# Pixel normalisation of every loader output (ImageNet's, as the reference); the MAE's target
+# un-normalisation (``s4d.models.MAEConfig``) reads these.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess.manifest import Manifest, ManifestError, verify_shards
-
-from .reader import ShardReader
+from preprocess.manifest import Manifest, ManifestError
+from preprocess.shards.encoding import component_ext
+from preprocess.shards.folder import read_index
+from preprocess.shards.reader import ShardReader
+from preprocess.shards.verify import verify_shards
 
 
 @dataclass
@@ -43,23 +45,19 @@ class ShardDataset:
 
     @property
     def media_ext(self) -> str:
-        return {"vp9": "webm", "mjpeg": "avi", "jpeg": "jpg"}[self.manifest.preprocess.codec]
+        return component_ext(self.manifest.preprocess.codec)
 
 
 def open_dataset(manifest: Manifest, folder: str | os.PathLike, fold: str | None = None, role: str = "train") -> ShardDataset:
     """Samples of ``role`` (train/test/val) in ``fold`` (default: the manifest's first fold),
     sorted by key; the shards are checked against ``shards.json`` first."""
-    import pyarrow.parquet as pq
-
     folder = Path(folder)
     summary = verify_shards(manifest, folder)
-    fold = fold or next(iter(manifest.folds))
-    if fold not in manifest.folds:
-        raise ManifestError(f"{manifest.source or manifest.name}: no fold {fold!r} (folds: {list(manifest.folds)})")
+    fold = manifest.fold_name(fold)
     if role not in ("train", "test", "val"):
         raise ValueError(f"role must be train, test or val, got {role!r}")
     partitions = set(getattr(manifest.folds[fold], role))
-    table = pq.read_table(folder / "index.parquet", columns=["key", "shard", "partition", "label", "frames"]).to_pydict()
+    table = read_index(folder, ["key", "shard", "partition", "label", "frames"])
     rows = sorted(
         (k, s, lab, fr) for k, s, p, lab, fr in zip(table["key"], table["shard"], table["partition"], table["label"], table["frames"])
         if p in partitions

@@ -18,11 +18,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from preprocess.shards.reader import ShardError
+
 from .augment import BatchAugment, epoch_generator, rrc_box
 from .config import LoaderConfig
 from .dataset import ShardDataset
 from .plan import Batch, epoch_batches
-from .reader import ShardError
 
 _NOTICE_SHOWN = False
 _NOTICES: set[str] = set()

@@ -53,7 +53,7 @@ def _run_once(device_id: int, data: np.ndarray, video: bool) -> None:
 @functools.cache
 def gpu_decode(device_id: int, codec: str = "vp9") -> GpuDecode:
     """Decodes one JPEG and one clip in the shards' codec (``vp9`` or ``mjpeg``) on the GPU."""
-    from preprocess.encode import encode_clip, encode_image
+    from preprocess.shards.encoding import encode_clip, encode_image
 
     frames = np.random.default_rng(0).integers(0, 256, (8, MIN_NVDEC_SIDE, MIN_NVDEC_SIDE, 3), dtype=np.uint8)
     reasons: list[str | None] = []

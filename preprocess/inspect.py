@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .manifest import Manifest, ManifestError, load_manifest, parse_manifest, read_json_file, verify_shards
+from .manifest import Manifest, ManifestError, load_manifest, parse_manifest, read_json_file
+from .shards.verify import verify_shards
 
 
 def _resolve(target: str, data_root: str | Path | None) -> tuple[Path, Manifest | None]:

@@ -16,11 +16,11 @@ import dataclasses
 import json
 import os
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from .typed_json import json_fields
 
 MANIFESTS_DIR = Path(__file__).resolve().parents[1] / "manifests"
 ADAPTERS = ("dfew", "ferv39k", "mafw", "affectnet", "voxceleb2", "csv")
@@ -100,6 +100,13 @@ class Manifest:
         except ValueError:
             raise ManifestError(f"{self.source or self.name}: unknown class {name!r} (classes: {list(self.classes)})") from None
 
+    def fold_name(self, fold: str | None = None) -> str:
+        """``fold``, checked, or the manifest's first fold when None."""
+        name = fold or next(iter(self.folds))
+        if name not in self.folds:
+            raise ManifestError(f"{self.source or self.name}: no fold {name!r} (folds: {list(self.folds)})")
+        return name
+
     def shard_dir(self, data_root: str | os.PathLike | None = None) -> Path:
         return resolve_data_root(data_root) / self.name
 
@@ -139,92 +146,14 @@ def read_json_file(path: Path) -> Any:
         raise ManifestError(f"{path}: cannot read ({err.strerror})") from None
 
 
-def _read_json(name: str | os.PathLike) -> tuple[Any, Path]:
+def read_manifest_json(name: str | os.PathLike) -> tuple[Any, Path]:
     path = resolve_manifest_path(name)
     return read_json_file(path), path
 
 
 def load_manifest(name: str | os.PathLike) -> Manifest:
-    raw, path = _read_json(name)
+    raw, path = read_manifest_json(name)
     return parse_manifest(raw, path)
-
-
-def _type_ok(value: Any, tp: Any) -> bool:
-    """Does a JSON value fit a field's annotation? (lists stand for tuples; ints for floats.)"""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in args)
-    if tp is type(None):
-        return value is None
-    if origin is Literal:
-        return value in args
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if tp is Path:
-        return isinstance(value, (str, Path))
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_type_ok(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args))
-    if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) and _type_ok(v, args[1]) for k, v in value.items())
-    if dataclasses.is_dataclass(tp):
-        return isinstance(value, dict)
-    return True
-
-
-def _describe(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin is tuple:
-        plural = {str: "strings", int: "integers", float: "numbers"}.get(args[0], "values")
-        return f"a list of {plural}" if len(args) == 2 and args[1] is Ellipsis else f"a list of {len(args)} {plural}"
-    if origin is dict:
-        return "an object"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null", Path: "a path"}
-    return names.get(tp, "an object")
-
-
-def _json_type(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _fields(cls: type, raw: Any, where: str, src: str) -> dict[str, Any]:
-    """The keys of one JSON object for ``cls``: unknown, missing and mistyped keys are errors
-    naming the file, the field, the expected type and what was found."""
-    if not isinstance(raw, dict):
-        raise ManifestError(f"{src}: {where} must be an object, got {_json_type(raw)}")
-    known = {f.name for f in dataclasses.fields(cls)} - {"source"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ManifestError(f"{src}: unknown key(s) in {where}: {', '.join(unknown)}")
-    required = {
-        f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    } - {"source"}
-    missing = sorted(required - set(raw))
-    if missing:
-        raise ManifestError(f"{src}: missing key(s) in {where}: {', '.join(missing)}")
-    hints = typing.get_type_hints(cls)
-    prefix = "" if where.startswith("the ") else f"{where}."
-    for key, value in raw.items():
-        if not _type_ok(value, hints[key]):
-            shown = json.dumps(value)[:40]
-            raise ManifestError(f"{src}: {prefix}{key}: expected {_describe(hints[key])}, got {_json_type(value)} ({shown})")
-    return dict(raw)
 
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -235,7 +164,7 @@ def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
     if isinstance(raw, dict) and "sources" in raw:
         names = [s.get("manifest") for s in raw["sources"] if isinstance(s, dict)]
         raise ManifestError(f"{src}: is a pre-training mixture, not a dataset; use its sources ({', '.join(map(str, names))})")
-    d = _fields(Manifest, raw, "the manifest", src)
+    d = json_fields(Manifest, raw, "the manifest", src, ManifestError)
 
     def bad(field_name: str, why: str) -> ManifestError:
         return ManifestError(f"{src}: {field_name}: {why}")
@@ -249,11 +178,11 @@ def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
     if not classes or len(set(classes)) != len(classes) or not all(isinstance(c, str) and c for c in classes):
         raise bad("classes", "must be a non-empty list of distinct names (empty for unlabelled data is [\"none\"])")
 
-    layout = Layout(**_fields(Layout, d["layout"], "layout", src))
+    layout = Layout(**json_fields(Layout, d["layout"], "layout", src, ManifestError))
     if layout.adapter not in ADAPTERS:
         raise bad("layout.adapter", f"unknown adapter {layout.adapter!r}; known: {', '.join(ADAPTERS)}")
 
-    pre = Preprocess(**_fields(Preprocess, d.get("preprocess", {}), "preprocess", src))
+    pre = Preprocess(**json_fields(Preprocess, d.get("preprocess", {}), "preprocess", src, ManifestError))
     if pre.codec not in ("vp9", "mjpeg", "jpeg"):
         raise bad("preprocess.codec", f"must be vp9, mjpeg or jpeg, got {pre.codec!r}")
     if (pre.codec == "jpeg") != (d["modality"] == "image"):
@@ -274,7 +203,7 @@ def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
         raise bad("partitions", "must be a non-empty list of distinct names")
     folds = {}
     for fold_name, fold_raw in d["folds"].items():
-        f = _fields(Fold, fold_raw, f"folds.{fold_name}", src)
+        f = json_fields(Fold, fold_raw, f"folds.{fold_name}", src, ManifestError)
         fold = Fold(**{k: tuple(v) for k, v in f.items()})
         for role in ("train", "test", "val"):
             unknown = sorted(set(getattr(fold, role)) - set(partitions))
@@ -297,7 +226,7 @@ def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
 
     clip = None
     if d.get("clip") is not None:
-        c = _fields(Clip, d["clip"], "clip", src)
+        c = json_fields(Clip, d["clip"], "clip", src, ManifestError)
         clip = Clip(frames=c.get("frames", 16), stride=c.get("stride", 4), crop=tuple(c["crop"]) if c.get("crop") else None)
         if clip.frames <= 0 or clip.stride <= 0:
             raise bad("clip", f"frames and stride must be positive, got {clip.frames}, {clip.stride}")
@@ -308,7 +237,7 @@ def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
 
     sfer = None
     if d.get("sfer") is not None:
-        sfer = Sfer(**_fields(Sfer, d["sfer"], "sfer", src))
+        sfer = Sfer(**json_fields(Sfer, d["sfer"], "sfer", src, ManifestError))
         if not 0.0 <= sfer.proportion:
             raise bad("sfer.proportion", f"must be >= 0, got {sfer.proportion}")
         if d["modality"] != "video":
@@ -345,53 +274,3 @@ def load_sfer(manifest: Manifest) -> Manifest | None:
     if sfer.modality != "image":
         raise ManifestError(f"{manifest.source}: sfer.manifest {manifest.sfer.manifest!r} is a {sfer.modality} dataset, not images")
     return sfer
-
-
-@dataclass(frozen=True)
-class MixtureSource:
-    manifest: str
-    share: float = 1.0  # fraction of this source's batches used per epoch
-    repeat: int = 1  # views per decoded sample (independent augmentation and masks)
-
-
-@dataclass(frozen=True)
-class Mixture:
-    """A pre-training mixture of datasets (``manifests/pretrain.json``): single-source steps,
-    per epoch ``share`` x one pass of each source's batches."""
-
-    name: str
-    sources: tuple[MixtureSource, ...]
-    description: str = ""
-    source: Path | None = None
-
-    def manifests(self) -> list[Manifest]:
-        base = self.source.parent if self.source else MANIFESTS_DIR
-        out = []
-        for s in self.sources:
-            path = base / s.manifest
-            out.append(load_manifest(path if path.is_file() else s.manifest))
-        return out
-
-
-def load_mixture(name: str | os.PathLike) -> Mixture:
-    raw, path = _read_json(name)
-    src = str(path)
-    d = _fields(Mixture, raw, "the mixture", src)
-    if not isinstance(d["sources"], list) or not d["sources"]:
-        raise ManifestError(f"{src}: sources: must be a non-empty list")
-    sources = []
-    for i, item in enumerate(d["sources"]):
-        s = MixtureSource(**_fields(MixtureSource, item, f"sources[{i}]", src))
-        if not 0 < s.share or s.repeat < 1:
-            raise ManifestError(f"{src}: sources[{i}]: share must be > 0 and repeat >= 1")
-        sources.append(s)
-    mixture = Mixture(d["name"], tuple(sources), d.get("description", ""), path)
-    mixture.manifests()  # every source must exist and validate
-    return mixture
-
-
-def verify_shards(manifest: Manifest, folder: str | os.PathLike, *, checksums: bool = False) -> dict[str, Any]:
-    """See ``preprocess.verify.verify_shards`` (kept here for the callers that import it from manifests)."""
-    from .verify import verify_shards as verify
-
-    return verify(manifest, folder, checksums=checksums)

@@ -5,16 +5,13 @@ them into fixed groups (``preprocess.shard_samples``), so the plan is a pure fun
 sample list: every process, host and re-run agrees on which sample goes into which shard.
 A shard is finished when its record (``NAME.record.json``, written last) exists; re-running
 skips finished shards, and an interrupted shard leaves only ``*.tmp`` files that are redone.
-``--part i/n`` takes shards i, i+n, i+2n, ...; ``finalize`` merges all records into
-``index.parquet`` and ``shards.json`` once every shard is done.
+``--part i/n`` takes shards i, i+n, i+2n, ...; ``shards.folder.finalize`` merges all records
+into ``index.parquet`` and ``shards.json`` once every shard is done.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,32 +19,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .adapters import AdapterResult, RawSample, list_samples
-from .encode import CLIP_EXT, encode_clip, encode_image
+from .adapters import RawSample, list_samples
 from .faces import FaceDetector, NotEnoughFaces, align, align_clip, crop_box, fit_frame
-from .manifest import Manifest, ManifestError
+from .manifest import Manifest
 from .media import MediaError, read_frame_folder, read_image, read_video
-from .shards import ShardWriter, pack_info, sha256, write_json_atomic
-
-PLAN_FILE = "plan.json"
-LEGACY_SETTINGS = {"geometry": "crop"}  # what a plan written before these settings existed was made with
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    name: str
-    partition: str
-    samples: tuple[RawSample, ...]
-
-
-def plan_shards(samples: list[RawSample], manifest: Manifest) -> list[ShardTask]:
-    per = manifest.preprocess.shard_samples
-    tasks = []
-    for partition in manifest.partitions:
-        members = sorted((s for s in samples if s.partition == partition), key=lambda s: s.key)
-        for i in range(0, len(members), per):
-            tasks.append(ShardTask(f"{partition}-{i // per:05d}", partition, tuple(members[i : i + per])))
-    return tasks
+from .shards.encoding import CLIP_EXT, encode_clip, encode_image, pack_info
+from .shards.folder import ShardTask, check_plan, plan_shards, record_path
+from .shards.writer import ShardWriter, sha256, write_json_atomic
 
 
 def parse_part(text: str) -> tuple[int, int]:
@@ -112,10 +90,6 @@ def _json(row: dict[str, Any]) -> bytes:
     return json.dumps(row, sort_keys=True).encode()
 
 
-def record_path(out_dir: Path, name: str) -> Path:
-    return out_dir / f"{name}.record.json"
-
-
 def run_task(task: ShardTask, out_dir: Path, process: Callable[[RawSample], tuple[dict[str, bytes], dict[str, Any]]]) -> dict[str, Any]:
     """Write one shard and then its record; a sample that fails is listed with its reason.
     A shard whose every sample failed gets a record (count 0) and no tar. A write that fails
@@ -177,46 +151,6 @@ def _work(task: ShardTask, out_dir: Path) -> dict[str, Any]:
     return run_task(task, out_dir, _WORKER)
 
 
-def check_plan(out_dir: Path, manifest: Manifest, tasks: list[ShardTask], adapter: AdapterResult) -> None:
-    """Store the plan on the first run; refuse to mix shards of a different plan later."""
-    plan = {
-        "manifest": manifest.name,
-        "classes": list(manifest.classes),
-        "preprocess": dataclasses.asdict(manifest.preprocess),
-        "shards": {t.name: [[s.key, s.label] for s in t.samples] for t in tasks},
-        "excluded": dict(adapter.excluded),
-        "listing_problems": [{"id": p.original_id, "reason": p.reason} for p in adapter.problems],
-        "release": {"layout": adapter.layout, "label_base": adapter.label_base, "paths": dict(adapter.paths)},  # for humans
-    }
-    path = out_dir / PLAN_FILE
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ManifestError(f"{path}: unreadable ({err}); remove it and the shards beside it, or use a new --out") from None
-        if isinstance(old.get("preprocess"), dict):  # written before a setting existed: made with its old behaviour
-            old["preprocess"] = {**LEGACY_SETTINGS, **old["preprocess"]}
-        for field in ("manifest", "classes", "preprocess", "shards"):
-            if old.get(field) != plan[field]:
-                what = "the samples or their labels" if field == "shards" else field
-                detail = _changes(old.get(field), plan[field]) if field == "preprocess" else ""
-                raise ManifestError(
-                    f"{path}: {what} changed since this output was started{detail}; finishing "
-                    "would mix two datasets in one folder: use a new --out directory"
-                )
-        return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, plan)
-
-
-def _changes(old: Any, new: Any) -> str:
-    """`` (geometry: crop -> squash)`` for changed settings; empty for anything but two dicts."""
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return ""
-    diff = [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return f" ({', '.join(diff)})" if diff else ""
-
-
 @dataclass
 class RunSummary:
     planned: int
@@ -264,70 +198,3 @@ def run_shards(
     return RunSummary(len(tasks), done_before, len(todo), pending, problems)
 
 
-def finalize(manifest: Manifest, out_dir: Path) -> dict[str, Any]:
-    """Merge shard records into ``index.parquet`` and ``shards.json``; needs every shard done."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    plan_path = out_dir / PLAN_FILE
-    if not plan_path.is_file():
-        raise ManifestError(f"{out_dir}: no {PLAN_FILE}; run the shards step first")
-    plan = json.loads(plan_path.read_text())
-    if plan.get("manifest") != manifest.name or plan.get("classes") != list(manifest.classes):
-        raise ManifestError(f"{plan_path}: written for manifest {plan.get('manifest')!r} with classes {plan.get('classes')}, "
-                            f"not {manifest.name!r} with {list(manifest.classes)}")
-    missing = [name for name in plan["shards"] if not record_path(out_dir, name).is_file()]
-    if missing:
-        raise ManifestError(f"{out_dir}: {len(missing)} shard(s) not done yet ({', '.join(missing[:3])}...): run the remaining --part jobs")
-    records = [json.loads(record_path(out_dir, name).read_text()) for name in plan["shards"]]
-    rows = [r for rec in records for r in rec["samples"]]
-    problems = plan["listing_problems"] + [p for rec in records for p in rec["problems"]]
-    counts = Counter(r["partition"] for r in rows)
-    columns = ["key", "shard", "partition", "label", "frames", "fps", "faces_found", "faces_filled", "source", "original_id"]
-    table = pa.table({c: [r[c] for r in rows] for c in columns}) if rows else pa.table({c: [] for c in columns})
-    tmp = out_dir / "index.parquet.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, out_dir / "index.parquet")
-    summary = {
-        "manifest": manifest.name,
-        "shards": [
-            {k: rec[k] for k in ("file", "partition", "count", "bytes", "sha256")} for rec in records if rec["file"]
-        ],
-        "counts": {p: counts.get(p, 0) for p in manifest.partitions},
-        "classes": list(manifest.classes),
-        "problems": problems,
-        "excluded": plan["excluded"],
-        "expected_mismatch": {
-            p: {"expected": n, "written": counts.get(p, 0)} for p, n in manifest.expected.items() if counts.get(p, 0) != n
-        },
-    }
-    write_json_atomic(out_dir / "shards.json", summary)
-    return summary
-
-
-def kept_and_skipped(summary: dict[str, Any]) -> dict[str, tuple[int, int]]:
-    """(kept, skipped) per partition from a ``shards.json`` summary; listing problems (media
-    missing before any partition was read) count under "(listing)"."""
-    skipped = Counter(p.get("partition") or "(listing)" for p in summary["problems"])
-    out = {p: (n, skipped.pop(p, 0)) for p, n in summary["counts"].items()}
-    out.update({p: (0, n) for p, n in skipped.items()})
-    return out
-
-
-def shortfalls(summary: dict[str, Any], max_skipped: float) -> list[str]:
-    """Why a preprocessing result must not pass in silence: a partition left empty, or more
-    than ``max_skipped`` of the listed samples skipped. Empty list: fine."""
-    reasons = []
-    per = kept_and_skipped(summary)
-    first = {}
-    for prob in summary["problems"]:
-        first.setdefault(prob.get("partition") or "(listing)", prob["reason"])
-    for p, (kept, skipped) in per.items():
-        if kept == 0 and p != "(listing)":
-            reasons.append(f"partition {p}: no sample kept ({skipped} skipped{', e.g. ' + first[p] if p in first else ''})")
-    kept = sum(k for k, _ in per.values())
-    skipped = sum(s for _, s in per.values())
-    if kept + skipped and skipped / (kept + skipped) > max_skipped:
-        reasons.append(f"{skipped} of {kept + skipped} samples skipped ({100 * skipped / (kept + skipped):.1f}% > "
-                       f"--max-skipped {100 * max_skipped:.0f}%); reasons in shards.json")
-    return reasons

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from s4d import build_model
-from s4d.train.dist import setup
+from s4d.runtime.dist import setup
 from s4d.train.loop import train_epoch
 
 d, device = setup("cpu")

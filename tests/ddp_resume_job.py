@@ -12,7 +12,8 @@ import torch.distributed as dist
 from pipelines import open_dataset
 from preprocess.manifest import load_manifest
 from s4d import load_model
-from s4d.train.finetune import TrainConfig, train
+from s4d.train.config import TrainConfig
+from s4d.train.finetune import train
 from s4d.train.optim import OptimConfig
 from s4d.train.select import holdout_split
 

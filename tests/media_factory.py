@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from preprocess.encode import encode_clip
+from preprocess.shards.encoding import encode_clip
 
 
 def moving_square(frames: int = 24, h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:

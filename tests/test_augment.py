@@ -21,7 +21,8 @@ from pipelines.augment import BatchAugment, erase_box, epoch_generator, rrc_box
 from pipelines.loader import dali_available
 from pipelines.randaug import OPS, RandAugment, RandAugmentSpec
 from preprocess.manifest import parse_manifest
-from preprocess.run import finalize, run_shards
+from preprocess.shards.folder import finalize
+from preprocess.run import run_shards
 
 from .media_factory import moving_square, write_video
 

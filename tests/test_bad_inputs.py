@@ -134,7 +134,7 @@ def test_a_non_finite_loss_is_one_line(raw, tmp_path):
 
 
 def test_an_unexpected_error_is_one_line_with_a_log_of_the_traceback(tmp_path, monkeypatch, capsys):
-    import s4d.cli as cli
+    import s4d.cli.main as cli
 
     def broken(*args, **kwargs):
         raise KeyError("index.parquet")
@@ -158,6 +158,22 @@ def pristine(raw, tmp_path_factory):
     rc, text, err = s4d("inspect", out, "--verify")
     assert rc == 0 and "verified" in text, err
     return out
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "analyze-order"])
+def test_a_pretraining_checkpoint_where_a_classifier_is_needed_is_one_line(pristine, tmp_path, command):
+    from s4d import build_mae, save_checkpoint
+
+    mae = save_checkpoint(build_mae("debug"), tmp_path / "mae.safetensors")
+    video = next(Path(pristine).parent.glob("*.webm"), None) or tmp_path / "clip.webm"
+    if not video.is_file():
+        write_video(video, moving_square(6, 32, 32, seed=0))
+    args = {"eval": ("eval", "-m", pristine / "manifest.json", "-c", mae),
+            "predict": ("predict", video, "-c", mae, "--no-align"),
+            "analyze-order": ("analyze", "order", "-m", pristine / "manifest.json", "-c", mae)}[command]
+    rc, _, err = s4d(*args)
+    line = one_error_line(err)
+    assert rc == 2 and str(mae) in line and "pre-training (MAE) checkpoint has no classifier head" in line
 
 
 @pytest.fixture

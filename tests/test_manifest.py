@@ -117,7 +117,7 @@ def test_data_root_flag_env_default(monkeypatch, tmp_path):
 
 
 def test_pretraining_mixture():
-    from preprocess.manifest import load_mixture
+    from preprocess.mixture import load_mixture
 
     mix = load_mixture("pretrain")
     assert [(s.manifest, s.share, s.repeat) for s in mix.sources] == [("voxceleb2.json", 0.25, 4), ("affectnet8.json", 1.0, 1)]

@@ -13,7 +13,8 @@ from pipelines.augment import BatchAugment, epoch_generator
 from pipelines.loader import dali_available
 from pipelines.sampling import clip_indices, epoch_order, eval_starts, joint_schedule, rank_slice, train_start
 from preprocess.manifest import ManifestError, parse_manifest
-from preprocess.run import finalize, run_shards
+from preprocess.shards.folder import finalize
+from preprocess.run import run_shards
 
 from .media_factory import moving_square, write_image, write_video
 
@@ -508,7 +509,7 @@ def test_taking_exactly_an_epochs_batches_keeps_the_graph(clip_shards):
 
 
 def test_a_clip_that_decodes_short_is_an_error_not_padding(tmp_path):
-    from preprocess.encode import encode_clip
+    from preprocess.shards.encoding import encode_clip
     from pipelines.torch_fallback import decode_clip
 
     data = np.frombuffer(encode_clip(moving_square(6, 32, 32), 25.0, "vp9", 31), np.uint8)

@@ -18,7 +18,9 @@ from preprocess.media import read_image, read_video
 from s4d import build_model, save_checkpoint
 from s4d.checkpoint import CheckpointError, to_reference
 from s4d.demo.faces import make_clip
-from s4d.infer import PredictConfig, Predictor, plot_timeline, write_output
+from s4d.infer import PredictConfig, Predictor, write_output
+from s4d.infer.faces import to_tensor
+from s4d.plots import plot_timeline
 from s4d.infer.tracking import main_face
 from s4d.infer.windows import plan_windows, window_starts
 from s4d.models import Classifier
@@ -84,7 +86,7 @@ def test_main_face_follows_the_strongest_track_through_gaps_and_cuts():
 def test_windows_need_real_detections_and_no_face_segments_are_exact(tmp_path, monkeypatch):
     """A face only in frames 20-39 of 60: windows are classified only where detections cover
     half their span; the no-face report is per frame, never eaten into by face windows."""
-    from s4d.infer import predict as predict_mod
+    from s4d.infer import outputs as predict_mod
 
     ckpt = debug_checkpoint(tmp_path, stride=1)
     video, _ = demo_video(tmp_path, frames=60)
@@ -112,7 +114,7 @@ def test_pixels_match_the_eval_loader():
     model = build_model("s4d", "debug")
     predictor = Predictor.__new__(Predictor)
     predictor.mean, predictor.std = torch.tensor(cfg.mean).view(3, 1, 1), torch.tensor(cfg.std).view(3, 1, 1)
-    torch.testing.assert_close(predictor._tensor(frames), expected)
+    torch.testing.assert_close(to_tensor(frames), expected)
     assert expected.shape == (3, 4, 64, 64) and model.config.encoder.img_size == 64
 
 
@@ -168,7 +170,7 @@ def test_window_probabilities_are_the_models_output_on_those_frames(tmp_path):
     frames, _ = read_video(video)
     starts = [w["start_frame"] for w in result["windows"]]
     assert starts == list(range(0, 34, 3))  # 33 is also the last start that fits
-    x = torch.stack([predictor._tensor(frames[[s, s + 2, s + 4, s + 6]]) for s in starts])
+    x = torch.stack([to_tensor(frames[[s, s + 2, s + 4, s + 6]]) for s in starts])
     with torch.no_grad():
         probs = predictor.model(x, "video").softmax(-1)
     got = [list(w["probs"].values()) for w in result["windows"]]
@@ -290,7 +292,7 @@ def test_a_model_without_a_trained_image_head_reads_images_with_its_video_head(t
 
 
 def test_a_one_frame_video_is_a_face_as_in_preprocessing(tmp_path, fixtures_dir):
-    from preprocess.encode import encode_clip
+    from preprocess.shards.encoding import encode_clip
 
     frame = read_image(fixtures_dir / "single_face.jpg")
     frame = frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2]  # even sides for yuv420p

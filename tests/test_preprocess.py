@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from preprocess.faces import Face, NotEnoughFaces, align_clip, fill_nearest, warp_matrix
 from preprocess.manifest import load_manifest, parse_manifest
-from preprocess.run import SampleProcessor, finalize, parse_part, run_shards
-from preprocess.shards import unpack_info
+from preprocess.shards.folder import finalize
+from preprocess.run import SampleProcessor, parse_part, run_shards
+from preprocess.shards.encoding import unpack_info
 from s4d.cli import app
 
 from .media_factory import moving_square, write_frames, write_image, write_video
@@ -278,7 +279,8 @@ def test_shards_and_inspect_commands(tmp_path):
 
 
 def test_verify_shards_catches_missing_corrupt_and_mismatched(tmp_path):
-    from preprocess.manifest import ManifestError, verify_shards
+    from preprocess.manifest import ManifestError
+    from preprocess.shards.verify import verify_shards
 
     raw = make_raw(tmp_path / "raw")
     m = csv_manifest(tmp_path)
@@ -488,11 +490,11 @@ def test_predict_frames_faces_with_the_geometry_the_checkpoint_records(tmp_path)
         recorded = {"stride": 4, "fps": None, "crop": None, "align": False, "margin": 0.25, "stored_size": 64}
         save_checkpoint(model, path, extra={"input": {**recorded, **({"geometry": geometry} if geometry else {})}})
         predictor = Predictor(PredictConfig(str(path), device="cpu", align=False))
-        crops[geometry] = predictor._crop(img, None)
+        crops[geometry] = predictor.prep.frame(img, None)
         face = Face((20, 8, 60, 56), 0.99, np.array([[30, 20], [50, 20], [40, 30], [32, 44], [48, 44]], float))
         from preprocess.faces import align
 
-        assert (predictor._crop(img, face) == align(img, face, 0.25, 64, geometry or "crop")[:64, :64]).all()
+        assert (predictor.prep.frame(img, face) == align(img, face, 0.25, 64, geometry or "crop")[:64, :64]).all()
     assert colour_share(crops["squash"], 0) > 0.2 and colour_share(crops["crop"], 0) == 0.0
     assert (crops[None] == crops["crop"]).all()  # checkpoints from before the setting: today's crop
     bad = tmp_path / "bad.safetensors"

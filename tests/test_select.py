@@ -9,7 +9,8 @@ import torch
 
 from pipelines import Loader, LoaderConfig, open_dataset
 from pipelines.plan import epoch_batches
-from s4d.train import OptimConfig, predict, scores
+from s4d.eval import predict, scores
+from s4d.train import OptimConfig
 from s4d.train.select import TEST_SELECTED, Selector, holdout_split
 
 from .test_train import _run_cfg, colour_task  # noqa: F401  (colour_task is a fixture)
@@ -30,7 +31,7 @@ def test_holdout_split_is_stratified_seeded_and_disjoint():
 
 def test_selector_keeps_the_first_best_epoch(monkeypatch, tmp_path):
     from s4d.train import select
-    from s4d.train.dist import Dist
+    from s4d.runtime.dist import Dist
 
     labels = np.array([0, 0, 1, 1])
     preds = {0: [0, 0, 0, 0], 1: [0, 0, 1, 1], 2: [0, 1, 1, 1], 3: [0, 0, 1, 1]}  # UAR .5, 1, .75, 1

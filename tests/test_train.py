@@ -9,9 +9,11 @@ import torch
 from pipelines import Augment, JointLoader, Loader, LoaderConfig, open_dataset
 from pipelines.mixing import BatchMixer
 from preprocess.manifest import parse_manifest
-from preprocess.run import finalize, run_shards
+from preprocess.shards.folder import finalize
+from preprocess.run import run_shards
 from s4d import build_model
-from s4d.train import NonFiniteLoss, OptimConfig, build_mae_optimizer, build_optimizer, build_scheduler, predict, scores, train_epoch
+from s4d.eval import predict, scores
+from s4d.train import NonFiniteLoss, OptimConfig, build_mae_optimizer, build_optimizer, build_scheduler, train_epoch
 
 from .media_factory import moving_square, write_image, write_video
 
@@ -103,8 +105,8 @@ def test_mae_weight_decay_by_name():
 
 
 def test_loss_weight_one_on_both_tasks_unless_alpha():
-    from s4d.cli import _train_config
-    from s4d.train.finetune import TrainConfig
+    from s4d.cli.options import train_config
+    from s4d.train.config import TrainConfig
 
     model = build_model("vit-mtl", "debug", video_classes=2, image_classes=2)
     video = ("video", {"pixels": torch.randn(2, 3, 4, 64, 64), "labels": torch.tensor([0, 1]), "keys": ["a", "b"]})
@@ -118,8 +120,10 @@ def test_loss_weight_one_on_both_tasks_unless_alpha():
     assert loss(video) == pytest.approx(ce["video"], rel=1e-5) and loss(image) == pytest.approx(ce["image"], rel=1e-5)
     assert loss(video, alpha=0.3) == pytest.approx(0.3 * ce["video"], rel=1e-5)
     assert loss(image, alpha=0.3) == pytest.approx(0.7 * ce["image"], rel=1e-5)
-    args = ("m.json", None, None, "s4d", "debug", 1, 1, 1, False, None, None, 0, 4e-5, "torch")
-    assert _train_config(*args).alpha is None and _train_config(*args, alpha=0.3).alpha == 0.3
+    opts = dict(manifest="m.json", out=None, fold=None, variant="s4d", size="debug", epochs=1, video_batch=1, image_batch=1, sfer=False,
+                init=None, data_root=None, seed=0, lr=4e-5, backend="torch", amp="auto", compile_=False, accum=1, alpha=None,
+                select="last", val_fraction=0.1, select_metric="uar", threads=None)
+    assert train_config(**opts).alpha is None and train_config(**{**opts, "alpha": 0.3}).alpha == 0.3
     with pytest.raises(ValueError, match="alpha must be in"):
         TrainConfig(manifest="m", out="o", alpha=1.5)
 
@@ -234,7 +238,7 @@ def test_gradient_accumulation_equals_one_big_batch():
 def _run_cfg(m, shards, tmp, **kw):
     import json as _json
 
-    from s4d.train.finetune import TrainConfig
+    from s4d.train.config import TrainConfig
 
     path = tmp / "colour.json"
     path.write_text(_json.dumps(m.to_dict()))
@@ -373,7 +377,7 @@ def test_eval_command_and_cross_task_mapping(colour_task, tmp_path):
     from s4d import save_checkpoint
     from s4d.cli import app
     from s4d.models import model_config
-    from s4d.train.evaluate import head_columns
+    from s4d.eval.evaluate import head_columns
 
     assert head_columns(("happy", "sad", "contempt"), ("neutral", "happiness", "sadness")) == [1, 2, None]
     m, out = colour_task
@@ -462,7 +466,8 @@ def test_pretrain_on_a_mixture_then_finetune_from_it(colour_task, tmp_path):
     from s4d import load_model
     from s4d.models import PretrainMAE
     from s4d.train.finetune import train
-    from s4d.train.pretrain import PretrainConfig, pretrain
+    from s4d.train.config import PretrainConfig
+    from s4d.train.pretrain import pretrain
 
     m, out = colour_task
     data = tmp_path / "data"
@@ -519,14 +524,14 @@ def test_signal_during_a_save_is_delivered_after_it():
     import os
     import signal
 
-    from s4d.train.finetune import _stop_on_sigterm, _uninterrupted
+    from s4d.runtime.signals import stop_on_sigterm, uninterrupted
 
     old = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
-        _stop_on_sigterm()
+        stop_on_sigterm()
         done = []
         with pytest.raises(KeyboardInterrupt):
-            with _uninterrupted():
+            with uninterrupted():
                 os.kill(os.getpid(), signal.SIGINT)
                 done.append("saved")  # still runs: the signal waits
         assert done == ["saved"]
@@ -555,7 +560,7 @@ def test_resume_refuses_mismatched_weights_and_state(colour_task, tmp_path):
 
 
 def test_step_loop_helpers_avoid_host_syncs_but_keep_meaning():
-    from s4d.train.dist import process_group_backend
+    from s4d.runtime.dist import process_group_backend
     from s4d.train.loop import _flag_last, one_hot
 
     y = torch.tensor([2, 0, 1, 2])

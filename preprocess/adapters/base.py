@@ -247,27 +247,3 @@ def named_label(row: Row, manifest_classes: tuple[str, ...], result: AdapterResu
         return manifest_classes.index(row.label.lower())
     result.bad_row(row.where, f"label {row.label!r} is not a class of the manifest {list(manifest_classes)}")
     return None
-
-
-def check_partition_complement(
-    train: dict[str, dict[str, Any]], test: dict[str, dict[str, Any]], dataset: str, result: AdapterResult
-) -> None:
-    """Official k-fold releases list train and test per fold; ours stores each test set once and
-    builds train from the others. A release where that would change the train sets or a clip's
-    label is listed as a release problem (a real run refuses it)."""
-    for fold, rows in train.items():
-        others = {i: lab for f, ids in test.items() if f != fold for i, lab in ids.items()}
-        if set(rows) != set(others):
-            extra, lacking = sorted(set(rows) - set(others))[:3], sorted(set(others) - set(rows))[:3]
-            result.release_problems.append(Problem(f"fold {fold}", (
-                f"{dataset} fold {fold}: official train list differs from the other folds' test lists "
-                f"(only in train: {extra}; only in other tests: {lacking})")))
-        relabelled = sorted(i for i, lab in rows.items() if i in others and others[i] != lab)
-        if relabelled:
-            result.release_problems.append(Problem(f"fold {fold}", (
-                f"{dataset} fold {fold}: {len(relabelled)} clip(s) have another label in the train list than in "
-                f"their test list, e.g. {relabelled[:3]}")))
-    seen: Counter = Counter(i for ids in test.values() for i in ids)
-    twice = sorted(i for i, n in seen.items() if n > 1)
-    if twice:
-        result.release_problems.append(Problem("folds", f"{dataset}: sample(s) in more than one official test set: {twice[:5]}"))

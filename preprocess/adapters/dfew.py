@@ -16,8 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..manifest import Manifest
-from .base import (AdapterResult, RawSample, Row, check_partition_complement, clip_name, detect_label_base, locate_dir,
-                   locate_splits, numeric_label, option_list, read_rows)
+from .base import (AdapterResult, RawSample, Row, clip_name, detect_label_base, locate_dir,
+                   numeric_label, option_list)
+from .folds import collect_folds, locate_fold_splits, read_fold_tables
 
 DFEW_ORDER = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")  # the files' label order (1..7 / 0..6)
 FRAMES = ("Clip/clip_224x224", "Clip/jpg_256", "clip_jpg_256", "Clip/clip_224x224_16f")
@@ -39,27 +40,19 @@ def _clip_id(row: Row, result: AdapterResult) -> str | None:
 
 def list_dfew(root: Path, manifest: Manifest) -> AdapterResult:
     opts = manifest.layout.options
-    forms = {"official": option_list(opts, "official_splits", OFFICIAL, "dfew"),
-             "authors": option_list(opts, "authors_splits", AUTHORS, "dfew")}
-    folds = list(enumerate(manifest.partitions, start=1))
-    files = [{"role": role, "k": k} for k, _ in folds for role in ("test", "train")]
-    form, template = locate_splits(root, "dfew", forms, opts.get("form"), files)
+    form, template, folds = locate_fold_splits(root, "dfew", opts, OFFICIAL, AUTHORS, manifest.partitions)
     frames = locate_dir(root, option_list(opts, "frames_dir", FRAMES, "dfew"), "dfew", "frame")
     result = AdapterResult(layout=form, paths={"splits": template, "frames": frames.relative_to(root).as_posix()})
-    tables = {(role, k): read_rows(root / template.format(role=role, k=k), result) for k, _ in folds for role in ("test", "train")}
+    tables = read_fold_tables(root, template, folds, result)
     base = detect_label_base((r for rows in tables.values() for r in rows), len(DFEW_ORDER), opts.get("label_base"), "dfew", result)
     result.label_base = base
-    train: dict[str, dict[str, int]] = {}
-    test: dict[str, dict[str, int]] = {}
-    for k, partition in folds:
-        for role, into in (("test", test), ("train", train)):
-            into[partition] = {}
-            for row in tables[role, k]:
-                vid, label = _clip_id(row, result), numeric_label(row, base, DFEW_ORDER, manifest.classes, result)
-                if vid is None or label is None:
-                    continue
-                into[partition][vid] = label
-                if role == "test":
-                    result.add(RawSample(vid, frames / vid, "frames", label, partition, vid))
-    check_partition_complement(train, test, "dfew", result)
+
+    def read(row: Row) -> tuple[str, int] | None:
+        vid, label = _clip_id(row, result), numeric_label(row, base, DFEW_ORDER, manifest.classes, result)
+        return None if vid is None or label is None else (vid, label)
+
+    def sample(vid: str, label: int, partition: str) -> RawSample:
+        return RawSample(vid, frames / vid, "frames", label, partition, vid)
+
+    collect_folds(folds, tables, "dfew", result, read, sample)
     return result

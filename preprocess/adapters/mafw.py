@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..manifest import Manifest, ManifestError
-from .base import (AdapterResult, RawSample, check_partition_complement, clip_name, detect_label_base, locate_splits, named_label,
-                   numeric_label, option_list, read_rows, sanitise_key)
+from .base import (AdapterResult, RawSample, Row, clip_name, detect_label_base, named_label,
+                   numeric_label, sanitise_key)
+from .folds import collect_folds, locate_fold_splits, read_fold_tables
 
 MAFW_ORDER = ("anger", "anxiety", "contempt", "disappointment", "disgust", "fear", "happiness", "helplessness", "neutral",
               "sadness", "surprise")  # the authors' numbering (alphabetical)
@@ -23,11 +24,7 @@ AUTHORS = ("anno/single/no_caption/set_{k}/{role}.csv",)
 
 def list_mafw(root: Path, manifest: Manifest) -> AdapterResult:
     opts = manifest.layout.options
-    forms = {"official": option_list(opts, "official_splits", OFFICIAL, "mafw"),
-             "authors": option_list(opts, "authors_splits", AUTHORS, "mafw")}
-    folds = list(enumerate(manifest.partitions, start=1))
-    files = [{"role": r, "k": k} for k, _ in folds for r in ("test", "train")]
-    form, template = locate_splits(root, "mafw", forms, opts.get("form"), files)
+    form, template, folds = locate_fold_splits(root, "mafw", opts, OFFICIAL, AUTHORS, manifest.partitions)
     clips = root / opts.get("clips_dir", "data/clips")
     frames = root / opts.get("frames_dir", "data/frames")
     if not clips.is_dir() and not frames.is_dir():
@@ -35,28 +32,23 @@ def list_mafw(root: Path, manifest: Manifest) -> AdapterResult:
                             f"{frames.relative_to(root)} (set layout.options.clips_dir / frames_dir in the manifest)")
     result = AdapterResult(layout=form, paths={"splits": template, "clips": clips.relative_to(root).as_posix(),
                                                "frames": frames.relative_to(root).as_posix()})
-    tables = {(role, k): read_rows(root / template.format(role=role, k=k), result) for k, _ in folds for role in ("test", "train")}
+    tables = read_fold_tables(root, template, folds, result)
     numeric = form == "authors" or opts.get("label_base") not in (None, "auto", "names")
     if numeric:
         result.label_base = detect_label_base((r for rows in tables.values() for r in rows), len(MAFW_ORDER),
                                               opts.get("label_base"), "mafw", result)
-    train: dict[str, dict[str, int]] = {}
-    test: dict[str, dict[str, int]] = {}
-    for k, partition in folds:
-        for role, into in (("test", test), ("train", train)):
-            into[partition] = {}
-            for row in tables[role, k]:
-                if numeric:
-                    label = numeric_label(row, int(result.label_base), MAFW_ORDER, manifest.classes, result)
-                else:
-                    label = named_label(row, manifest.classes, result)
-                if label is None:
-                    continue
-                vid = clip_name(row.id)
-                into[partition][vid] = label
-                if role == "test":
-                    clip = clips / f"{vid}.mp4"
-                    source, kind = (clip, "video") if clip.is_file() or not (frames / vid).is_dir() else (frames / vid, "frames")
-                    result.add(RawSample(sanitise_key(vid), source, kind, label, partition, vid))
-    check_partition_complement(train, test, "mafw", result)
+
+    def read(row: Row) -> tuple[str, int] | None:
+        if numeric:
+            label = numeric_label(row, int(result.label_base), MAFW_ORDER, manifest.classes, result)
+        else:
+            label = named_label(row, manifest.classes, result)
+        return None if label is None else (clip_name(row.id), label)
+
+    def sample(vid: str, label: int, partition: str) -> RawSample:
+        clip = clips / f"{vid}.mp4"
+        source, kind = (clip, "video") if clip.is_file() or not (frames / vid).is_dir() else (frames / vid, "frames")
+        return RawSample(sanitise_key(vid), source, kind, label, partition, vid)
+
+    collect_folds(folds, tables, "mafw", result, read, sample)
     return result

@@ -1,3 +1,4 @@
-"""The paper's analyses of a trained model (``s4d analyze``: ``run``) and the figures of
-evaluations (``plots``, also used by training). Import the submodules directly: ``run`` needs
-the training package, which itself uses ``plots``."""
+"""The paper's analyses of a trained model (``s4d analyze``): ``collect`` (one pass over a
+manifest's test split and its still-image source), ``experts`` (Fig. 5), ``relevance``
+(Fig. 4), ``order`` (frames in order vs shuffled) and ``scores`` (Fig. 7). Figures live in
+``s4d.plots``."""

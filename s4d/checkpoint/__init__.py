@@ -1,7 +1,9 @@
-"""Checkpoints: our safetensors + JSON format, and the authors' layouts mapped onto ours."""
+"""Checkpoints: our safetensors + JSON format (``format``), the authors' layouts mapped onto ours
+(``keymap``), configs inferred from tensor shapes (``infer``) and loading (``load``)."""
 
-from .io import LoadReport, checkpoint_meta, init_from_pretrained, load_model, read_checkpoint, save_checkpoint
+from .format import checkpoint_meta, read_checkpoint, save_checkpoint
 from .keymap import CheckpointError, NativeState, to_native, to_reference
+from .load import LoadReport, init_from_pretrained, load_classifier, load_model
 
 __all__ = [
     "CheckpointError",
@@ -9,6 +11,7 @@ __all__ = [
     "checkpoint_meta",
     "NativeState",
     "init_from_pretrained",
+    "load_classifier",
     "load_model",
     "read_checkpoint",
     "save_checkpoint",

@@ -110,7 +110,7 @@ def make_image(cls: str, rng: np.random.Generator, size: int = 72) -> np.ndarray
 def write_dataset(root: str | Path, *, clips_per_class: int = 60, images_per_class: int = 60, seed: int = 0) -> tuple[Path, Path]:
     """Writes ``videos/*.webm`` + ``videos.csv`` (path,label,split: 80% train / 20% test) and
     ``images/*.jpg`` + ``images.csv`` under ``root``; returns the two CSV paths."""
-    from preprocess.encode import encode_clip
+    from preprocess.shards.encoding import encode_clip
 
     root = Path(root)
     rng = np.random.default_rng(seed)

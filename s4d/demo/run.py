@@ -11,11 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from preprocess.manifest import parse_manifest
-from preprocess.run import finalize, run_shards
+from preprocess.shards.folder import finalize
+from preprocess.run import run_shards
 
-from ..train.finetune import TrainConfig, train
+from ..train.config import TrainConfig
+from ..train.finetune import train
 from ..train.optim import OptimConfig
-from ..train.pretrain import PretrainConfig, pretrain
+from ..train.config import PretrainConfig
+from ..train.pretrain import pretrain
 from .faces import IMAGE_CLASSES, VIDEO_CLASSES, make_story, write_dataset
 
 FPS = 25.0  # frame rate of the generated videos
@@ -81,9 +84,10 @@ def run_demo(root: str | Path = "demo", *, clips_per_class: int = 150, images_pe
 
 def demo_timeline(root: Path, ckpt: str, seed: int) -> dict:
     """``s4d predict`` on a new identity acting every class in turn, with the truth marked."""
-    from preprocess.encode import encode_clip
+    from preprocess.shards.encoding import encode_clip
 
-    from ..infer import PredictConfig, Predictor, plot_timeline, write_output
+    from ..infer import PredictConfig, Predictor, write_output
+    from ..plots import plot_timeline
 
     frames, parts = make_story(np.random.default_rng(seed + 1000))
     video = root / "story.webm"
@@ -96,7 +100,10 @@ def demo_timeline(root: Path, ckpt: str, seed: int) -> dict:
 
 
 def demo_analyses(root: Path, ckpt: str, manifest: str, data: str, backend: str) -> dict:
-    from ..analysis.run import analyze_experts, analyze_relevance, collect_tasks, frame_order_test
+    from ..analysis.collect import collect_tasks
+    from ..analysis.experts import analyze_experts
+    from ..analysis.order import frame_order_test
+    from ..analysis.relevance import analyze_relevance
 
     out = root / "analysis"
     collected = collect_tasks(ckpt, manifest, data_root=data, backend=backend)

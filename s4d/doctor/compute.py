@@ -140,7 +140,7 @@ def process_group(ctx: Context) -> dict[str, Any]:
     (gloo for CPU tensors; with NCCL for CUDA tensors on a GPU)."""
     import torch.distributed as dist
 
-    from ..train.dist import Dist, barrier, gather, mean, process_group_backend
+    from ..runtime.dist import Dist, barrier, gather, mean, process_group_backend
 
     if dist.is_initialized():
         raise Skip("a process group is already running")
@@ -167,9 +167,11 @@ def short_runs(ctx: Context) -> dict[str, Any]:
     (small size in bf16 on a GPU, debug size on a CPU); both checkpoints load back."""
     from ..checkpoint import load_model
     from ..models import Classifier, PretrainMAE
-    from ..train.finetune import TrainConfig, train
+    from ..train.config import TrainConfig
+    from ..train.finetune import train
     from ..train.optim import OptimConfig
-    from ..train.pretrain import PretrainConfig, pretrain
+    from ..train.config import PretrainConfig
+    from ..train.pretrain import pretrain
 
     s = ctx.need("shards")
     size = "small" if ctx.cuda else "debug"

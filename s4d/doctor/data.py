@@ -13,7 +13,8 @@ from pipelines import Augment, Loader, LoaderConfig, open_dataset
 from pipelines.augment import BatchAugment, epoch_generator
 from pipelines.loader import dali_available
 from preprocess.manifest import parse_manifest
-from preprocess.run import finalize, run_shards
+from preprocess.shards.folder import finalize
+from preprocess.run import run_shards
 
 from .runner import Context, Skip
 

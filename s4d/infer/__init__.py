@@ -1,6 +1,9 @@
-"""Using a trained model on raw media: ``s4d predict`` (this package) and, beside it, the
-analyses of ``s4d analyze`` (``s4d.analysis``)."""
+"""Using a trained model on raw media (``s4d predict``): settings (``config``), face preparation
+as the training data was prepared (``faces``), the main face's track (``tracking``), sliding
+windows (``windows``), the ``Predictor`` and what it writes (``outputs``)."""
 
-from .predict import PredictConfig, Predictor, plot_timeline, summary_line, write_output
+from .config import PredictConfig
+from .outputs import summary_line, write_output
+from .predictor import Predictor
 
-__all__ = ["PredictConfig", "Predictor", "plot_timeline", "summary_line", "write_output"]
+__all__ = ["PredictConfig", "Predictor", "summary_line", "write_output"]

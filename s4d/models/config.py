@@ -11,11 +11,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pipelines.config import IMAGENET_MEAN, IMAGENET_STD  # the loaders' normalisation, owned by pipelines
+
 NoiseKind = Literal["learned", "fixed", "none"]
 Placement = Literal["early", "middle", "later", "alternate"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _positive(name: str, value: float) -> None:

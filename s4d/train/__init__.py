@@ -1,10 +1,9 @@
-"""Training and evaluation: metrics, optimiser/schedule, the step loop, the test protocol, and
-the runs behind ``s4d train`` / ``cv`` / ``eval`` / ``pretrain`` (``finetune``, ``evaluate``,
-``pretrain`` modules; ``dist`` for torchrun/DDP)."""
+"""Training: typed configs (``config``), optimiser and schedule (``optim``), the one step loop of
+fine-tuning and MAE (``loop``), the epoch driver (``epochs``), model selection (``select``), and
+the runs behind ``s4d train`` (``finetune``, tested by ``report``), ``cv`` and ``pretrain``."""
 
-from .loop import EpochStats, NonFiniteLoss, predict, train_epoch
-from .metrics import clip_average, confusion, scores
+from .loop import EpochStats, NonFiniteLoss, classification_loss, mae_loss, train_epoch
 from .optim import OptimConfig, build_mae_optimizer, build_optimizer, build_scheduler
 
-__all__ = ["EpochStats", "NonFiniteLoss", "OptimConfig", "build_mae_optimizer", "build_optimizer", "build_scheduler", "clip_average", "confusion",
-           "predict", "scores", "train_epoch"]
+__all__ = ["EpochStats", "NonFiniteLoss", "OptimConfig", "build_mae_optimizer", "build_optimizer", "build_scheduler",
+           "classification_loss", "mae_loss", "train_epoch"]

@@ -1,10 +1,11 @@
-"""The fine-tuning step loop and the test protocol, as small functions over batches.
+"""The one step loop of fine-tuning and MAE pre-training, and their losses.
 
 Batches come from ``pipelines`` (dicts with ``pixels``, ``labels``, ``keys``); the loop knows
-nothing of shards or DALI. A joint epoch is a sequence of ``(task, batch)`` pairs, each batch
-from one source; its loss is the soft-target cross-entropy with weight 1 whatever the source (the
-reference: the paper's Eq. 3 alpha is a 0/1 switch by batch source), plus the MoE balance loss
-(zero unless configured). ``alpha=A`` weights video batches A and image batches 1 - A instead.
+nothing of shards or DALI. An epoch is a sequence of ``(task, batch)`` pairs, each batch from one
+source. Fine-tuning's loss is the soft-target cross-entropy with weight 1 whatever the source
+(the reference: the paper's Eq. 3 alpha is a 0/1 switch by batch source), plus the MoE balance
+loss (zero unless configured); ``alpha=A`` weights video batches A and image batches 1 - A
+instead. Pre-training's is the MAE reconstruction loss, every step single-source.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-import numpy as np
 import torch
 from timm.loss import SoftTargetCrossEntropy
 
@@ -31,6 +31,30 @@ class EpochStats:
     seconds: float = 0.0
 
 
+LossFn = Callable[[torch.nn.Module, str, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def classification_loss(mixers: dict[str, Callable] | None = None, alpha: float | None = None) -> LossFn:
+    """Fine-tuning's loss of one single-source batch: soft-target cross-entropy (Mixup/CutMix
+    targets from ``mixers``, else one-hot) with weight 1, or ``alpha`` / ``1 - alpha`` for
+    video / image batches, plus the MoE balance loss."""
+    criterion = SoftTargetCrossEntropy()
+
+    def loss(model: torch.nn.Module, task: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        num_classes = getattr(model, "module", model).config.heads[task]  # DDP wraps the model
+        x, soft = mixers[task](x, y) if mixers and task in mixers else (x, one_hot(y, num_classes))
+        logits, aux = model(x, task=task, return_aux=True)
+        weight = 1.0 if alpha is None else (alpha if task == "video" else 1.0 - alpha)
+        return weight * criterion(logits.float(), soft) + aux.balance_loss
+
+    return loss
+
+
+def mae_loss(model: torch.nn.Module, task: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pre-training's loss: the MAE's reconstruction loss (labels unused; ``task`` is the source)."""
+    return model(x).loss
+
+
 def train_epoch(
     model: torch.nn.Module,
     batches: Iterable[tuple[str, dict]],
@@ -38,6 +62,7 @@ def train_epoch(
     scheduler=None,
     *,
     step: int = 0,
+    loss_fn: LossFn | None = None,
     mixers: dict[str, Callable] | None = None,
     alpha: float | None = None,
     device: torch.device | str = "cpu",
@@ -45,13 +70,15 @@ def train_epoch(
     accum: int = 1,
     check_every: int | None = None,
 ) -> tuple[EpochStats, int]:
-    """One pass; returns the statistics and the global (optimiser) step after it.
+    """One pass over ``(task, batch)`` pairs, for fine-tuning and MAE pre-training alike; returns
+    the statistics and the global (optimiser) step after it.
 
-    ``accum`` batches are accumulated per optimiser step. The finiteness of the loss is checked
-    on the host every ``check_every`` batches (default: every batch on CPU, every 25 on a GPU,
-    so steps do not wait on the device); a NaN/inf stops the run naming the first bad batch."""
+    ``loss_fn`` defaults to ``classification_loss(mixers, alpha)``. ``accum`` batches are
+    accumulated per optimiser step. The finiteness of the loss is checked on the host every
+    ``check_every`` batches (default: every batch on CPU, every 25 on a GPU, so steps do not
+    wait on the device); a NaN/inf stops the run naming the first bad batch."""
     model.train()
-    criterion = SoftTargetCrossEntropy()
+    loss_fn = loss_fn or classification_loss(mixers, alpha)
     device = torch.device(device)
     check_every = check_every or (1 if device.type == "cpu" else 25)
     total, n = torch.zeros((), device=device), 0
@@ -69,18 +96,14 @@ def train_epoch(
     for (task, batch), last in _flag_last(batches):
         x = batch["pixels"].to(device, non_blocking=True)
         y = batch["labels"].to(device, non_blocking=True)
-        if x.ndim == 6:  # (B, V, 3, T, H, W) views: each view is a training sample
+        if x.ndim == 6:  # (B, V, 3, T, H, W) views: each view is a sample (its own mask in MAE)
             x, y = x.flatten(0, 1), y.repeat_interleave(x.shape[1])
-        num_classes = getattr(model, "module", model).config.heads[task]  # DDP wraps the model
-        x, soft = mixers[task](x, y) if mixers and task in mixers else (x, one_hot(y, num_classes))
         # DDP all-reduces gradients only on the batch that completes an accumulation (or the
         # epoch); no_sync must hold over the forward too, where DDP prepares its reduction
         syncs = (n + 1) % accum == 0 or last
         with contextlib.nullcontext() if syncs or not hasattr(model, "no_sync") else model.no_sync():
             with autocast(device, autocast_dtype):
-                logits, aux = model(x, task=task, return_aux=True)
-            weight = 1.0 if alpha is None else (alpha if task == "video" else 1.0 - alpha)
-            loss = weight * criterion(logits.float(), soft) + aux.balance_loss
+                loss = loss_fn(model, task, x, y)
             (loss / accum).backward()
         recent[n] = (task, list(batch["keys"]))
         # full_like fills on the device: no host-to-device copy, so no wait on the GPU here
@@ -90,19 +113,19 @@ def train_epoch(
         n += 1
         total += loss.detach()
         if n % accum == 0:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if scheduler is not None:
-                scheduler.step_update(step)
+            step = _optimizer_step(optimizer, scheduler, step)
     if n % accum:  # a last, partial accumulation
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        if scheduler is not None:
-            scheduler.step_update(step)
+        step = _optimizer_step(optimizer, scheduler, step)
     check()
     return EpochStats(n, float(total) / max(n, 1)), step
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler, step: int) -> int:
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step_update(step + 1)
+    return step + 1
 
 
 def _flag_last(items: Iterable) -> Iterator[tuple[Any, bool]]:
@@ -122,27 +145,3 @@ def one_hot(y_B: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B,) int64 -> (B, C) float, by scatter: ``F.one_hot`` checks the label range on the host
     (a device sync per call on CUDA)."""
     return torch.zeros(len(y_B), num_classes, device=y_B.device).scatter_(1, y_B[:, None], 1.0)
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, batches: Iterable[dict], task: str, device: torch.device | str = "cpu",
-            autocast_dtype: torch.dtype | None = None) -> dict:
-    """The test protocol: softmax per clip, mean over a video's clips (test batches carry
-    (B, K, 3, T, H, W)), returned with keys and labels for pooling."""
-    model.eval()
-    device = torch.device(device)
-    keys, labels, probs = [], [], []
-    for batch in batches:
-        x = batch["pixels"].to(device)
-        clips = x.shape[1] if x.ndim == 6 else 1
-        flat = x.flatten(0, 1) if x.ndim == 6 else x
-        with autocast(device, autocast_dtype):
-            p = model(flat, task=task).float().softmax(dim=-1)
-        probs.append(p.view(len(x), clips, -1).mean(dim=1).cpu().numpy())
-        keys += list(batch["keys"])
-        labels.append(batch["labels"].numpy())
-    return {
-        "keys": keys,
-        "labels": np.concatenate(labels) if labels else np.zeros(0, np.int64),
-        "probs": np.concatenate(probs) if probs else np.zeros((0, model.config.heads[task]), np.float32),
-    }

@@ -14,54 +14,26 @@ has no video), warm-up from 1e-6 over 5% of the steps, then cosine to 0. Outputs
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 
 from pipelines import Augment, Loader, LoaderConfig, open_dataset
 from pipelines.sampling import mixture_schedule
-from preprocess.manifest import load_mixture
+from preprocess.mixture import load_mixture
 
 from ..models import build_mae
-from ..runtime import autocast, autocast_dtype, dali_device_id
-from .finetune import Checkpointer, commit_config, run_lock, run_epochs, start_run
-from .loop import EpochStats, NonFiniteLoss
-from .optim import OptimConfig, build_mae_optimizer, build_scheduler
+from ..runtime import autocast_dtype, dali_device_id
+from ..runtime.checkpointer import Checkpointer
+from ..runtime.rundir import commit_config, run_lock, start_run
+from .config import PretrainConfig
+from .epochs import run_epochs
+from .loop import EpochStats, mae_loss, train_epoch
+from .optim import build_mae_optimizer, build_scheduler
 
 # The reference's pre-training augmentation (DESIGN §4): clips random-resized crop (0.08, 1)
 # without flip; images random-resized crop (0.2, 1), bicubic, flip. Masking does the rest.
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    mixture: str
-    out: str
-    size: str = "base"
-    epochs: int = 100
-    video_batch: int = 48  # clips per step and process (each seen as ``repeat`` views: 192 samples)
-    image_batch: int = 192  # images per step and process
-    data_root: str | None = None
-    seed: int = 0
-    backend: str = "auto"
-    device: str = "auto"
-    loader_threads: int | None = None  # DALI threads per process; None: the cores per rank
-    amp: str = "auto"
-    warmup_fraction: float = 0.05  # of all epochs (the reference's 5%)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=1.6e-3, reference_batch=512, weight_decay=0.05,
-                                                                   layer_decay=1.0, betas=(0.9, 0.95), min_lr=0.0,
-                                                                   warmup_lr=1e-6))
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "video_batch", "image_batch"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"pretrain.{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"pretrain.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def lr_batch(cfg: PretrainConfig, mixture) -> int:
@@ -76,64 +48,41 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
     out = Path(cfg.out)
     d, device, log = start_run(cfg, out, log)
     with run_lock(out, d):
-        return _pretrain(cfg, out, d, device, log, stop_after_epochs)
+        mixture = load_mixture(cfg.mixture)
+        model = build_mae(cfg.size).to(device)
+        amp = autocast_dtype(cfg.amp, device)
+        device_id = dali_device_id(device)
+        enc = model.config.encoder
+        ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) if d.active else model  # fixed buffers only
+        loaders, counts = {}, {}
+        for i, (source, m) in enumerate(zip(mixture.sources, mixture.manifests())):
+            ds = open_dataset(m, m.shard_dir(cfg.data_root), None, "train")
+            if not len(ds):
+                raise ValueError(f"{m.source or m.name}: no training samples to pre-train on (mixture {mixture.name})")
+            if m.modality == "video":
+                lc = LoaderConfig(batch_size=cfg.video_batch, train=True, size=enc.img_size, frames=m.clip.frames, stride=m.clip.stride,
+                                  crop=m.clip.crop, augment=Augment.mae_video(), views=source.repeat, seed=cfg.seed + i,
+                                  num_threads=cfg.loader_threads)
+            else:
+                lc = LoaderConfig(batch_size=cfg.image_batch, train=True, size=enc.img_size, image_resize=enc.img_size,
+                                  augment=Augment.mae_image(), seed=cfg.seed + i, num_threads=cfg.loader_threads)
+            loader = Loader(ds, lc, rank=d.rank, world=d.world, backend=cfg.backend, device_id=device_id)
+            per_pass = len(loader.batches(0))
+            counts[m.name] = max(1, round(source.share * per_pass))
+            loader.num_samples = counts[m.name] * lc.batch_size * d.world  # exactly the batches the schedule takes
+            loaders[m.name] = loader
+        steps = sum(counts.values())
+        optim_cfg = dataclasses.replace(cfg.optim, warmup_epochs=cfg.warmup_fraction * cfg.epochs)
+        optimizer = build_mae_optimizer(model, optim_cfg, lr_batch(cfg, mixture) * d.world)
+        scheduler = build_scheduler(optimizer, optim_cfg, cfg.epochs, steps)
+        commit_config(cfg, out, d)
+        log(f"pre-training: {', '.join(f'{n} {c} batches' for n, c in counts.items())} per epoch")
 
+        def one_epoch(epoch: int, step: int) -> tuple[EpochStats, int]:
+            iters: dict[str, Iterator[dict]] = {n: loader.epoch(epoch) for n, loader in loaders.items()}
+            batches = ((name, next(iters[name])) for name in mixture_schedule(counts, seed=cfg.seed, epoch=epoch))
+            return train_epoch(ddp, batches, optimizer, scheduler, step=step, loss_fn=mae_loss, device=device, autocast_dtype=amp)
 
-def _pretrain(cfg: PretrainConfig, out: Path, d, device: torch.device, log, stop_after_epochs: int | None) -> bool:
-    mixture = load_mixture(cfg.mixture)
-    model = build_mae(cfg.size).to(device)
-    amp = autocast_dtype(cfg.amp, device)
-    device_id = dali_device_id(device)
-    enc = model.config.encoder
-    ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) if d.active else model  # fixed buffers only
-    loaders, counts = {}, {}
-    for i, (source, m) in enumerate(zip(mixture.sources, mixture.manifests())):
-        ds = open_dataset(m, m.shard_dir(cfg.data_root), None, "train")
-        if not len(ds):
-            raise ValueError(f"{m.source or m.name}: no training samples to pre-train on (mixture {mixture.name})")
-        if m.modality == "video":
-            lc = LoaderConfig(batch_size=cfg.video_batch, train=True, size=enc.img_size, frames=m.clip.frames, stride=m.clip.stride,
-                              crop=m.clip.crop, augment=Augment.mae_video(), views=source.repeat, seed=cfg.seed + i,
-                              num_threads=cfg.loader_threads)
-        else:
-            lc = LoaderConfig(batch_size=cfg.image_batch, train=True, size=enc.img_size, image_resize=enc.img_size,
-                              augment=Augment.mae_image(), seed=cfg.seed + i, num_threads=cfg.loader_threads)
-        loader = Loader(ds, lc, rank=d.rank, world=d.world, backend=cfg.backend, device_id=device_id)
-        per_pass = len(loader.batches(0))
-        counts[m.name] = max(1, round(source.share * per_pass))
-        loader.num_samples = counts[m.name] * lc.batch_size * d.world  # exactly the batches the schedule takes
-        loaders[m.name] = loader
-    steps = sum(counts.values())
-    optim_cfg = dataclasses.replace(cfg.optim, warmup_epochs=cfg.warmup_fraction * cfg.epochs)
-    optimizer = build_mae_optimizer(model, optim_cfg, lr_batch(cfg, mixture) * d.world)
-    scheduler = build_scheduler(optimizer, optim_cfg, cfg.epochs, steps)
-    commit_config(cfg, out, d)
-    log(f"pre-training: {', '.join(f'{n} {c} batches' for n, c in counts.items())} per epoch")
-
-    def one_epoch(epoch: int, step: int) -> tuple[EpochStats, int]:
-        ddp.train()
-        iters: dict[str, Iterator[dict]] = {n: loader.epoch(epoch) for n, loader in loaders.items()}
-        total, n = torch.zeros((), device=device), 0
-        check_every = 1 if device.type == "cpu" else 25  # host syncs only now and then on a GPU
-        for name in mixture_schedule(counts, seed=cfg.seed, epoch=epoch):
-            x = next(iters[name])["pixels"].to(device)
-            if x.ndim == 6:  # (B, views, 3, T, H, W): every view gets its own mask
-                x = x.flatten(0, 1)
-            with autocast(device, amp):
-                loss = ddp(x).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            scheduler.step_update(step)
-            total += loss.detach()
-            n += 1
-            if n % check_every == 0 and not torch.isfinite(total):
-                raise NonFiniteLoss(f"MAE loss became NaN/inf by step {step} (last batch: {name})")
-        if not torch.isfinite(total):
-            raise NonFiniteLoss(f"MAE loss became NaN/inf by step {step}")
-        return EpochStats(n, float(total) / max(n, 1)), step
-
-    checkpointer = Checkpointer(out, model, optimizer, scheduler, d)
-    return run_epochs(one_epoch, checkpointer, out, cfg.epochs, d, log, extra={"mixture": mixture.name},
-                      stop_after_epochs=stop_after_epochs)
+        checkpointer = Checkpointer(out, model, optimizer, scheduler, d)
+        return run_epochs(one_epoch, checkpointer, out, cfg.epochs, d, log, extra={"mixture": mixture.name},
+                          stop_after_epochs=stop_after_epochs)

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from ..checkpoint import save_checkpoint
-from .dist import Dist, gather
-from .loop import predict
-from .metrics import scores
+from ..eval.metrics import scores
+from ..eval.protocol import pool, predict
+from ..runtime.dist import Dist, gather
 
 SELECT_MODES = ("last", "val", "test")
 SELECT_METRICS = ("uar", "war")
@@ -58,15 +58,6 @@ def record_holdout(path: Path, keys: list[str], fraction: float, seed: int) -> N
                              f"changed?); use a new --out")
         return
     path.write_text(json.dumps(new, indent=1) + "\n")
-
-
-def pool(parts: list[dict]) -> dict:
-    """Predictions of all ranks in one set, ordered by key."""
-    keys = [k for p in parts for k in p["keys"]]
-    order = np.argsort(keys, kind="stable")
-    labels = np.concatenate([p["labels"] for p in parts])
-    probs = np.concatenate([p["probs"] for p in parts])
-    return {"keys": [keys[i] for i in order], "labels": labels[order], "probs": probs[order]}
 
 
 class Selector:

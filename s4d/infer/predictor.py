@@ -1,4 +1,4 @@
-"""``s4d predict``: emotions of the main face in a raw video or a still image.
+"""``s4d predict``'s ``Predictor``: emotions of the main face in a raw video or a still image.
 
 A video is read twice as a stream, so its length is not bounded by memory: the first pass runs
 MTCNN on every frame (the preprocessing detector) and ``tracking.main_face`` picks the face to
@@ -11,97 +11,24 @@ and never classified. The clip-level answer is the mean over the windows with a 
 
 from __future__ import annotations
 
-import csv
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
-from pipelines import LoaderConfig
 from preprocess.adapters.base import IMAGE_EXTS
-from preprocess.faces import Face, FaceDetector, align, fill_nearest, fit_frame
-from preprocess.manifest import ManifestError, load_manifest, load_sfer
+from preprocess.faces import Face, FaceDetector, fill_nearest
 from preprocess.media import MediaError, iter_video, read_image
 
-from ..checkpoint import CheckpointError, checkpoint_meta, load_model
-from ..models import Classifier
+from ..checkpoint import CheckpointError, checkpoint_meta, load_classifier
 from ..runtime import autocast, autocast_dtype, resolve_device
+from ..runtime.memory import release_freed_memory
+from .config import PredictConfig, parse_classes
+from .faces import DEFAULT_INPUT, FacePrep, to_tensor
+from .outputs import no_face_segments
 from .tracking import main_face
 from .windows import plan_windows
-
-DEFAULT_INPUT = {"stride": 4, "fps": None, "crop": None, "margin": 0.25, "geometry": "crop"}  # foreign/older checkpoints
-
-
-@dataclass(frozen=True)
-class PredictConfig:
-    checkpoint: str
-    hop: int | None = None  # frames between window starts (default: half a window)
-    stride: int | None = None  # frame stride in a window (default: the training stride, scaled to the video's fps)
-    align: bool = True  # detect and align the face; False for videos that are already face crops
-    classes: str | None = None  # comma-separated names or a manifest, for checkpoints without names
-    device: str = "auto"
-    batch_size: int = 8
-    min_face_fraction: float = 0.5  # a window needs faces in at least this share of its frames
-    max_gap_s: float = 0.5  # missed detections up to this long borrow the nearest face of the track
-    min_track_s: float = 0.2  # a face seen for less time than this (in detections) is a false positive
-    min_prob: float = 0.9  # MTCNN confidence for a face
-
-    def __post_init__(self) -> None:
-        for name in ("hop", "stride"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1 frame, got {value}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if not 0.0 < self.min_face_fraction <= 1.0:
-            raise ValueError(f"min_face_fraction must be in (0, 1], got {self.min_face_fraction}")
-        if self.max_gap_s < 0 or self.min_track_s < 0:
-            raise ValueError(f"max_gap_s and min_track_s must be >= 0, got {self.max_gap_s} and {self.min_track_s}")
-        if not 0.0 < self.min_prob <= 1.0:
-            raise ValueError(f"min_prob must be in (0, 1], got {self.min_prob}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
-
-
-def parse_classes(spec: str) -> dict[str, tuple[str, ...]]:
-    """Names per head. A manifest (name or path) names the video head with its classes and the
-    image head with its SFER source's; ``"a,b,c"`` names the video head only."""
-    if "," not in spec:
-        try:
-            m = load_manifest(spec)
-        except ManifestError:
-            raise ManifestError(f"--classes {spec!r}: not a manifest, and one class name is not a classifier") from None
-        sfer = load_sfer(m) if m.modality == "video" else None
-        return {m.modality: m.classes, **({"image": sfer.classes} if sfer else {})}
-    names = tuple(c.strip() for c in spec.split(","))
-    if any(not c for c in names):
-        raise ValueError(f"--classes {spec!r}: empty class name")
-    return {"video": names}
-
-
-def release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc ``malloc_trim``). MTCNN's per-batch pyramids
-    leave the heap fragmented: without this the detection pass grew by ~70 KB per 640x360
-    frame (BENCHMARKS.md); elsewhere a no-op."""
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC = None
 
 
 class Predictor:
@@ -110,27 +37,20 @@ class Predictor:
     def __init__(self, cfg: PredictConfig) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        model = load_model(cfg.checkpoint)
-        if not isinstance(model, Classifier):
-            raise CheckpointError(f"{cfg.checkpoint}: a pre-training (MAE) checkpoint has no classifier head; fine-tune it first")
+        model = load_classifier(cfg.checkpoint)
         self.model = model.to(self.device).eval()
         self.amp = autocast_dtype("auto", self.device)  # bf16 on CUDA, as the model was trained
         enc = model.config.encoder
         self.size, self.frames = enc.img_size, enc.num_frames
         recorded = checkpoint_meta(cfg.checkpoint).get("input") or {}
-        settings = {**DEFAULT_INPUT, "stored_size": self.size, **recorded}
+        settings = {**DEFAULT_INPUT, **recorded}
         self.train_stride = int(settings["stride"])
         self.train_fps = settings.get("fps")  # frame rate the stride was counted at (None: unknown)
         self.align_faces = cfg.align  # raw videos need a face found, whatever the training data was
-        self.margin = float(settings["margin"])
-        self.geometry = str(settings["geometry"])  # squash or crop, as the training frames were framed
-        if self.geometry not in ("squash", "crop"):
-            raise CheckpointError(f"{cfg.checkpoint}: input.geometry must be squash or crop, got {self.geometry!r}")
-        self.stored_size = int(settings["stored_size"])
-        self.crop = tuple(settings["crop"]) if settings["crop"] else None
-        loader = LoaderConfig()
-        self.mean = torch.tensor(loader.mean).view(3, 1, 1)
-        self.std = torch.tensor(loader.std).view(3, 1, 1)
+        try:
+            self.prep = FacePrep.from_settings(recorded, self.size)  # framed as the training frames were
+        except ValueError as err:
+            raise CheckpointError(f"{cfg.checkpoint}: {err}") from None
         self._given_names = parse_classes(cfg.classes) if cfg.classes else {}
         self._names: dict[str, tuple[str, ...]] = {}
         self._detector: FaceDetector | None = None
@@ -178,24 +98,6 @@ class Predictor:
         return self.predict_image(path) if path.suffix.lower() in IMAGE_EXTS else self.predict_video(path)
 
     # ------------------------------------------------------------------ preparing pixels
-
-    def _crop(self, frame: np.ndarray, face: Face | None) -> np.ndarray:
-        """One aligned frame at the stored size, then the stored crop, then the model's size."""
-        out = (align(frame, face, self.margin, self.stored_size, self.geometry) if face is not None
-               else fit_frame(frame, self.stored_size, self.geometry))
-        if self.crop is not None:
-            top, left, h, w = self.crop
-            out = out[top : top + h, left : left + w]
-        if out.shape[:2] != (self.size, self.size):
-            out = cv2.resize(out, (self.size, self.size), interpolation=cv2.INTER_AREA if out.shape[0] > self.size else cv2.INTER_LINEAR)
-        return out
-
-    def _tensor(self, frames_THWC: np.ndarray) -> torch.Tensor:
-        """uint8 (T, H, W, 3) -> normalised (3, T, H, W); (H, W, 3) -> (3, H, W)."""
-        x = torch.from_numpy(np.ascontiguousarray(frames_THWC)).float() / 255.0
-        if x.ndim == 3:
-            return (x.permute(2, 0, 1) - self.mean) / self.std
-        return ((x.permute(0, 3, 1, 2) - self.mean) / self.std).permute(1, 0, 2, 3)
 
     @torch.no_grad()
     def _probs(self, inputs: list[torch.Tensor], task: str) -> np.ndarray:
@@ -250,14 +152,14 @@ class Predictor:
         ptr = 0
 
         def flush() -> None:
-            batch = [self._tensor(np.stack([crops[int(i)] for i in windows[k]])) for k in ready]
+            batch = [to_tensor(np.stack([crops[int(i)] for i in windows[k]])) for k in ready]
             out.append(self._probs(batch, task))
             ready.clear()
 
         _, frames = iter_video(path)
         for i, frame in enumerate(frames):
             if i in needed:
-                crops[i] = self._crop(frame, needed[i])
+                crops[i] = self.prep.frame(frame, needed[i])
             while ptr < len(todo) and windows[todo[ptr]][-1] <= i:
                 ready.append(todo[ptr])
                 ptr += 1
@@ -342,11 +244,8 @@ class Predictor:
         rows: list[dict[str, Any]] = [{"face": face is not None or not self.align_faces, "faces_in_image": len(faces)}]
         probs = np.zeros((0, self.model.config.heads[task]), np.float32)
         if rows[0]["face"]:
-            big = round(self.size * 1.2)
-            crop = align(image, face, self.margin, big, self.geometry) if face is not None else fit_frame(image, big, self.geometry)
-            off = (big - self.size) // 2
-            crop = crop[off : off + self.size, off : off + self.size]
-            x = self._tensor(crop) if task == "image" else self._tensor(np.repeat(crop[None], self.frames, axis=0))
+            crop = self.prep.image(image, face)
+            x = to_tensor(crop) if task == "image" else to_tensor(np.repeat(crop[None], self.frames, axis=0))
             probs = self._probs([x], task)
             names = self.names(task)
             rows[0].update(probs={c: float(p) for c, p in zip(names, probs[0])}, top=names[int(probs[0].argmax())])
@@ -364,91 +263,3 @@ class Predictor:
             result["prediction"] = {"class": names[best], "probability": float(mean[best]),
                                     "probs": {c: float(p) for c, p in zip(names, mean)}, "windows_used": len(probs)}
         return result
-
-
-def no_face_segments(rows: list[dict[str, Any]], num_frames: int, fps: float) -> list[list[float]]:
-    """[start_s, end_s] runs of frames that windows cover but no window with a face covers."""
-    face = np.zeros(num_frames, bool)
-    blank = np.zeros(num_frames, bool)
-    for r in rows:
-        (face if r["face"] else blank)[r["start_frame"] : r["end_frame"] + 1] = True
-    only_blank = np.concatenate([[False], blank & ~face, [False]])
-    edges = np.flatnonzero(np.diff(only_blank.astype(np.int8)))
-    return [[round(float(a) / fps, 3), round(float(b) / fps, 3)] for a, b in zip(edges[::2], edges[1::2])]
-
-
-def write_output(result: dict[str, Any], path: str | Path) -> Path:
-    """``.json``: the whole result; ``.csv``: one row per window with a column per class."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(result, indent=2) + "\n")
-    elif path.suffix.lower() == ".csv":
-        with path.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["start_s", "end_s", "face", "top", *result["classes"]])
-            for r in result["windows"]:
-                p = r.get("probs", {})
-                w.writerow([r.get("start_s", ""), r.get("end_s", ""), int(r["face"]), r.get("top", ""),
-                            *(f"{p[c]:.6f}" if c in p else "" for c in result["classes"])])
-    else:
-        raise ValueError(f"--out {path}: use a .json or .csv file name")
-    return path
-
-
-def plot_timeline(result: dict[str, Any], path: str | Path, title: str | None = None,
-                  parts: list[tuple[str, float, float]] | None = None) -> Path:
-    """Class probabilities over time (window centres), no-face stretches shaded grey; ``parts``
-    (label, start s, end s) are marked along the top, e.g. the known truth of a test video."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = result["windows"]
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    if result["kind"] == "video":
-        centres = [(r["start_s"] + r["end_s"]) / 2 for r in rows]
-        for c in result["classes"]:
-            xs = [x for x, r in zip(centres, rows) if r["face"]]
-            ys = [r["probs"][c] for r in rows if r["face"]]
-            ax.plot(xs, ys, marker="o", ms=3, lw=1.5, label=c)
-        for s, e in result["no_face_segments"]:
-            ax.axvspan(s, e, color="0.85", zorder=0, label="no face" if s == result["no_face_segments"][0][0] else None)
-        for k, (label, s, e) in enumerate(parts or []):
-            ax.axvspan(s, e, ymin=0.94, ymax=1.0, color=f"C{result['classes'].index(label)}" if label in result["classes"] else "0.5",
-                       alpha=0.6, lw=0)
-            ax.text((s + e) / 2, 1.02, label, ha="center", va="bottom", fontsize=7, transform=ax.get_xaxis_transform())
-            if k:
-                ax.axvline(s, color="0.6", lw=0.8, ls=":")
-        ax.set_xlabel("time (s), window centres")
-        end = max((r["end_s"] for r in rows), default=1.0)
-        ax.set_xlim(0, end)
-    else:
-        probs = rows[0].get("probs", {})
-        ax.bar(range(len(result["classes"])), [probs.get(c, 0.0) for c in result["classes"]])
-        ax.set_xticks(range(len(result["classes"])), result["classes"], rotation=30, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("probability")
-    pred = result["prediction"]
-    ax.set_title(title or (f"{Path(result['input']).name}: {pred['class']} ({pred['probability']:.2f})" if pred else
-                           f"{Path(result['input']).name}: no face"), fontsize=10, pad=16 if parts else 6)
-    if result["kind"] == "video":
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def summary_line(result: dict[str, Any]) -> str:
-    pred = result["prediction"]
-    if result["kind"] == "image":
-        return f"{result['input']}: " + (f"{pred['class']} {pred['probability']:.2f}" if pred else "no face")
-    with_face = sum(r["face"] for r in result["windows"])
-    span = f"{result['frames'] / result['fps']:.1f} s, {len(result['windows'])} windows, {with_face} with a face"
-    if pred is None:
-        return f"{result['input']}: no face ({span})"
-    return f"{result['input']}: {pred['class']} {pred['probability']:.2f} ({span})"

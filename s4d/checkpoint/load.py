@@ -1,35 +1,26 @@
-"""Reading, writing and loading checkpoints.
-
-Our format: ``NAME.safetensors`` (weights) + ``NAME.json`` (the config that rebuilds the model).
-Foreign files (``.pt``/``.pth``/``.bin``) are read with ``torch.load(weights_only=True)`` and
-mapped by ``keymap.to_native``; their config is inferred from tensor shapes.
-"""
+"""Loading any checkpoint into our models: ``load_model`` (the right model for the file),
+``load_classifier`` (a model that classifies, or one clear error), ``init_from_pretrained``
+(a fine-tuning model's encoder from a pre-trained or fine-tuned source). Shape mismatches are
+always refused; fixed position tables are checked, not loaded."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Literal
 
-import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..models import Classifier, PretrainMAE
-from ..models.config import EncoderConfig, MAEConfig, ModelConfig, MoEConfig, moe_block_indices
+from ..models.config import EncoderConfig, MAEConfig, ModelConfig
 from ..models.pos_embed import sinusoid_table
+from .format import read_checkpoint
+from .infer import default_classifier_config, infer_encoder_config, infer_mae_config, infer_model_config
 from .keymap import CheckpointError, NativeState, to_native
 
-FORMAT = "s4d-checkpoint/1"
-# Harmless non-tensor objects that training scripts (VideoMAE-style) save beside the weights.
-_SAFE_GLOBALS = [argparse.Namespace, *(g for g in (getattr(np, "dtype", None),) if g is not None)]
 # Tensors a fine-tuning model may lack in a pre-trained source: they start fresh.
 _NEW_ON_INIT = re.compile(r"^(fc_norm\.|head\.|blocks\.\d+\.moae\.|blocks\.\d+\.mlp\.(router|experts)\.)")
 
@@ -58,163 +49,6 @@ class LoadReport:
 
 def _short(names: list[str], limit: int = 4) -> str:
     return ", ".join(names[:limit]) + (f", ... (+{len(names) - limit})" if len(names) > limit else "")
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def sidecar(path: Path) -> Path:
-    return path.with_suffix(".json")
-
-
-def save_checkpoint(model: Classifier | PretrainMAE, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``path`` (.safetensors) and its ``.json`` config atomically; returns the path."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"checkpoint path must end in .safetensors, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": model.config.to_dict(), **(extra or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, tmp, metadata={"format": FORMAT})
-    tmp_json = sidecar(path).with_name(sidecar(path).name + ".tmp")
-    tmp_json.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, path)
-    os.replace(tmp_json, sidecar(path))
-    return path
-
-
-def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The whole JSON sidecar of our checkpoint (config plus what training recorded, such as
-    ``input``: clip stride and preprocessing); ``{}`` for foreign files."""
-    meta_path = sidecar(Path(path))
-    if Path(path).suffix != ".safetensors" or not meta_path.is_file():
-        return {}
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{meta_path}: not a valid S4D config sidecar ({_first_line(err)})") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{meta_path}: not a valid S4D config sidecar (not an object)")
-    return meta
-
-
-def read_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any] | None]:
-    """Return (raw checkpoint object, our config dict or None). Errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.suffix == ".safetensors":
-        try:
-            tensors = load_file(path)
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(err)})") from None
-        meta_path = sidecar(path)
-        config = None
-        if meta_path.is_file():
-            try:
-                config = json.loads(meta_path.read_text())["config"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise CheckpointError(f"{meta_path}: not a valid S4D config sidecar ({_first_line(err)})") from None
-        return tensors, config
-    try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load fails on garbage with any exception type (IndexError, ...)
-        text = str(err)
-        if "Weights only load failed" in text:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-            what = f" ({found[1]})" if found else ""
-            raise CheckpointError(f"{path}: holds a Python object that safe loading refuses{what}; only tensors and plain data are read") from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})") from None
-    return obj, None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
-
-
-# ----------------------------------------------------------------------------- configs
-
-
-def _block_ids(keys: list[str], prefix: str = "") -> list[int]:
-    pat = re.compile(rf"^{re.escape(prefix)}blocks\.(\d+)\.")
-    return sorted({int(m[1]) for k in keys if (m := pat.match(k))})
-
-
-def infer_encoder_config(
-    tensors: dict[str, torch.Tensor], prefix: str = "", *, num_heads: int | None = None, img_size: int | None = None,
-    num_frames: int | None = None,
-) -> EncoderConfig:
-    """Rebuild the encoder shape from its tensors. Heads, image size and frame count are not
-    stored in weights: ``num_heads`` defaults to dim // 64 (ViT convention), the rest to S4D's
-    160 px, 16 frames."""
-    try:
-        proj = tensors[f"{prefix}patch_embed.proj.weight"]
-    except KeyError:
-        raise CheckpointError(f"no {prefix}patch_embed.proj.weight: not a ViT checkpoint this project knows") from None
-    dim, in_chans, tubelet, patch, _ = proj.shape
-    blocks = _block_ids(list(tensors), prefix)
-    holes = sorted(set(range(max(blocks, default=-1) + 1)) - set(blocks))
-    if holes:
-        raise CheckpointError(f"no tensors for {prefix}blocks {holes} (blocks 0..{max(blocks)} expected)")
-    fc1 = next((tensors[k] for i in blocks if (k := f"{prefix}blocks.{i}.mlp.fc1.weight") in tensors), None)
-    return EncoderConfig(
-        img_size=img_size or 160,
-        num_frames=num_frames or 16,
-        tubelet=tubelet,
-        patch=patch,
-        in_chans=in_chans,
-        dim=dim,
-        depth=max(blocks) + 1 if blocks else 0,
-        num_heads=num_heads or max(dim // 64, 1),
-        mlp_ratio=fc1.shape[0] / dim if fc1 is not None else 4.0,
-        qkv_bias=f"{prefix}blocks.{blocks[0]}.attn.q_bias" in tensors if blocks else True,
-    )
-
-
-def _infer_moe(tensors: dict[str, torch.Tensor], where: str, dim: int, top_k: int) -> MoEConfig | None:
-    blocks = sorted(int(m[1]) for k in tensors if (m := re.match(rf"^blocks\.(\d+)\.{where}\.experts\.w1$", k)))
-    if not blocks:
-        return None
-    w1 = tensors[f"blocks.{blocks[0]}.{where}.experts.w1"]
-    has_noise = f"blocks.{blocks[0]}.{where}.router.noise.weight" in tensors
-    return MoEConfig(
-        blocks=tuple(blocks),
-        num_experts=w1.shape[0],
-        top_k=min(top_k, w1.shape[0]),
-        hidden_ratio=w1.shape[2] / dim,
-        noise="learned" if has_noise else "none",
-    )
-
-
-def infer_model_config(tensors: dict[str, torch.Tensor], *, top_k: int = 2, **encoder_opts: Any) -> ModelConfig:
-    enc = infer_encoder_config(tensors, **encoder_opts)
-    heads = {m[1]: tensors[k].shape[0] for k in tensors if (m := re.match(r"^head\.(\w+)\.weight$", k))}
-    return ModelConfig(
-        encoder=enc,
-        heads=heads or {"video": 7, "image": 7},
-        moae=_infer_moe(tensors, "moae", enc.dim, top_k),
-        moe_ffn=_infer_moe(tensors, "mlp", enc.dim, top_k),
-    )
-
-
-def infer_mae_config(tensors: dict[str, torch.Tensor], **encoder_opts: Any) -> MAEConfig:
-    enc = infer_encoder_config(tensors, "encoder.", **encoder_opts)
-    try:
-        decoder_dim = tensors["encoder_to_decoder.weight"].shape[0]
-    except KeyError:
-        raise CheckpointError("pre-training checkpoint has no encoder_to_decoder.weight") from None
-    return MAEConfig(
-        encoder=enc,
-        decoder_dim=decoder_dim,
-        decoder_depth=len(_block_ids(list(tensors), "decoder.")),
-        decoder_heads=max(decoder_dim // 64, 1),
-    )
-
-
-# ----------------------------------------------------------------------------- loading
 
 
 def _check_pos_tables(dropped: dict[str, torch.Tensor], enc: EncoderConfig) -> None:
@@ -254,12 +88,6 @@ def _naming(source: str) -> Iterator[None]:
         if str(err).startswith(source):
             raise
         raise CheckpointError(f"{source}: {err}") from None
-
-
-def default_classifier_config(enc: EncoderConfig, top_k: int = 2) -> ModelConfig:
-    """S4D on a given encoder: both heads, MoAE in the later half (for fine-tuning from a
-    pre-trained encoder)."""
-    return ModelConfig(encoder=enc, moae=MoEConfig(blocks=moe_block_indices(enc.depth, max(enc.depth // 2, 1)), top_k=top_k))
 
 
 def init_from_pretrained(model: Classifier, source: str | os.PathLike | NativeState) -> LoadReport:
@@ -354,3 +182,13 @@ def load_model(
     model.eval()
     report = LoadReport(name, native.kind, loaded, missing, unexpected, sorted(native.dropped))
     return (model, report) if with_report else model
+
+
+def load_classifier(path: str | os.PathLike, **options: Any) -> Classifier:
+    """``load_model`` for commands that classify (eval, predict, analyze): a pre-training (MAE)
+    checkpoint is one clear error instead of a model without heads."""
+    model = load_model(path, **options)
+    if not isinstance(model, Classifier):
+        raise CheckpointError(f"{path}: a pre-training (MAE) checkpoint has no classifier head; fine-tune it first "
+                              f"(s4d train --init {path})")
+    return model

@@ -18,7 +18,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .manifest import Manifest, ManifestError, read_json_file
+from ..manifest import Manifest, ManifestError, read_json_file
+from .encoding import unpack_info
+from .reader import ShardError, read_index
+from .writer import sha256
 
 SHARD_FIELDS = {"file": str, "partition": str, "count": int, "bytes": int, "sha256": str}
 INDEX_COLUMNS = ("key", "shard", "partition", "label", "frames")
@@ -105,9 +108,6 @@ def verify_shards(manifest: Manifest, folder: str | os.PathLike, *, checksums: b
 
 
 def _deep(manifest: Manifest, folder: Path, summary: dict[str, Any], index: dict[str, list]) -> None:
-    from pipelines.reader import ShardError, read_index
-
-    from .shards import sha256, unpack_info
 
     if not summary["shards"]:
         raise ManifestError(f"{folder / 'shards.json'}: lists no shards (nothing was written)")

@@ -30,8 +30,3 @@ def scores(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> dict:
         "confusion": cm.tolist(),
         "count": int(total),
     }
-
-
-def clip_average(probs_BKC: np.ndarray) -> np.ndarray:
-    """The test protocol: softmax probabilities of the K clips of each video, averaged."""
-    return np.asarray(probs_BKC).mean(axis=1)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..runtime import resolve_device
+from .device import resolve_device
 
 
 @dataclass(frozen=True)

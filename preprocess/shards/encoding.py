@@ -1,4 +1,10 @@
-"""Encoding aligned faces: clips to VP9 (WebM) or MJPEG (AVI), images to JPEG, in memory.
+"""A sample's components: aligned faces encoded in memory, and the fixed-width label record.
+
+Per-sample components (DESIGN §3):
+- ``KEY.webm`` (VP9) / ``KEY.avi`` (MJPEG) for clips, ``KEY.jpg`` for images (``component_ext``);
+- ``KEY.info``: little-endian int32 ``[label, frames, fps * 1000, faces_found]``, fixed width so
+  DALI reads it with ``dtypes=INT32`` and no Python callback;
+- ``KEY.json``: metadata for humans and the PyTorch fallback (original id, source, fps, ...).
 
 Both clip codecs are decoded by DALI on CPU and GPU (DESIGN §3). Encoding is single-threaded
 and uses fixed settings, so the same frames give the same bytes (resumed runs write
@@ -14,6 +20,20 @@ import cv2
 import numpy as np
 
 CLIP_EXT = {"vp9": "webm", "mjpeg": "avi"}
+INFO_FIELDS = ("label", "frames", "fps_milli", "faces_found")
+
+
+def component_ext(codec: str) -> str:
+    """The media component's extension for a manifest's ``preprocess.codec`` (``jpeg`` for images)."""
+    return {**CLIP_EXT, "jpeg": "jpg"}[codec]
+
+
+def pack_info(label: int, frames: int, fps: float, faces_found: int) -> bytes:
+    return np.asarray([label, frames, round(fps * 1000), faces_found], dtype="<i4").tobytes()
+
+
+def unpack_info(raw: bytes) -> dict[str, int]:
+    return dict(zip(INFO_FIELDS, (int(v) for v in np.frombuffer(raw, dtype="<i4"))))
 
 
 def encode_clip(frames: np.ndarray, fps: float, codec: str, quality: int) -> bytes:

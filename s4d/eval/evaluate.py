@@ -4,23 +4,20 @@ Table IX) maps classes by their canonical names."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipelines import Augment, Loader, LoaderConfig, open_dataset
-from preprocess.manifest import Manifest, ManifestError, load_manifest
+from pipelines import Loader, open_dataset
+from preprocess.manifest import ManifestError, load_manifest
 
-from ..analysis.plots import plot_scores
-from ..checkpoint import load_model
-from ..models.config import EncoderConfig
+from ..checkpoint import load_classifier
 from ..runtime import autocast_dtype, dali_device_id
-from .dist import setup
-from .finetune import _shard_folder, write_predictions
-from .loop import predict
-from .metrics import scores
+from ..runtime.dist import setup
+from .data import eval_loader_config, shard_folder
+from .outputs import score_fields, write_eval
+from .protocol import predict
 
 # DFER and AffectNet name the same expressions differently.
 CANONICAL = {"happy": "happiness", "sad": "sadness", "angry": "anger"}
@@ -36,33 +33,19 @@ def head_columns(manifest_classes: tuple[str, ...], head_classes: tuple[str, ...
     return [index.get(canonical(c)) for c in manifest_classes]
 
 
-def eval_loader_config(m: Manifest, enc: EncoderConfig, batch_size: int = 8) -> LoaderConfig:
-    """The test-time loader for a manifest's samples and a model's input geometry: videos as
-    the test protocol's clips, images resized to 1.2x and centre-cropped."""
-    if m.modality == "video":
-        if m.clip.frames != enc.num_frames:
-            raise ManifestError(f"{m.source}: clip.frames {m.clip.frames} but the checkpoint's model takes {enc.num_frames} frames")
-        return LoaderConfig(batch_size=batch_size, train=False, size=enc.img_size, frames=m.clip.frames, stride=m.clip.stride,
-                            crop=m.clip.crop, augment=Augment.off())
-    return LoaderConfig(batch_size=batch_size, train=False, size=enc.img_size, image_resize=round(enc.img_size * 1.2),
-                        augment=Augment.off())
-
-
 def evaluate_checkpoint(
     manifest: str, checkpoint: str, *, out: str, fold: str | None = None, task: str | None = None,
     data_root: str | None = None, backend: str = "auto", batch_size: int = 8, log=print,
 ) -> dict[str, Any]:
     m = load_manifest(manifest)
     _, device = setup()
-    model = load_model(checkpoint).to(device)
+    model = load_classifier(checkpoint).to(device)
     task = task or m.modality
     if task not in model.head:
         raise ManifestError(f"{checkpoint}: no {task!r} head (heads: {sorted(model.head)})")
     enc = model.config.encoder
-    fold = fold or next(iter(m.folds))
-    if fold not in m.folds:
-        raise ManifestError(f"{m.source}: no fold {fold!r} (folds: {list(m.folds)})")
-    ds = open_dataset(m, _shard_folder(m, data_root, manifest), fold, "test")
+    fold = m.fold_name(fold)
+    ds = open_dataset(m, shard_folder(m, data_root, manifest), fold, "test")
     cfg = eval_loader_config(m, enc, batch_size)
     loader = Loader(ds, cfg, backend=backend, device_id=dali_device_id(device))
     pred = predict(model, loader.epoch(0), task, device, autocast_dtype("auto", device))  # bf16 on CUDA, as the run's own test
@@ -81,15 +64,10 @@ def evaluate_checkpoint(
         excluded = int((~keep).sum())
         probs = np.stack([pred["probs"][:, c] if c is not None else np.zeros(len(pred["keys"])) for c in cols], axis=1)
         pred = {"keys": [k for k, ok in zip(pred["keys"], keep) if ok], "labels": pred["labels"][keep], "probs": probs[keep]}
-    s = scores(pred["labels"], pred["probs"].argmax(1), len(m.classes))
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions(out_dir / "predictions.parquet", pred, fold, m.classes)
+    s = score_fields(pred, m.classes)
     summary = {"manifest": m.name, "fold": fold, "checkpoint": str(checkpoint), "task_head": task, "uar": s["uar"], "war": s["war"],
-               "count": s["count"], "excluded_no_matching_class": excluded, "recall": dict(zip(m.classes, s["recall"])),
-               "confusion": s["confusion"]}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_scores(out_dir, s["confusion"], summary["recall"], s["uar"], f"{m.name} fold {fold} ({task} head)")
+               "count": s["count"], "excluded_no_matching_class": excluded, "recall": s["recall"], "confusion": s["confusion"]}
+    write_eval(Path(out), summary, f"{m.name} fold {fold} ({task} head)", pred=pred, fold=fold, classes=m.classes)
     log(f"{m.name} fold {fold}, {task} head: UAR {100 * s['uar']:.2f}  WAR {100 * s['war']:.2f} over {s['count']} samples"
         + (f" ({excluded} without a matching class left out)" if excluded else ""))
     return summary

@@ -5,11 +5,7 @@ at least one sample the tar, then ``NAME.idx`` (DALI's ``wds2idx`` v1.2 format, 
 second pass) are renamed into place; on an exception the temporaries are removed. Members get
 fixed metadata (mtime 0, uid/gid 0) so the same samples give byte-identical shards.
 
-Per-sample components (DESIGN §3):
-- ``KEY.webm`` (VP9) / ``KEY.avi`` (MJPEG) for clips, ``KEY.jpg`` for images;
-- ``KEY.info``: little-endian int32 ``[label, frames, fps * 1000, faces_found]``, fixed width so
-  DALI reads it with ``dtypes=INT32`` and no Python callback;
-- ``KEY.json``: metadata for humans and the PyTorch fallback (original id, source, fps, ...).
+What goes into a sample is ``encoding``'s job; this module only writes the bytes it is given.
 """
 
 from __future__ import annotations
@@ -22,18 +18,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-INFO_FIELDS = ("label", "frames", "fps_milli", "faces_found")
 IDX_VERSION = "v1.2"
-
-
-def pack_info(label: int, frames: int, fps: float, faces_found: int) -> bytes:
-    return np.asarray([label, frames, round(fps * 1000), faces_found], dtype="<i4").tobytes()
-
-
-def unpack_info(raw: bytes) -> dict[str, int]:
-    return dict(zip(INFO_FIELDS, (int(v) for v in np.frombuffer(raw, dtype="<i4"))))
 
 
 def sha256(path: Path, chunk: int = 1 << 20) -> str:

@@ -1,5 +1,6 @@
-"""Figures of the analyses (matplotlib, Agg backend, PNG): confusion matrix, per-class recall,
-expert activation per MoAE layer, task relevance heatmap."""
+"""Every figure S4D draws (matplotlib, Agg backend, PNG): confusion matrix and per-class recall
+(eval, train, cv, analyze scores), expert activation per MoAE layer, the task relevance heatmap,
+and ``s4d predict``'s timeline."""
 
 from __future__ import annotations
 
@@ -105,3 +106,46 @@ def plot_scores(out: Path, confusion: list[list[int]], recall: dict[str, float],
     classes = tuple(recall)
     return [plot_confusion(Path(out) / "confusion.png", np.asarray(confusion), classes, title),
             plot_recall(Path(out) / "recall.png", recall, uar, title)]
+
+
+def plot_timeline(result: dict, path: str | Path, title: str | None = None,
+                  parts: list[tuple[str, float, float]] | None = None) -> Path:
+    """Class probabilities over time (window centres), no-face stretches shaded grey; ``parts``
+    (label, start s, end s) are marked along the top, e.g. the known truth of a test video."""
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = result["windows"]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    if result["kind"] == "video":
+        centres = [(r["start_s"] + r["end_s"]) / 2 for r in rows]
+        for c in result["classes"]:
+            xs = [x for x, r in zip(centres, rows) if r["face"]]
+            ys = [r["probs"][c] for r in rows if r["face"]]
+            ax.plot(xs, ys, marker="o", ms=3, lw=1.5, label=c)
+        for s, e in result["no_face_segments"]:
+            ax.axvspan(s, e, color="0.85", zorder=0, label="no face" if s == result["no_face_segments"][0][0] else None)
+        for k, (label, s, e) in enumerate(parts or []):
+            ax.axvspan(s, e, ymin=0.94, ymax=1.0, color=f"C{result['classes'].index(label)}" if label in result["classes"] else "0.5",
+                       alpha=0.6, lw=0)
+            ax.text((s + e) / 2, 1.02, label, ha="center", va="bottom", fontsize=7, transform=ax.get_xaxis_transform())
+            if k:
+                ax.axvline(s, color="0.6", lw=0.8, ls=":")
+        ax.set_xlabel("time (s), window centres")
+        end = max((r["end_s"] for r in rows), default=1.0)
+        ax.set_xlim(0, end)
+    else:
+        probs = rows[0].get("probs", {})
+        ax.bar(range(len(result["classes"])), [probs.get(c, 0.0) for c in result["classes"]])
+        ax.set_xticks(range(len(result["classes"])), result["classes"], rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    pred = result["prediction"]
+    ax.set_title(title or (f"{Path(result['input']).name}: {pred['class']} ({pred['probability']:.2f})" if pred else
+                           f"{Path(result['input']).name}: no face"), fontsize=10, pad=16 if parts else 6)
+    if result["kind"] == "video":
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

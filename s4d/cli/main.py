@@ -1,0 +1,104 @@
+"""The ``s4d`` app: its entry point, the error policy (known input errors are one line; anything
+else is one line plus a traceback log) and the global flags. Commands register themselves on
+``app`` from their modules (``s4d.cli`` imports them)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(name="s4d", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="S4D: facial expression recognition in face videos.")
+err_console = Console(stderr=True)
+_DEBUG = {"on": False}
+
+
+def run() -> None:
+    """The ``s4d`` entry point: the app, with no traceback reaching the user. Known input errors
+    are one line already (``one_line_errors``); anything else (a bug) becomes one line with its
+    type and message and the path of a log file holding the traceback (``--debug`` shows it)."""
+    import sys
+
+    try:
+        app(prog_name="s4d")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        err_console.print("[bold yellow]interrupted[/]")
+        sys.exit(130)
+    except Exception as err:  # an exception no command expected: a bug, reported in one line
+        if _DEBUG["on"]:
+            raise
+        log = _write_traceback()
+        text = str(err).strip().splitlines()
+        err_console.print(f"[bold red]error:[/] unexpected {type(err).__name__}: {text[0][:300] if text else ''} "
+                          f"(traceback in {log}; --debug shows it; please report it)", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def _write_traceback() -> str:
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(os.environ.get("S4D_LOG_DIR") or Path(tempfile.gettempdir()) / "s4d-logs")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"s4d-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(traceback.format_exc())
+        return str(path)
+    except OSError:
+        return "(no log: the log folder is not writable)"
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Known input errors become one clear line on stderr and exit code 2."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print("[bold yellow]interrupted:[/] re-run the same command to continue from the last finished step/epoch")
+        raise typer.Exit(130) from None
+    except (ValueError, FloatingPointError, RuntimeError) as err:  # NonFiniteLoss is a FloatingPointError
+        if not _known(err):
+            raise
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except OSError as err:  # a missing, unreadable, read-only or full file or folder: the message names it
+        text = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
+        err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _known(err: BaseException) -> bool:
+    """Errors that describe bad input: ValueError (ManifestError, ShardError, MediaError,
+    CheckpointError, ...), a non-finite loss, and the loader's GpuDecodeError (looked up only if
+    the loader ran, so that answering an input error never imports torch)."""
+    import sys
+
+    if isinstance(err, (ValueError, FloatingPointError)):
+        return True
+    loader = sys.modules.get("pipelines.loader")
+    return loader is not None and isinstance(err, loader.GpuDecodeError)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"s4d {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an unexpected error.")] = False,
+) -> None:
+    """S4D: Static for Dynamic facial expression recognition."""
+    _DEBUG["on"] = debug

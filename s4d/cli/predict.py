@@ -1,0 +1,50 @@
+"""``s4d predict``: a trained model on raw videos and still images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .main import app, err_console, one_line_errors
+
+
+@app.command("predict")
+def predict_cmd(
+    inputs: Annotated[list[Path], typer.Argument(help="Videos (any container/codec PyAV reads) or still images.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Our .safetensors or the authors' fine-tuned file.")],
+    out: Annotated[Optional[Path], typer.Option(help="Per-window results: a .json or .csv file (a folder for several inputs).")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Timeline PNG of class probabilities (a folder for several inputs).")] = None,
+    hop: Annotated[Optional[int], typer.Option(help="Frames between window starts (default: half a window).")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Frame stride in a window (default: the checkpoint's training stride).")] = None,
+    align: Annotated[bool, typer.Option("--align/--no-align", help="Find, follow and align the face; --no-align for videos that are already face crops.")] = True,
+    classes: Annotated[Optional[str], typer.Option(help="Class names for checkpoints without them: 'a,b,c' or a manifest (e.g. dfew).")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
+) -> None:
+    """Emotion of the main face in a raw video (per-window timeline) or a still image."""
+    from ..infer import PredictConfig, Predictor, summary_line, write_output
+    from ..plots import plot_timeline
+
+    from preprocess.media import MediaError
+
+    several = len(inputs) > 1
+    with one_line_errors():
+        if out is not None and not several and out.suffix.lower() not in (".json", ".csv"):
+            raise ValueError(f"--out {out}: use a .json or .csv file name")
+        predictor = Predictor(PredictConfig(str(checkpoint), hop=hop, stride=stride, align=align, classes=classes, device=device))
+    failed = 0
+    for path in inputs:
+        try:
+            result = predictor(path)
+        except MediaError as err:  # report it and go on with the other inputs; exit 2 at the end
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            failed += 1
+            continue
+        typer.echo(summary_line(result))
+        if out is not None:
+            typer.echo(f"  windows: {write_output(result, out / f'{path.name}.json' if several else out)}")
+        if plot is not None:
+            typer.echo(f"  timeline: {plot_timeline(result, plot / f'{path.name}.png' if several else plot)}")
+    if failed:
+        raise typer.Exit(2)

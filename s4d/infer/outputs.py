@@ -1,0 +1,52 @@
+"""What ``s4d predict`` writes and prints: the per-window file (JSON or CSV), the one-line
+summary, and the "no face" stretches of a timeline."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def no_face_segments(rows: list[dict[str, Any]], num_frames: int, fps: float) -> list[list[float]]:
+    """[start_s, end_s] runs of frames that windows cover but no window with a face covers."""
+    face = np.zeros(num_frames, bool)
+    blank = np.zeros(num_frames, bool)
+    for r in rows:
+        (face if r["face"] else blank)[r["start_frame"] : r["end_frame"] + 1] = True
+    only_blank = np.concatenate([[False], blank & ~face, [False]])
+    edges = np.flatnonzero(np.diff(only_blank.astype(np.int8)))
+    return [[round(float(a) / fps, 3), round(float(b) / fps, 3)] for a, b in zip(edges[::2], edges[1::2])]
+
+
+def write_output(result: dict[str, Any], path: str | Path) -> Path:
+    """``.json``: the whole result; ``.csv``: one row per window with a column per class."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    elif path.suffix.lower() == ".csv":
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["start_s", "end_s", "face", "top", *result["classes"]])
+            for r in result["windows"]:
+                p = r.get("probs", {})
+                w.writerow([r.get("start_s", ""), r.get("end_s", ""), int(r["face"]), r.get("top", ""),
+                            *(f"{p[c]:.6f}" if c in p else "" for c in result["classes"])])
+    else:
+        raise ValueError(f"--out {path}: use a .json or .csv file name")
+    return path
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    pred = result["prediction"]
+    if result["kind"] == "image":
+        return f"{result['input']}: " + (f"{pred['class']} {pred['probability']:.2f}" if pred else "no face")
+    with_face = sum(r["face"] for r in result["windows"])
+    span = f"{result['frames'] / result['fps']:.1f} s, {len(result['windows'])} windows, {with_face} with a face"
+    if pred is None:
+        return f"{result['input']}: no face ({span})"
+    return f"{result['input']}: {pred['class']} {pred['probability']:.2f} ({span})"

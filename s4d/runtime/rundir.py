@@ -1,0 +1,72 @@
+"""A run folder: started (signals, process group, seeds), held (an ``flock`` against a second
+process on the same ``--out``), pinned (``config.json``: a re-run must use the same settings to
+resume) and logged (``metrics.jsonl``, one line per finished epoch)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from preprocess.lock import folder_lock
+
+from .dist import Dist, barrier, setup
+from .signals import stop_on_sigterm
+
+
+def start_run(cfg: Any, out: Path, log) -> tuple[Dist, torch.device, Any]:
+    """Signals, process group, seeds; returns (dist, device, rank-aware log)."""
+    stop_on_sigterm()
+    d, device = setup(cfg.device)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed + d.rank)  # Mixup's draws differ per rank
+    random.seed(cfg.seed)
+    return d, device, (log if d.main else (lambda *_: None))
+
+
+def run_lock(out: Path, d: Dist):
+    """The run folder, held by this run's rank 0 against a second process on the same --out."""
+    return folder_lock(out, "this run folder") if d.main else contextlib.nullcontext()
+
+
+def commit_config(cfg: Any, out: Path, d: Dist) -> None:
+    """Write (or check) ``config.json`` once the run's inputs have been validated, so a failed
+    start does not pin a folder to wrong settings."""
+    if d.main:
+        write_config(out, cfg)
+    barrier(d)
+
+
+def write_config(out: Path, cfg: Any) -> None:
+    """The resolved config beside the outputs; a re-run must use the same one to resume."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    new = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as they are stored
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(new) if k not in _NOT_IDENTITY and old.get(k) != new.get(k))
+        if diff:
+            raise ValueError(f"{path}: this run was started with different settings ({', '.join(diff)}); use a new --out")
+    path.write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
+
+
+# Where data lives and how it is loaded do not change what a run computes.
+_NOT_IDENTITY = {"data_root", "backend", "device", "out", "loader_threads"}
+
+
+def trim_metrics(path: Path, next_epoch: int) -> None:
+    """Drop log lines of epochs that were not saved (a hard kill between log and save)."""
+    if path.is_file():
+        lines = [x for x in path.read_text().splitlines() if x and json.loads(x)["epoch"] < next_epoch]
+        path.write_text("".join(x + "\n" for x in lines))
+
+
+def append_metrics(out: Path, record: dict[str, Any]) -> None:
+    """One finished epoch's line in ``metrics.jsonl``."""
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")

@@ -1,0 +1,90 @@
+"""``s4d cv``: every fold of a manifest trained and tested (resumable: finished folds are kept),
+then the paper's protocol: the predictions of all folds pooled into one UAR/WAR, with per-fold
+mean and std beside it, for the last epochs and (``select`` val/test) the selected checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from preprocess.manifest import Manifest, load_manifest
+
+from ..eval.metrics import scores
+from ..eval.outputs import write_eval
+from ..runtime.dist import setup
+from ..runtime.rundir import commit_config
+from .config import TrainConfig
+from .finetune import train
+from .select import TEST_SELECTED
+
+
+def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    """Every fold of the manifest (resumable: finished folds are kept), then the paper's
+    protocol: predictions of all folds pooled into one UAR/WAR, plus per-fold mean and std, for
+    the last epochs and (``select`` val/test) for the selected checkpoints, side by side."""
+    m = load_manifest(cfg.manifest)
+    out = Path(cfg.out)
+    d, _ = setup(cfg.device)
+    log = log if d.main else (lambda *_: None)
+    commit_config(dataclasses.replace(cfg, fold=None), out, d)  # kept folds must come from the same settings
+    per_fold = {}
+    for fold in m.folds:
+        fold_out = out / f"fold_{fold}"
+        if (fold_out / "summary.json").is_file():
+            log(f"fold {fold}: done before, kept")
+        else:
+            log(f"fold {fold}: training")
+            train(dataclasses.replace(cfg, fold=fold, out=str(fold_out)), log=log)
+        per_fold[fold] = json.loads((fold_out / "summary.json").read_text())
+    if not d.main:
+        return {}
+    last = _pool_folds(out, m, "predictions.parquet", {f: per_fold[f] for f in m.folds})
+    summary = {"manifest": m.name, "protocol": "predictions of all folds pooled", "select": cfg.select,
+               "selected_on": "last epoch of each fold", **last}
+    log(f"pooled over {len(m.folds)} folds ({last['count']} videos), last epochs: "
+        f"UAR {100 * last['uar']:.2f}  WAR {100 * last['war']:.2f}; per fold UAR {100 * last['fold_mean']['uar']:.2f} +- {100 * last['fold_std']['uar']:.2f}")
+    if cfg.select == "last":
+        summary["selected"] = {"selected_on": "last epoch of each fold", **{k: last[k] for k in ("uar", "war", "count")}}
+    else:
+        chosen = _pool_folds(out, m, "selected/predictions.parquet", {f: per_fold[f]["selected"] for f in m.folds})
+        label = _cv_label(cfg)
+        for f in m.folds:
+            chosen["folds"][f]["epoch"] = per_fold[f]["selected"]["epoch"]
+        summary["selected"] = {"selected_on": label, **chosen}
+        write_eval(out / "selected", {"manifest": m.name, "protocol": summary["protocol"], "selected_on": label, **chosen},
+                   f"{m.name}, {len(m.folds)} folds pooled, selected")
+        log(f"pooled over {len(m.folds)} folds, selected checkpoints [{label}]: "
+            f"UAR {100 * chosen['uar']:.2f}  WAR {100 * chosen['war']:.2f}")
+    return write_eval(out, summary, f"{m.name}, {len(m.folds)} folds pooled")
+
+
+def _cv_label(cfg: TrainConfig) -> str:
+    if cfg.select == "test":
+        return f"{TEST_SELECTED}: per fold, best top-1 on its test split with one random clip per video, then the 2-clip test"
+    return f"per fold, best {cfg.select_metric.upper()} on a held-out {cfg.val_fraction:.0%} of its training fold"
+
+
+def _pool_folds(out: Path, m: Manifest, name: str, fold_scores: dict[str, dict]) -> dict[str, Any]:
+    """Scores of the pooled predictions ``fold_<f>/<name>`` of every fold, with per-fold scores."""
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(out / f"fold_{f}" / name).to_pydict() for f in fold_scores]
+    labels = np.concatenate([t["label"] for t in tables])
+    probs = np.concatenate([np.stack([t[f"p_{c}"] for c in m.classes], axis=1) for t in tables])
+    keys = [k for t in tables for k in t["key"]]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a video was tested in more than one fold: the folds overlap")
+    pooled = scores(labels, probs.argmax(1), len(m.classes))
+    uars = [s["uar"] for s in fold_scores.values()]
+    wars = [s["war"] for s in fold_scores.values()]
+    return {
+        "uar": pooled["uar"], "war": pooled["war"], "count": pooled["count"],
+        "recall": dict(zip(m.classes, pooled["recall"])), "confusion": pooled["confusion"],
+        "folds": {f: {"uar": s["uar"], "war": s["war"], "count": s["count"]} for f, s in fold_scores.items()},
+        "fold_mean": {"uar": float(np.mean(uars)), "war": float(np.mean(wars))},
+        "fold_std": {"uar": float(np.std(uars)), "war": float(np.std(wars))},
+    }
