@@ -172,7 +172,7 @@ def test_window_probabilities_are_the_models_output_on_those_frames(tmp_path):
     assert starts == list(range(0, 34, 3))  # 33 is also the last start that fits
     x = torch.stack([to_tensor(frames[[s, s + 2, s + 4, s + 6]]) for s in starts])
     with torch.no_grad():
-        probs = predictor.model(x, "video").softmax(-1)
+        probs = predictor.heads.model(x, "video").softmax(-1)
     got = [list(w["probs"].values()) for w in result["windows"]]
     np.testing.assert_allclose(got, probs.numpy(), atol=1e-6)
 

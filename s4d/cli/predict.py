@@ -1,4 +1,5 @@
-"""``s4d predict``: a trained model on raw videos and still images."""
+"""Inference commands: ``s4d predict`` (a trained model on raw videos and still images) and
+``s4d export`` (a head as an ONNX model)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .main import app, err_console, one_line_errors
 @app.command("predict")
 def predict_cmd(
     inputs: Annotated[list[Path], typer.Argument(help="Videos (any container/codec PyAV reads) or still images.")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Our .safetensors or the authors' fine-tuned file.")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Our .safetensors or the authors' fine-tuned file.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Per-window results: a .json or .csv file (a folder for several inputs).")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Timeline PNG of class probabilities (a folder for several inputs).")] = None,
     hop: Annotated[Optional[int], typer.Option(help="Frames between window starts (default: half a window).")] = None,
@@ -21,6 +22,7 @@ def predict_cmd(
     align: Annotated[bool, typer.Option("--align/--no-align", help="Find, follow and align the face; --no-align for videos that are already face crops.")] = True,
     classes: Annotated[Optional[str], typer.Option(help="Class names for checkpoints without them: 'a,b,c' or a manifest (e.g. dfew).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="An exported head (s4d export) run by onnxruntime, instead of -c.")] = None,
 ) -> None:
     """Emotion of the main face in a raw video (per-window timeline) or a still image."""
     from ..infer import PredictConfig, Predictor, summary_line, write_output
@@ -32,7 +34,8 @@ def predict_cmd(
     with one_line_errors():
         if out is not None and not several and out.suffix.lower() not in (".json", ".csv"):
             raise ValueError(f"--out {out}: use a .json or .csv file name")
-        predictor = Predictor(PredictConfig(str(checkpoint), hop=hop, stride=stride, align=align, classes=classes, device=device))
+        predictor = Predictor(PredictConfig(str(checkpoint) if checkpoint else None, hop=hop, stride=stride, align=align, classes=classes,
+                                            device=device, onnx=str(onnx) if onnx else None))
     failed = 0
     for path in inputs:
         try:
@@ -48,3 +51,20 @@ def predict_cmd(
             typer.echo(f"  timeline: {plot_timeline(result, plot / f'{path.name}.png' if several else plot)}")
     if failed:
         raise typer.Exit(2)
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="A fine-tuned checkpoint (ours or the authors').")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write.")],
+    task: Annotated[str, typer.Option(help="The head to export: video | image.")] = "video",
+) -> None:
+    """Export one head as ONNX: dynamic batch, class names and input settings in its metadata
+    (s4d predict --onnx runs it with onnxruntime)."""
+    from ..infer.onnx import export_onnx
+
+    with one_line_errors():
+        if task not in ("video", "image"):
+            raise ValueError(f"--task must be video or image, got {task!r}")
+        path = export_onnx(checkpoint, out, task)
+    typer.echo(f"wrote {path} ({task} head)")

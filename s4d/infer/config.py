@@ -9,7 +9,7 @@ from preprocess.manifest import ManifestError, load_manifest, load_sfer
 
 @dataclass(frozen=True)
 class PredictConfig:
-    checkpoint: str
+    checkpoint: str | None  # our .safetensors or the authors' file; None with ``onnx``
     hop: int | None = None  # frames between window starts (default: half a window)
     stride: int | None = None  # frame stride in a window (default: the training stride, scaled to the video's fps)
     align: bool = True  # detect and align the face; False for videos that are already face crops
@@ -20,8 +20,11 @@ class PredictConfig:
     max_gap_s: float = 0.5  # missed detections up to this long borrow the nearest face of the track
     min_track_s: float = 0.2  # a face seen for less time than this (in detections) is a false positive
     min_prob: float = 0.9  # MTCNN confidence for a face
+    onnx: str | None = None  # an exported head (s4d export) run by onnxruntime instead of a checkpoint
 
     def __post_init__(self) -> None:
+        if (self.checkpoint is None) == (self.onnx is None):
+            raise ValueError("give exactly one of --checkpoint and --onnx")
         for name in ("hop", "stride"):
             value = getattr(self, name)
             if value is not None and value < 1:

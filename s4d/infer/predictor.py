@@ -21,28 +21,27 @@ from preprocess.adapters.base import IMAGE_EXTS
 from preprocess.faces import Face, FaceDetector, fill_nearest
 from preprocess.media import MediaError, iter_video, read_image
 
-from ..checkpoint import CheckpointError, checkpoint_meta, load_classifier
-from ..runtime import autocast, autocast_dtype, resolve_device
+from ..checkpoint import CheckpointError
+from ..runtime import resolve_device
 from ..runtime.memory import release_freed_memory
 from .config import PredictConfig, parse_classes
 from .faces import DEFAULT_INPUT, FacePrep, to_tensor
+from .heads import OnnxHeads, TorchHeads
 from .outputs import no_face_segments
 from .tracking import main_face
 from .windows import plan_windows
 
 
 class Predictor:
-    """Loads the checkpoint once; ``__call__(path)`` predicts one file."""
+    """Loads the classifier once (a checkpoint, or an exported ONNX head); ``__call__(path)``
+    predicts one file."""
 
     def __init__(self, cfg: PredictConfig) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        model = load_classifier(cfg.checkpoint)
-        self.model = model.to(self.device).eval()
-        self.amp = autocast_dtype("auto", self.device)  # bf16 on CUDA, as the model was trained
-        enc = model.config.encoder
-        self.size, self.frames = enc.img_size, enc.num_frames
-        recorded = checkpoint_meta(cfg.checkpoint).get("input") or {}
+        self.heads = OnnxHeads(cfg.onnx) if cfg.onnx else TorchHeads(cfg.checkpoint, self.device)
+        self.size, self.frames = self.heads.size, self.heads.frames
+        recorded = self.heads.input
         settings = {**DEFAULT_INPUT, **recorded}
         self.train_stride = int(settings["stride"])
         self.train_fps = settings.get("fps")  # frame rate the stride was counted at (None: unknown)
@@ -50,7 +49,7 @@ class Predictor:
         try:
             self.prep = FacePrep.from_settings(recorded, self.size)  # framed as the training frames were
         except ValueError as err:
-            raise CheckpointError(f"{cfg.checkpoint}: {err}") from None
+            raise CheckpointError(f"{self.heads.source}: {err}") from None
         self._given_names = parse_classes(cfg.classes) if cfg.classes else {}
         self._names: dict[str, tuple[str, ...]] = {}
         self._detector: FaceDetector | None = None
@@ -58,14 +57,14 @@ class Predictor:
 
     @property
     def video_task(self) -> str:
-        return "video" if "video" in self.model.head else next(iter(self.model.head))
+        return "video" if "video" in self.heads.heads else next(iter(self.heads.heads))
 
     @property
     def image_task(self) -> str:
         """``image`` when that head was trained (s4d records its class names; ``--classes`` names
         it for a foreign file), else the video head."""
-        trained = self.model.config.class_names.get("image") or "image" in self._given_names
-        return "image" if "image" in self.model.head and trained else self.video_task
+        trained = self.heads.class_names.get("image") or "image" in self._given_names
+        return "image" if "image" in self.heads.heads and trained else self.video_task
 
     def names(self, task: str) -> tuple[str, ...]:
         if task not in self._names:
@@ -73,15 +72,15 @@ class Predictor:
         return self._names[task]
 
     def _resolve_names(self, task: str) -> tuple[str, ...]:
-        n = self.model.config.heads[task]
+        n = self.heads.heads[task]
         if task in self._given_names:
             names = self._given_names[task]
             if len(names) != n:
                 raise ValueError(f"--classes gives {len(names)} names but the {task} head has {n} classes")
             return names
-        stored = tuple(self.model.config.class_names.get(task, ()))
+        stored = tuple(self.heads.class_names.get(task, ()))
         if not stored:
-            raise CheckpointError(f"{self.cfg.checkpoint}: the {task} head has no class names (not trained by s4d); "
+            raise CheckpointError(f"{self.heads.source}: the {task} head has no class names (not trained by s4d); "
                                   f"pass --classes: a manifest such as dfew names both heads, 'a,b,c' the video head")
         return stored
 
@@ -99,14 +98,12 @@ class Predictor:
 
     # ------------------------------------------------------------------ preparing pixels
 
-    @torch.no_grad()
     def _probs(self, inputs: list[torch.Tensor], task: str) -> np.ndarray:
-        out = []
-        for i in range(0, len(inputs), self.cfg.batch_size):
-            x = torch.stack(inputs[i : i + self.cfg.batch_size]).to(self.device)
-            with autocast(self.device, self.amp):
-                out.append(self.model(x, task).float().softmax(-1).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.model.config.heads[task]), np.float32)
+        out = [self.heads.probs(torch.stack(inputs[i : i + self.cfg.batch_size]), task) for i in range(0, len(inputs), self.cfg.batch_size)]
+        return np.concatenate(out) if out else self._none(task)
+
+    def _none(self, task: str) -> np.ndarray:
+        return np.zeros((0, self.heads.heads[task]), np.float32)
 
     # ------------------------------------------------------------------ videos
 
@@ -171,7 +168,7 @@ class Predictor:
         ready += todo[ptr:]  # windows padded past the end (a video shorter than one window)
         if ready:
             flush()
-        return np.concatenate(out) if out else np.zeros((0, self.model.config.heads[task]), np.float32)
+        return np.concatenate(out) if out else self._none(task)
 
     def stride_for(self, fps: float) -> int:
         """``--stride``, else the training stride scaled to this video's frame rate, so a window
@@ -242,7 +239,7 @@ class Predictor:
         faces = self._detect(path, image[None])[0] if self.align_faces else []
         face = max(faces, key=lambda f: f.side * f.prob) if faces else None
         rows: list[dict[str, Any]] = [{"face": face is not None or not self.align_faces, "faces_in_image": len(faces)}]
-        probs = np.zeros((0, self.model.config.heads[task]), np.float32)
+        probs = self._none(task)
         if rows[0]["face"]:
             crop = self.prep.image(image, face)
             x = to_tensor(crop) if task == "image" else to_tensor(np.repeat(crop[None], self.frames, axis=0))
@@ -255,7 +252,7 @@ class Predictor:
 
     def _result(self, path: Path, task: str, kind: str, probs: np.ndarray, rows: list[dict[str, Any]]) -> dict[str, Any]:
         names = self.names(task)
-        result: dict[str, Any] = {"input": str(path), "kind": kind, "checkpoint": str(self.cfg.checkpoint), "head": task,
+        result: dict[str, Any] = {"input": str(path), "kind": kind, "checkpoint": str(self.heads.source), "head": task,
                                   "classes": list(names), "prediction": None, "windows": rows}
         if len(probs):
             mean = probs.mean(axis=0)

@@ -13,6 +13,9 @@ batch order exactly like the authors' code.
 ``grouped_mm`` takes bf16 on CUDA (training and evaluation autocast to it); fp32 on CUDA
 (``--amp off``) runs each expert on its own rows after reading the E counts once per layer
 (sparse, one sync), and only a compiled fp32 graph takes the dense every-expert fallback.
+An ONNX export (``torch.onnx.is_in_onnx_export``) takes the dense path as well, written over
+the (T, E) gate matrix: ONNX has no grouped matmul, and the result is the same sum of gate x
+expert.
 """
 
 from __future__ import annotations
@@ -125,6 +128,15 @@ class GroupedExperts(nn.Module):
             y_SD = torch.einsum("seh,ehd,se->sd", h_SEH, w2, pick_SE) + per_row(b2)
         return x_SD + y_SD if self.residual else y_SD
 
+    def dense(self, x_TD: torch.Tensor, gates_TE: torch.Tensor) -> torch.Tensor:
+        """sum_e gates_TE[:, e] * expert_e(x_TD) with every expert on every token: (T, D).
+        Plain einsums, for graphs without a grouped matmul (ONNX)."""
+        h_TEH = F.gelu(torch.einsum("td,edh->teh", x_TD, self.w1) + self.b1)
+        y_TED = torch.einsum("teh,ehd->ted", h_TEH, self.w2) + self.b2
+        if self.residual:
+            y_TED = y_TED + x_TD[:, None]
+        return torch.einsum("te,ted->td", gates_TE.to(y_TED.dtype), y_TED)
+
 
 def capacity_mask(experts_TK: torch.Tensor, num_experts: int, capacity: int) -> torch.Tensor:
     """Reference token dropping: each expert takes the tokens routed to it in flattened batch
@@ -161,6 +173,11 @@ class MixtureOfExperts(nn.Module):
         if self.capacity_factor is not None:
             capacity = int(B * N * K / E * self.capacity_factor)
             weights_TK = weights_TK * capacity_mask(experts_TK, E, capacity).to(weights_TK.dtype)
+
+        if torch.onnx.is_in_onnx_export():  # exportable: every expert on every token, weighted by its gate
+            gates_TE = torch.zeros_like(probs_TE).scatter(1, experts_TK, weights_TK.to(probs_TE.dtype))
+            out_BND = self.experts.dense(x_TD, gates_TE).view(B, N, D)
+            return out_BND.to(x_BND.dtype), MoEAux(gates_TE, torch.zeros((), dtype=probs_TE.dtype, device=x_BND.device))
 
         experts_S = experts_TK.reshape(-1)  # slot-major within each token
         order_S = torch.argsort(experts_S, stable=True)
