@@ -13,9 +13,11 @@ from .main import app, err_console, one_line_errors
 
 @app.command("predict")
 def predict_cmd(
-    inputs: Annotated[list[Path], typer.Argument(help="Videos (any container/codec PyAV reads) or still images.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Videos (any container/codec PyAV reads) or still images; with --out "
+                                                      "X.parquet also folders and .txt lists of paths.")],
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Our .safetensors or the authors' fine-tuned file.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Per-window results: a .json or .csv file (a folder for several inputs).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Per-window results: a .json or .csv file (a folder for several inputs), or "
+                                                     "one .parquet table for folders and lists (resumable).")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Timeline PNG of class probabilities (a folder for several inputs).")] = None,
     hop: Annotated[Optional[int], typer.Option(help="Frames between window starts (default: half a window).")] = None,
     stride: Annotated[Optional[int], typer.Option(help="Frame stride in a window (default: the checkpoint's training stride).")] = None,
@@ -31,11 +33,17 @@ def predict_cmd(
     from preprocess.media import MediaError
 
     several = len(inputs) > 1
+    table = out is not None and out.suffix.lower() == ".parquet"
     with one_line_errors():
-        if out is not None and not several and out.suffix.lower() not in (".json", ".csv"):
-            raise ValueError(f"--out {out}: use a .json or .csv file name")
+        if out is not None and not several and not table and out.suffix.lower() not in (".json", ".csv"):
+            raise ValueError(f"--out {out}: use a .json or .csv file name (or .parquet for a table of many files)")
+        if table and plot is not None:
+            raise ValueError("--plot goes with single files or --out FOLDER, not with a .parquet table")
         predictor = Predictor(PredictConfig(str(checkpoint) if checkpoint else None, hop=hop, stride=stride, align=align, classes=classes,
                                             device=device, onnx=str(onnx) if onnx else None))
+    if table:
+        _predict_table(predictor, inputs, out)
+        return
     failed = 0
     for path in inputs:
         try:
@@ -50,6 +58,30 @@ def predict_cmd(
         if plot is not None:
             typer.echo(f"  timeline: {plot_timeline(result, plot / f'{path.name}.png' if several else plot)}")
     if failed:
+        raise typer.Exit(2)
+
+
+def _predict_table(predictor, inputs: list[Path], out: Path) -> None:
+    """Folders, lists and files into one resumable table, with a progress bar over files."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    from ..infer.many import list_inputs, predict_many
+
+    with one_line_errors():
+        files, problems = list_inputs(inputs)
+        if not files and not problems:
+            raise ValueError(f"no videos or images in {', '.join(map(str, inputs))}")
+        with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                      console=err_console, transient=True) as bar:
+            task = bar.add_task("predict: files", total=len(files))
+            summary = predict_many(predictor, files, out, on_file=lambda path, status: bar.advance(task))
+    failed = summary["failed"]
+    typer.echo(f"{summary['files'] - len(failed)} of {summary['files']} file(s) in {summary['out']} ({summary['rows']} rows; "
+               f"{summary['done_before']} done before)")
+    for reason in problems + [f"{reason}" if reason.startswith(path) else f"{path}: {reason}" for path, reason in failed]:
+        err_console.print(f"[bold red]error:[/] {reason}", highlight=False, soft_wrap=True)
+    if failed or problems:
+        typer.echo("re-run the same command to retry the files that failed; finished files are kept")
         raise typer.Exit(2)
 
 
