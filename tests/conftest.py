@@ -12,7 +12,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     """Real face media (``../shared/fixtures``, via S4D_FIXTURES); skip cleanly without them."""
     root = os.environ.get("S4D_FIXTURES")

@@ -24,9 +24,11 @@ def predict_cmd(
     align: Annotated[bool, typer.Option("--align/--no-align", help="Find, follow and align the face; --no-align for videos that are already face crops.")] = True,
     classes: Annotated[Optional[str], typer.Option(help="Class names for checkpoints without them: 'a,b,c' or a manifest (e.g. dfew).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
+    faces: Annotated[str, typer.Option(help="main: the main face's timeline | all: one timeline per person (tracks by "
+                                            "overlap + appearance); a photo gets one answer per face, largest first.")] = "main",
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="An exported head (s4d export) run by onnxruntime, instead of -c.")] = None,
 ) -> None:
-    """Emotion of the main face in a raw video (per-window timeline) or a still image."""
+    """Emotion of the main face (or every face) in a raw video, per-window timeline, or a still image."""
     from ..infer import PredictConfig, Predictor, summary_line, write_output
     from ..plots import plot_timeline
 
@@ -40,7 +42,7 @@ def predict_cmd(
         if table and plot is not None:
             raise ValueError("--plot goes with single files or --out FOLDER, not with a .parquet table")
         predictor = Predictor(PredictConfig(str(checkpoint) if checkpoint else None, hop=hop, stride=stride, align=align, classes=classes,
-                                            device=device, onnx=str(onnx) if onnx else None))
+                                            device=device, onnx=str(onnx) if onnx else None, faces=faces))
     if table:
         _predict_table(predictor, inputs, out)
         return

@@ -21,8 +21,11 @@ class PredictConfig:
     min_track_s: float = 0.2  # a face seen for less time than this (in detections) is a false positive
     min_prob: float = 0.9  # MTCNN confidence for a face
     onnx: str | None = None  # an exported head (s4d export) run by onnxruntime instead of a checkpoint
+    faces: str = "main"  # main: the main face's timeline | all: one timeline per person (track)
 
     def __post_init__(self) -> None:
+        if self.faces not in ("main", "all"):
+            raise ValueError(f"--faces must be main or all, got {self.faces!r}")
         if (self.checkpoint is None) == (self.onnx is None):
             raise ValueError("give exactly one of --checkpoint and --onnx")
         for name in ("hop", "stride"):

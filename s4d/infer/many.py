@@ -23,7 +23,7 @@ from preprocess.adapters.base import IMAGE_EXTS, VIDEO_EXTS
 from preprocess.media import MediaError
 
 MEDIA_EXTS = IMAGE_EXTS | VIDEO_EXTS
-SETTINGS = ("hop", "stride", "align", "classes", "min_face_fraction", "max_gap_s", "min_track_s", "min_prob")
+SETTINGS = ("hop", "stride", "align", "classes", "min_face_fraction", "max_gap_s", "min_track_s", "min_prob", "faces")
 
 
 def list_inputs(targets: Iterable[Path]) -> tuple[list[Path], list[str]]:
@@ -76,7 +76,8 @@ def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The result of one file as table rows (one per window; an image is one row)."""
     rows = []
     for w in result["windows"]:
-        row = {"file": result["input"], "kind": result["kind"], "start_frame": w.get("start_frame", 0),
+        row = {"file": result["input"], "kind": result["kind"], **({"track": w.get("track")} if "tracks" in result else {}),
+               "start_frame": w.get("start_frame", 0),
                "end_frame": w.get("end_frame", 0), "start_s": w.get("start_s", 0.0), "end_s": w.get("end_s", 0.0),
                "face": bool(w["face"]), "top": w.get("top")}
         probs = w.get("probs", {})

@@ -29,24 +29,38 @@ def write_output(result: dict[str, Any], path: str | Path) -> Path:
     if path.suffix.lower() == ".json":
         path.write_text(json.dumps(result, indent=2) + "\n")
     elif path.suffix.lower() == ".csv":
+        tracks = "tracks" in result  # --faces all: a track column first
         with path.open("w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["start_s", "end_s", "face", "top", *result["classes"]])
+            w.writerow([*(["track"] if tracks else []), "start_s", "end_s", "face", "top", *result["classes"]])
             for r in result["windows"]:
                 p = r.get("probs", {})
-                w.writerow([r.get("start_s", ""), r.get("end_s", ""), int(r["face"]), r.get("top", ""),
-                            *(f"{p[c]:.6f}" if c in p else "" for c in result["classes"])])
+                w.writerow([*([r.get("track", "")] if tracks else []), r.get("start_s", ""), r.get("end_s", ""), int(r["face"]),
+                            r.get("top", ""), *(f"{p[c]:.6f}" if c in p else "" for c in result["classes"])])
     else:
         raise ValueError(f"--out {path}: use a .json or .csv file name")
     return path
 
 
 def summary_line(result: dict[str, Any]) -> str:
+    """One line per input; with ``--faces all`` one more line per person."""
+    line = _summary(result)
+    for t in result.get("tracks", []):
+        pred = t["prediction"]
+        where = f"frames {t['first_frame']}-{t['last_frame']}" if t.get("first_frame") is not None else f"box {t.get('box')}"
+        line += f"\n  face {t['track']} ({where}): " + (f"{pred['class']} {pred['probability']:.2f}" if pred else "no face window")
+    return line
+
+
+def _summary(result: dict[str, Any]) -> str:
     pred = result["prediction"]
     if result["kind"] == "image":
         return f"{result['input']}: " + (f"{pred['class']} {pred['probability']:.2f}" if pred else "no face")
-    with_face = sum(r["face"] for r in result["windows"])
-    span = f"{result['frames'] / result['fps']:.1f} s, {len(result['windows'])} windows, {with_face} with a face"
+    windows = [r for r in result["windows"] if r.get("track", 0) == 0]
+    with_face = sum(r["face"] for r in windows)
+    span = f"{result['frames'] / result['fps']:.1f} s, {len(windows)} windows, {with_face} with a face"
+    if "tracks" in result:
+        span += f", {len(result['tracks'])} face track(s)"
     if pred is None:
         return f"{result['input']}: no face ({span})"
     return f"{result['input']}: {pred['class']} {pred['probability']:.2f} ({span})"

@@ -28,7 +28,8 @@ from .config import PredictConfig, parse_classes
 from .faces import DEFAULT_INPUT, FacePrep, to_tensor
 from .heads import OnnxHeads, TorchHeads
 from .outputs import no_face_segments
-from .tracking import main_face
+from .results import answer, track_result, window_rows
+from .tracking import appearance, every_face, main_face
 from .windows import plan_windows
 
 
@@ -113,62 +114,76 @@ class Predictor:
         except MediaError as err:  # frames too small to search: name the file
             raise MediaError(f"{path}: {err}") from None
 
-    def _detect_stream(self, path: Path) -> tuple[float, list[list[Face]]]:
+    def _detect_stream(self, path: Path, looks: list[list[np.ndarray]] | None = None) -> tuple[float, list[list[Face]]]:
         """Detections of every frame, decoded and searched a batch at a time; only the faces
-        (boxes, scores, landmarks) are kept, so memory does not grow with the video's length."""
+        (boxes, scores, landmarks; with ``looks``, also each face's appearance, appended there)
+        are kept, so memory does not grow with the video's length."""
         fps, frames = iter_video(path)
         faces: list[list[Face]] = []
         chunk: list[np.ndarray] = []
+
+        def search() -> None:
+            found = self._detect(path, np.stack(chunk))
+            if looks is not None:
+                looks.extend([appearance(frame, f.box) for f in per_frame] for frame, per_frame in zip(chunk, found))
+            faces.extend(found)
+            chunk.clear()
+
         for frame in frames:
             chunk.append(frame)
             if len(chunk) == self.detector.batch_size:
-                faces += self._detect(path, np.stack(chunk))
-                chunk = []
+                search()
                 if len(faces) % (8 * self.detector.batch_size) == 0:
                     release_freed_memory()
         if chunk:
-            faces += self._detect(path, np.stack(chunk))
+            search()
         return fps, faces
 
     def _frame_count(self, path: Path) -> tuple[float, int]:
         fps, frames = iter_video(path)
         return fps, sum(1 for _ in frames)
 
-    def _window_probs(self, path: Path, windows: list[np.ndarray], window_faces: list, task: str) -> np.ndarray:
-        """Second pass: align the frames the face windows need and classify each window as soon
-        as its last frame has arrived, so memory holds about one window of crops per pending
-        window, however long the video. Returns (windows with a face, classes)."""
-        todo = [k for k, faces in enumerate(window_faces) if faces is not None]  # by start = by end
-        needed: dict[int, Face | None] = {}
-        for k in todo:
-            for i, f in zip(windows[k], window_faces[k]):
-                needed.setdefault(int(i), f)
-        crops: dict[int, np.ndarray] = {}
-        out: list[np.ndarray] = []
-        ready: list[int] = []
+    def _window_probs(self, path: Path, windows: list[np.ndarray], people: list[list], task: str) -> list[np.ndarray]:
+        """Second pass: align the frames the face windows of every person need and classify each
+        window as soon as its last frame has arrived, so memory holds about one window of crops
+        per pending window, however long the video. ``people[p][k]`` is person p's faces in
+        window k (None: no face). Returns per person (windows with a face, classes)."""
+        todo = [(k, p) for k in range(len(windows)) for p in range(len(people)) if people[p][k] is not None]  # by end
+        needed: dict[tuple[int, int], Face | None] = {}
+        for k, p in todo:
+            for i, f in zip(windows[k], people[p][k]):
+                needed.setdefault((p, int(i)), f)
+        frames_needed = {i for _, i in needed}
+        crops: dict[tuple[int, int], np.ndarray] = {}
+        out: list[list[np.ndarray]] = [[] for _ in people]
+        ready: list[tuple[int, int]] = []
         ptr = 0
 
         def flush() -> None:
-            batch = [to_tensor(np.stack([crops[int(i)] for i in windows[k]])) for k in ready]
-            out.append(self._probs(batch, task))
+            batch = [to_tensor(np.stack([crops[p, int(i)] for i in windows[k]])) for k, p in ready]
+            probs = self._probs(batch, task)
+            for (_, p), row in zip(ready, probs):
+                out[p].append(row[None])
             ready.clear()
 
         _, frames = iter_video(path)
         for i, frame in enumerate(frames):
-            if i in needed:
-                crops[i] = self.prep.frame(frame, needed[i])
-            while ptr < len(todo) and windows[todo[ptr]][-1] <= i:
+            if i in frames_needed:
+                for p in range(len(people)):
+                    if (p, i) in needed:
+                        crops[p, i] = self.prep.frame(frame, needed[p, i])
+            while ptr < len(todo) and windows[todo[ptr][0]][-1] <= i:
                 ready.append(todo[ptr])
                 ptr += 1
             if len(ready) >= self.cfg.batch_size:
                 flush()
-            oldest = windows[ready[0]][0] if ready else windows[todo[ptr]][0] if ptr < len(todo) else i + 1
-            for j in [j for j in crops if j < oldest]:
-                del crops[j]
+            oldest = windows[ready[0][0]][0] if ready else windows[todo[ptr][0]][0] if ptr < len(todo) else i + 1
+            for key in [key for key in crops if key[1] < oldest]:
+                del crops[key]
         ready += todo[ptr:]  # windows padded past the end (a video shorter than one window)
         if ready:
             flush()
-        return np.concatenate(out) if out else self._none(task)
+        return [np.concatenate(rows) if rows else self._none(task) for rows in out]
 
     def stride_for(self, fps: float) -> int:
         """``--stride``, else the training stride scaled to this video's frame rate, so a window
@@ -179,84 +194,105 @@ class Predictor:
             return max(1, round(self.train_stride * fps / self.train_fps))
         return self.train_stride
 
-    def predict_video(self, path: Path) -> dict[str, Any]:
-        task = self.video_task
-        if self.align_faces:
-            fps, detections = self._detect_stream(path)
-            # a face seen for less than min_track_s is a false detection, unless the whole video is
-            # that short (a one-frame video is kept by preprocessing too)
-            shortest = min(max(1, round(self.cfg.min_track_s * fps)), max(1, len(detections) // 2))
-            tracked = main_face(detections, max_gap=round(self.cfg.max_gap_s * fps), min_detections=shortest)
-            faces_found = sum(f is not None for f in tracked)  # detections of the followed face
-        else:  # already face crops: every frame is the face
+    def _people(self, path: Path) -> tuple[float, list[list[Face | None]], list[int]]:
+        """(fps, per person the detection of every frame or None, detections per person): the
+        main face, or with ``faces="all"`` every person strongest first."""
+        if not self.align_faces:  # already face crops: every frame is the face
             fps, n = self._frame_count(path)
-            tracked, faces_found = [None] * n, n
-        n = len(tracked)
-        stride = self.stride_for(fps)
-        hop = self.cfg.hop or max(1, self.frames * stride // 2)
-        windows = plan_windows(n, self.frames, stride, hop)
-        # per window: the face of each sampled frame, or None for a window without enough face.
-        # As in preprocessing, the share counts detections over every frame the window spans, and
-        # a frame without one borrows the nearest detected frame's geometry (within the window).
-        window_faces: list[list[Face | None] | None] = []
+            return fps, [[None] * n], [n]
+        looks: list[list[np.ndarray]] | None = [] if self.cfg.faces == "all" else None
+        fps, detections = self._detect_stream(path, looks) if looks is not None else self._detect_stream(path)
+        # a face seen for less than min_track_s is a false detection, unless the whole video is
+        # that short (a one-frame video is kept by preprocessing too)
+        shortest = min(max(1, round(self.cfg.min_track_s * fps)), max(1, len(detections) // 2))
+        max_gap = round(self.cfg.max_gap_s * fps)
+        if looks is None:
+            people = [main_face(detections, max_gap=max_gap, min_detections=shortest)]
+        else:
+            people = every_face(detections, looks, max_gap, shortest) or [[None] * len(detections)]
+        return fps, people, [sum(f is not None for f in tracked) for tracked in people]
+
+    def _window_faces(self, tracked: list[Face | None], windows: list[np.ndarray]) -> list[list[Face | None] | None]:
+        """Per window: the face of each sampled frame, or None for a window without enough face.
+        As in preprocessing, the share counts detections over every frame the window spans, and
+        a frame without one borrows the nearest detected frame's geometry (within the window)."""
+        out: list[list[Face | None] | None] = []
         for idx in windows:
             if not self.align_faces:
-                window_faces.append([None] * len(idx))
+                out.append([None] * len(idx))
                 continue
             lo, hi = int(idx[0]), int(idx[-1])
             span = tracked[lo : hi + 1]
             present = sum(f is not None for f in span)
             if present and present >= self.cfg.min_face_fraction * len(span):
                 filled = fill_nearest(span)
-                window_faces.append([filled[int(i) - lo] for i in idx])
+                out.append([filled[int(i) - lo] for i in idx])
             else:
-                window_faces.append(None)
+                out.append(None)
+        return out
+
+    def predict_video(self, path: Path) -> dict[str, Any]:
+        task = self.video_task
+        fps, people, found = self._people(path)
+        n = len(people[0])
+        stride = self.stride_for(fps)
+        hop = self.cfg.hop or max(1, self.frames * stride // 2)
+        windows = plan_windows(n, self.frames, stride, hop)
+        window_faces = [self._window_faces(tracked, windows) for tracked in people]
         probs = self._window_probs(path, windows, window_faces, task)
         names = self.names(task)
-        rows, k = [], 0
-        for idx, faces in zip(windows, window_faces):
-            row: dict[str, Any] = {"start_frame": int(idx[0]), "end_frame": int(idx[-1]), "start_s": round(float(idx[0]) / fps, 3),
-                                   "end_s": round(float(idx[-1] + 1) / fps, 3), "face": faces is not None}
-            if faces is not None:
-                row["probs"] = {c: float(p) for c, p in zip(names, probs[k])}
-                row["top"] = names[int(probs[k].argmax())]
-                k += 1
-            rows.append(row)
-        result = self._result(path, task, "video", probs, rows)
-        result.update({"fps": fps, "frames": n, "frames_with_face": faces_found, "no_face_segments": no_face_segments(rows, n, fps),
+        rows = [window_rows(windows, wf, pr, names, fps) for wf, pr in zip(window_faces, probs)]
+        result = self._result(path, task, "video", probs[0], rows[0])
+        result.update({"fps": fps, "frames": n, "frames_with_face": found[0], "no_face_segments": no_face_segments(rows[0], n, fps),
                        "window": {"frames": self.frames, "stride": stride, "hop": hop, "align": self.align_faces,
                                   "training_stride": self.train_stride, "training_fps": self.train_fps}})
+        if self.cfg.faces == "all":
+            for faces, track_rows in zip(window_faces, rows):  # where the person is: the box at the window's middle frame
+                for wf, row in zip(faces, track_rows):
+                    if wf is not None and wf[len(wf) // 2] is not None:
+                        row["box"] = [round(v, 1) for v in wf[len(wf) // 2].box]
+            result["faces"] = "all"
+            result["tracks"] = [track_result(p, tracked, pr, rw, names, n, fps) for p, (tracked, pr, rw) in enumerate(zip(people, probs, rows))]
+            result["windows"] = [{"track": t["track"], **w} for t in result["tracks"] for w in t["windows"]]
         return result
 
     # ------------------------------------------------------------------ images
 
     def predict_image(self, path: Path) -> dict[str, Any]:
-        """The image head on the main (largest confident) face; a model whose image head was never
-        trained (``--no-sfer``) sees the image as a still clip through its video head. The crop
-        follows the eval transform: resize to 1.2x, centre crop."""
+        """The image head on the main (largest confident) face, or with ``faces="all"`` on every
+        face, largest first; a model whose image head was never trained (``--no-sfer``) sees the
+        image as a still clip through its video head. The crop follows the eval transform:
+        resize to 1.2x, centre crop."""
         image = read_image(path)
         task = self.image_task
         faces = self._detect(path, image[None])[0] if self.align_faces else []
-        face = max(faces, key=lambda f: f.side * f.prob) if faces else None
-        rows: list[dict[str, Any]] = [{"face": face is not None or not self.align_faces, "faces_in_image": len(faces)}]
-        probs = self._none(task)
-        if rows[0]["face"]:
-            crop = self.prep.image(image, face)
-            x = to_tensor(crop) if task == "image" else to_tensor(np.repeat(crop[None], self.frames, axis=0))
-            probs = self._probs([x], task)
-            names = self.names(task)
-            rows[0].update(probs={c: float(p) for c, p in zip(names, probs[0])}, top=names[int(probs[0].argmax())])
+        if self.cfg.faces == "all":  # every face, largest first
+            chosen: list[Face | None] = sorted(faces, key=lambda f: -f.side)
+        else:  # the main face: the largest confident one
+            chosen = [max(faces, key=lambda f: f.side * f.prob)] if faces else []
+        if not self.align_faces:
+            chosen = [None]
+        names = self.names(task)
+        probs = self._probs([self._image_input(image, face, task) for face in chosen], task) if chosen else self._none(task)
+        rows: list[dict[str, Any]] = [{"face": bool(chosen), "faces_in_image": len(faces)}] if not chosen else []
+        for k, face in enumerate(chosen):
+            row: dict[str, Any] = {"face": True, "faces_in_image": len(faces), "probs": {c: float(v) for c, v in zip(names, probs[k])},
+                                   "top": names[int(probs[k].argmax())]}
             if face is not None:
-                rows[0]["box"] = [round(v, 1) for v in face.box]
-        return self._result(path, task, "image", probs, rows)
+                row["box"] = [round(v, 1) for v in face.box]
+            rows.append({"track": k, **row} if self.cfg.faces == "all" else row)
+        result = self._result(path, task, "image", probs[:1], rows)
+        if self.cfg.faces == "all":
+            result["faces"] = "all"
+            result["tracks"] = [{"track": k, "box": row.get("box"), "prediction": answer(probs[k : k + 1], names)}
+                                for k, row in enumerate(rows) if row["face"]]
+        return result
+
+    def _image_input(self, image: np.ndarray, face: Face | None, task: str) -> torch.Tensor:
+        crop = self.prep.image(image, face)
+        return to_tensor(crop) if task == "image" else to_tensor(np.repeat(crop[None], self.frames, axis=0))
 
     def _result(self, path: Path, task: str, kind: str, probs: np.ndarray, rows: list[dict[str, Any]]) -> dict[str, Any]:
         names = self.names(task)
-        result: dict[str, Any] = {"input": str(path), "kind": kind, "checkpoint": str(self.heads.source), "head": task,
-                                  "classes": list(names), "prediction": None, "windows": rows}
-        if len(probs):
-            mean = probs.mean(axis=0)
-            best = int(mean.argmax())
-            result["prediction"] = {"class": names[best], "probability": float(mean[best]),
-                                    "probs": {c: float(p) for c, p in zip(names, mean)}, "windows_used": len(probs)}
-        return result
+        return {"input": str(path), "kind": kind, "checkpoint": str(self.heads.source), "head": task, "classes": list(names),
+                "prediction": answer(probs, names), "windows": rows}

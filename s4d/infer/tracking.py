@@ -1,4 +1,5 @@
-"""Following the main face through a video.
+"""Following faces through a video: the main face (``main_face``), or every face as one track
+per person (``every_face``: overlap + appearance, see ``link_people``).
 
 Detections (every face of every frame) are linked into tracks by overlap with the track's last
 box; the track with the most face evidence (sum of box side x confidence) is the main face.
@@ -10,6 +11,9 @@ and whoever samples them (``predict``'s windows) decides whether to borrow a nei
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
 
 from preprocess.faces import Face
 
@@ -78,4 +82,90 @@ def main_face(faces_per_frame: list[list[Face]], max_gap: int, min_detections: i
             spans[track.first : track.last + 1] = [True] * (track.last + 1 - track.first)
             for t, face in track.faces.items():
                 out[t] = face
+    return out
+
+
+# ----------------------------------------------------------------------------- every face
+
+
+def appearance(frame_HWC: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """A face's look, for telling two people apart: a 16x16 grey thumbnail of the box (zero mean,
+    unit norm: layout of the features) and a 4x4x4 colour histogram (skin, hair, light), each
+    half of a unit vector compared by dot product."""
+    h, w = frame_HWC.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(max(x1, x0 + 1), w), min(max(y1, y0 + 1), h)
+    crop = frame_HWC[y0:y1, x0:x1]
+    if crop.size == 0:
+        return np.zeros(16 * 16 + 64, np.float32)
+    grey = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    grey -= grey.mean()
+    hist = cv2.calcHist([crop], [0, 1, 2], None, [4, 4, 4], [0, 256] * 3).ravel().astype(np.float32)
+    parts = [v / (np.linalg.norm(v) or 1.0) for v in (grey, hist)]
+    return (np.concatenate(parts) / np.sqrt(2)).astype(np.float32)
+
+
+@dataclass
+class PersonTrack(Track):
+    look: np.ndarray | None = None  # running mean of the appearance
+    velocity: tuple[float, float] = (0.0, 0.0)  # box centre motion per frame
+
+    def predicted(self, t: int) -> tuple[float, float, float, float]:
+        x0, y0, x1, y1 = self.faces[self.last].box
+        dx, dy = (v * (t - self.last) for v in self.velocity)
+        return x0 + dx, y0 + dy, x1 + dx, y1 + dy
+
+    def join(self, t: int, face: Face, look: np.ndarray) -> None:
+        if self.faces:
+            (px, py), (cx, cy) = self.faces[self.last].center, face.center
+            step = max(t - self.last, 1)
+            self.velocity = tuple(0.5 * v + 0.5 * d / step for v, d in zip(self.velocity, (cx - px, cy - py)))
+        self.look = look if self.look is None else 0.8 * self.look + 0.2 * look
+        self.add(t, face)
+
+
+def link_people(faces_per_frame: list[list[Face]], looks_per_frame: list[list[np.ndarray]], max_gap: int,
+                min_iou: float = 0.1, same_look: float = 0.75) -> list[PersonTrack]:
+    """Every face linked into one track per person. A face may join an open track (seen at most
+    ``max_gap`` frames ago) whose box, moved on by its velocity, overlaps it (IoU >= ``min_iou``)
+    or, after a gap (an occlusion, a crossing), whose appearance matches (dot >= ``same_look``).
+    Pairs are taken best first by overlap + appearance, so two faces that cross keep their
+    tracks where overlap alone would swap them."""
+    tracks: list[PersonTrack] = []
+    for t, (faces, looks) in enumerate(zip(faces_per_frame, looks_per_frame)):
+        active = [k for k, tr in enumerate(tracks) if t - tr.last <= max_gap]
+        pairs = []
+        for j, (face, look) in enumerate(zip(faces, looks)):
+            for k in active:
+                tr = tracks[k]
+                overlap = iou(tr.predicted(t), face.box)
+                similar = float(tr.look @ look) if tr.look is not None else 0.0
+                if overlap >= min_iou or (t - tr.last > 1 and similar >= same_look):
+                    pairs.append((overlap + similar, k, j))
+        used_tracks: set[int] = set()
+        used_faces: set[int] = set()
+        for _, k, j in sorted(pairs, reverse=True):
+            if k in used_tracks or j in used_faces:
+                continue
+            tracks[k].join(t, faces[j], looks_per_frame[t][j])
+            used_tracks.add(k)
+            used_faces.add(j)
+        for j, face in enumerate(faces):
+            if j not in used_faces:
+                track = PersonTrack(first=t)
+                track.join(t, face, looks[j])
+                tracks.append(track)
+    return tracks
+
+
+def every_face(faces_per_frame: list[list[Face]], looks_per_frame: list[list[np.ndarray]], max_gap: int,
+               min_detections: int = 1) -> list[list[Face | None]]:
+    """Per person (strongest first: most face evidence), the detection of every frame or None."""
+    people = [tr for tr in link_people(faces_per_frame, looks_per_frame, max_gap) if len(tr.faces) >= min_detections]
+    out = []
+    for track in sorted(people, key=lambda tr: -tr.weight):
+        per_frame: list[Face | None] = [None] * len(faces_per_frame)
+        for t, face in track.faces.items():
+            per_frame[t] = face
+        out.append(per_frame)
     return out
