@@ -108,43 +108,96 @@ def plot_scores(out: Path, confusion: list[list[int]], recall: dict[str, float],
             plot_recall(Path(out) / "recall.png", recall, uar, title)]
 
 
+def _smooth(values_NC: np.ndarray, width: int = 3) -> np.ndarray:
+    """Moving mean over ``width`` neighbouring windows (shorter at the ends): the display only."""
+    if len(values_NC) < 2:
+        return values_NC
+    kernel = np.ones(min(width, len(values_NC)))
+    counts = np.convolve(np.ones(len(values_NC)), kernel, mode="same")
+    return np.stack([np.convolve(v, kernel, mode="same") / counts for v in values_NC.T], axis=1)
+
+
+def _people(result: dict) -> list[tuple[str, list[dict], list[list[float]]]]:
+    """(label, windows, no-face stretches) per person: the tracks of ``--faces all``, else the main face."""
+    if "tracks" in result:
+        return [(f"face {t['track']}", t["windows"], t["no_face_segments"]) for t in result["tracks"]]
+    return [("", result["windows"], result.get("no_face_segments", []))]
+
+
 def plot_timeline(result: dict, path: str | Path, title: str | None = None,
                   parts: list[tuple[str, float, float]] | None = None) -> Path:
-    """Class probabilities over time (window centres), no-face stretches shaded grey; ``parts``
-    (label, start s, end s) are marked along the top, e.g. the known truth of a test video."""
+    """``s4d predict``'s timeline, one row per person: a ribbon of the top class over time (its
+    colour; the stronger, the more opaque), the per-class probabilities beneath, stacked and
+    smoothed over 3 windows for reading (the raw per-window numbers stay in the JSON/CSV), and
+    "no face" stretches greyed. ``parts`` (label, start s, end s) are marked along the top, e.g.
+    the known truth of a test video. A still image gets bars, per face."""
+    from matplotlib.patches import Patch
+
     plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = result["windows"]
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    if result["kind"] == "video":
-        centres = [(r["start_s"] + r["end_s"]) / 2 for r in rows]
-        for c in result["classes"]:
-            xs = [x for x, r in zip(centres, rows) if r["face"]]
-            ys = [r["probs"][c] for r in rows if r["face"]]
-            ax.plot(xs, ys, marker="o", ms=3, lw=1.5, label=c)
-        for s, e in result["no_face_segments"]:
-            ax.axvspan(s, e, color="0.85", zorder=0, label="no face" if s == result["no_face_segments"][0][0] else None)
-        for k, (label, s, e) in enumerate(parts or []):
-            ax.axvspan(s, e, ymin=0.94, ymax=1.0, color=f"C{result['classes'].index(label)}" if label in result["classes"] else "0.5",
-                       alpha=0.6, lw=0)
-            ax.text((s + e) / 2, 1.02, label, ha="center", va="bottom", fontsize=7, transform=ax.get_xaxis_transform())
-            if k:
-                ax.axvline(s, color="0.6", lw=0.8, ls=":")
-        ax.set_xlabel("time (s), window centres")
-        end = max((r["end_s"] for r in rows), default=1.0)
-        ax.set_xlim(0, end)
-    else:
-        probs = rows[0].get("probs", {})
-        ax.bar(range(len(result["classes"])), [probs.get(c, 0.0) for c in result["classes"]])
-        ax.set_xticks(range(len(result["classes"])), result["classes"], rotation=30, ha="right")
+    classes = result["classes"]
+    colour = {c: f"C{i}" for i, c in enumerate(classes)}
+    pred = result["prediction"]
+    heading = title or (f"{Path(result['input']).name}: {pred['class']} ({pred['probability']:.2f})" if pred else
+                        f"{Path(result['input']).name}: no face")
+    if result["kind"] != "video":
+        return _plot_answers(plt, result, path, heading, colour)
+    people = _people(result)
+    end = max((r["end_s"] for r in result["windows"]), default=1.0) or 1.0
+    fig, axes = plt.subplots(2 * len(people), 1, figsize=(8, 1.0 + 2.1 * len(people)), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 3] * len(people)})
+    for p, (label, rows, gaps) in enumerate(people):
+        ribbon, area = axes[2 * p, 0], axes[2 * p + 1, 0]
+        face = [r for r in rows if r["face"]]
+        centres = [(r["start_s"] + r["end_s"]) / 2 for r in face]
+        for k, r in enumerate(face):  # each window owns the time up to the midpoints with its neighbours
+            lo = (centres[k - 1] + centres[k]) / 2 if k else r["start_s"]
+            hi = (centres[k] + centres[k + 1]) / 2 if k + 1 < len(face) else r["end_s"]
+            ribbon.axvspan(lo, hi, color=colour[r["top"]], alpha=0.3 + 0.7 * r["probs"][r["top"]], lw=0)
+        if face:
+            probs = _smooth(np.array([[r["probs"][c] for c in classes] for r in face]))
+            area.stackplot(centres, probs.T, colors=[colour[c] for c in classes], alpha=0.85)
+        for ax in (ribbon, area):
+            for s, e in gaps:
+                ax.axvspan(s, e, color="0.85", zorder=3, lw=0)
+        ribbon.set_yticks([])
+        ribbon.set_ylabel(f"{label}\ntop" if label else "top", rotation=0, ha="right", va="center", fontsize=8)
+        area.set_ylim(0, 1)
+        area.set_ylabel("probability", fontsize=8)
+    for k, (label, s, e) in enumerate(parts or []):
+        top = axes[0, 0]
+        top.text((s + e) / 2, 1.15, label, ha="center", va="bottom", fontsize=7, transform=top.get_xaxis_transform())
+        if k:
+            for ax in axes[:, 0]:
+                ax.axvline(s, color="0.3", lw=0.8, ls=":", zorder=4)
+    axes[-1, 0].set_xlim(0, end)
+    axes[-1, 0].set_xlabel("time (s)")
+    handles = [Patch(color=colour[c], label=c) for c in classes] + [Patch(color="0.85", label="no face")]
+    axes[1, 0].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[0, 0].set_title(heading, fontsize=10, pad=18 if parts else 6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_answers(plt, result: dict, path: Path, heading: str, colour: dict[str, str]) -> Path:
+    """Bars of a still image's answer, one group per face (largest first)."""
+    classes = result["classes"]
+    faces = [r for r in result["windows"] if r.get("face") and "probs" in r]
+    fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(classes) * max(len(faces), 1)), 3.2))
+    width = 0.8 / max(len(faces), 1)
+    for k, r in enumerate(faces):
+        xs = np.arange(len(classes)) + (k - (len(faces) - 1) / 2) * width
+        ax.bar(xs, [r["probs"][c] for c in classes], width, color=[colour[c] for c in classes], alpha=1.0 - 0.6 * k / max(len(faces), 1),
+               edgecolor="0.2", lw=0.3, label=f"face {r.get('track', k)}")
+    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("probability")
-    pred = result["prediction"]
-    ax.set_title(title or (f"{Path(result['input']).name}: {pred['class']} ({pred['probability']:.2f})" if pred else
-                           f"{Path(result['input']).name}: no face"), fontsize=10, pad=16 if parts else 6)
-    if result["kind"] == "video":
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if len(faces) > 1:
+        ax.legend(fontsize=7)
+    ax.set_title(heading, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
