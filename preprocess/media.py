@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,21 +49,54 @@ def upright(rgb: np.ndarray, rotation: int | float | None) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
 
+def _open_video(target: Any, name: Any, failure: str, **options: Any) -> tuple[Any, Any, float]:
+    """(container, its first video stream, frames per second; 25 when unknown); a failure is a
+    ``MediaError`` naming ``name``."""
+    import av
+
+    try:
+        container = av.open(target, mode="r", **options)
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise MediaError(f"{name}: {failure} ({err.__class__.__name__}: {err})") from None
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"{name}: no video stream")
+    stream = container.streams.video[0]
+    return container, stream, float(stream.average_rate or stream.guessed_rate or 25.0)
+
+
+def iter_live(source: str) -> tuple[float, Iterator[np.ndarray]]:
+    """A live source as PyAV opens it (a camera device such as ``/dev/video0``, an RTSP/HTTP
+    URL, ``-`` for a stream on stdin): frames per second (25 when the source does not say) and
+    a generator of (H, W, 3) uint8 RGB frames as they arrive. It ends when the source does; a
+    source that cannot be opened is a ``MediaError`` naming it."""
+    import sys
+
+    import av
+
+    target = sys.stdin.buffer if source == "-" else source
+    container, stream, fps = _open_video(target, source, "cannot open the live source",
+                                         format="v4l2" if source.startswith("/dev/video") else None)
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            for frame in container.decode(stream):
+                yield upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))
+        except (av.error.FFmpegError, OSError, ValueError) as err:
+            raise MediaError(f"{source}: the live source broke off ({err.__class__.__name__}: {err})") from None
+        finally:
+            container.close()
+
+    return fps, frames()
+
+
 def iter_video(path: Path) -> tuple[float, Iterator[np.ndarray]]:
     """Frames per second and a generator of (H, W, 3) uint8 RGB frames, decoded one at a time
     (for long inputs). Opening and every decoding failure raise ``MediaError`` naming the file;
     a video that breaks off says after how many frames."""
     import av
 
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError, ValueError) as err:
-        raise MediaError(f"{path}: unreadable video ({err.__class__.__name__}: {err})") from None
-    if not container.streams.video:
-        container.close()
-        raise MediaError(f"{path}: no video stream")
-    stream = container.streams.video[0]
-    fps = float(stream.average_rate or stream.guessed_rate or 25.0)
+    container, stream, fps = _open_video(str(path), path, "unreadable video")
     stream_seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
     only_video = len(container.streams) == 1  # otherwise the container's duration may be the audio's
     declared = declared_frames(stream.frames, stream_seconds or (container.duration / 1e6 if only_video and container.duration else None), fps)

@@ -117,3 +117,40 @@ def test_a_group_photo_gets_one_answer_per_face_largest_first(fixtures_dir, pred
     image = read_image(fixtures_dir / "multi_face.jpg")
     assert all(0 <= w["box"][0] < image.shape[1] for w in faces)
     json.dumps(result)  # the whole result is JSON
+
+
+def test_a_live_stream_through_a_pipe_prints_each_window_as_it_completes(people, tmp_path):
+    """The composed two-person video fed into ``s4d predict --live -`` at its own frame rate."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_bad_inputs import ROOT
+
+    a, b = people
+    video = write_video(tmp_path / "live.webm", compose(a, b, [20] * FRAMES, [260] * FRAMES), fps=25.0)
+    ckpt = debug_checkpoint(tmp_path, stride=2)
+    feeder = ("import sys, time; data = open(sys.argv[1], 'rb').read(); n = int(sys.argv[2]); step = -(-len(data) // n)\n"
+              "for i in range(0, len(data), step):\n    sys.stdout.buffer.write(data[i:i + step]); sys.stdout.flush(); time.sleep(1 / 25)\n")
+    env = {"PYTHONPATH": str(ROOT), "COLUMNS": "300"}
+    import os
+
+    feed = subprocess.Popen([sys.executable, "-c", feeder, str(video), str(FRAMES)], stdout=subprocess.PIPE)
+    t0 = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "s4d", "predict", "--live", "-", "-c", str(ckpt), "--faces", "all", "--hop", "4"],
+                         stdin=feed.stdout, capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    feed.wait()
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(x) for x in run.stdout.splitlines()]
+    windows, summary = lines[:-1], lines[-1]["summary"]
+    from s4d import build_model
+
+    span = (build_model("s4d", "debug").config.encoder.num_frames - 1) * 2 + 1  # the window at stride 2
+    closed = (FRAMES - span) // 4 + 1
+    assert sorted({w["window"] for w in windows}) == list(range(closed))
+    faces = [w for w in windows if w["face"]]
+    assert {w["track"] for w in faces} == {0, 1} and len(faces) == 2 * closed  # both people in every window
+    assert all(w["top"] in NAMES and abs(sum(w["probs"].values()) - 1) < 1e-4 for w in faces)
+    assert all(0 <= w["latency_ms"] < 30_000 for w in windows)
+    assert summary["frames"] == FRAMES and set(summary["tracks"]) == {"0", "1"}
+    assert time.perf_counter() - t0 >= FRAMES / 25 * 0.9  # it really was fed at the frame rate

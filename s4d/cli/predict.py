@@ -13,8 +13,8 @@ from .main import app, err_console, one_line_errors
 
 @app.command("predict")
 def predict_cmd(
-    inputs: Annotated[list[Path], typer.Argument(help="Videos (any container/codec PyAV reads) or still images; with --out "
-                                                      "X.parquet also folders and .txt lists of paths.")],
+    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Videos (any container/codec PyAV reads) or still images; with "
+                                                                "--out X.parquet also folders and .txt lists of paths.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Our .safetensors or the authors' fine-tuned file.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Per-window results: a .json or .csv file (a folder for several inputs), or "
                                                      "one .parquet table for folders and lists (resumable).")] = None,
@@ -26,6 +26,8 @@ def predict_cmd(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     faces: Annotated[str, typer.Option(help="main: the main face's timeline | all: one timeline per person (tracks by "
                                             "overlap + appearance); a photo gets one answer per face, largest first.")] = "main",
+    live: Annotated[Optional[str], typer.Option("--live", help="A live source PyAV opens (/dev/video0, rtsp://..., http://..., "
+                                                               "'-' for stdin): one JSON line per window as it completes.")] = None,
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="An exported head (s4d export) run by onnxruntime, instead of -c.")] = None,
 ) -> None:
     """Emotion of the main face (or every face) in a raw video, per-window timeline, or a still image."""
@@ -34,6 +36,11 @@ def predict_cmd(
 
     from preprocess.media import MediaError
 
+    inputs = inputs or []
+    with one_line_errors():
+        if bool(inputs) == bool(live):
+            raise ValueError("give input files (or folders, lists) or --live SOURCE, not both" if inputs else
+                             "give input files (or folders, lists) or --live SOURCE")
     several = len(inputs) > 1
     table = out is not None and out.suffix.lower() == ".parquet"
     with one_line_errors():
@@ -45,6 +52,9 @@ def predict_cmd(
                                             device=device, onnx=str(onnx) if onnx else None, faces=faces))
     if table:
         _predict_table(predictor, inputs, out)
+        return
+    if live:
+        _predict_live(predictor, live)
         return
     failed = 0
     for path in inputs:
@@ -61,6 +71,26 @@ def predict_cmd(
             typer.echo(f"  timeline: {plot_timeline(result, plot / f'{path.name}.png' if several else plot)}")
     if failed:
         raise typer.Exit(2)
+
+
+def _predict_live(predictor, source: str) -> None:
+    """JSON lines on stdout as windows complete; Ctrl-C (or the source ending) prints the summary."""
+    import json
+    import sys
+
+    from preprocess.media import iter_live
+
+    with one_line_errors():
+        fps, frames = iter_live(source)
+    results = predictor.stream(frames, fps)
+    with one_line_errors():
+        try:
+            for line in results:
+                print(json.dumps(line), flush=True)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C ends a live run; the summary so far follows
+    print(json.dumps({"summary": results.summary()}), flush=True)
+    sys.stdout.flush()
 
 
 def _predict_table(predictor, inputs: list[Path], out: Path) -> None:

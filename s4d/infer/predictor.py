@@ -12,7 +12,7 @@ and never classified. The clip-level answer is the mean over the windows with a 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -90,6 +90,13 @@ class Predictor:
         if self._detector is None:
             self._detector = FaceDetector(device=str(self.device) if self.device.type == "cuda" else "cpu", min_prob=self.cfg.min_prob)
         return self._detector
+
+    def stream(self, frames: Iterable[np.ndarray], fps: float):
+        """A live source: (H, W, 3) RGB frames as they arrive -> a ``live.LiveStream`` of results
+        per window, each the moment its last frame is in (memory bounded, see ``live``)."""
+        from .live import LiveStream
+
+        return LiveStream(self, frames, fps)
 
     def __call__(self, path: str | Path) -> dict[str, Any]:
         path = Path(path)

@@ -124,38 +124,51 @@ class PersonTrack(Track):
         self.add(t, face)
 
 
-def link_people(faces_per_frame: list[list[Face]], looks_per_frame: list[list[np.ndarray]], max_gap: int,
-                min_iou: float = 0.1, same_look: float = 0.75) -> list[PersonTrack]:
-    """Every face linked into one track per person. A face may join an open track (seen at most
-    ``max_gap`` frames ago) whose box, moved on by its velocity, overlaps it (IoU >= ``min_iou``)
-    or, after a gap (an occlusion, a crossing), whose appearance matches (dot >= ``same_look``).
-    Pairs are taken best first by overlap + appearance, so two faces that cross keep their
-    tracks where overlap alone would swap them."""
-    tracks: list[PersonTrack] = []
-    for t, (faces, looks) in enumerate(zip(faces_per_frame, looks_per_frame)):
-        active = [k for k, tr in enumerate(tracks) if t - tr.last <= max_gap]
+class PeopleTracker:
+    """Online linking of every face into one track per person, a frame at a time (``link_people``
+    for a whole video, ``Predictor.stream`` for a live one). A face may join an open track (seen
+    at most ``max_gap`` frames ago) whose box, moved on by its velocity, overlaps it (IoU >=
+    ``min_iou``) or, after a gap (an occlusion, a crossing), whose appearance matches (dot >=
+    ``same_look``). Pairs are taken best first by overlap + appearance, so two faces that cross
+    keep their tracks where overlap alone would swap them."""
+
+    def __init__(self, max_gap: int, min_iou: float = 0.1, same_look: float = 0.75) -> None:
+        self.max_gap, self.min_iou, self.same_look = max_gap, min_iou, same_look
+        self.tracks: list[PersonTrack] = []
+
+    def update(self, t: int, faces: list[Face], looks: list[np.ndarray]) -> list[int]:
+        """Link frame ``t``'s faces; returns the track index of each face."""
+        tracks = self.tracks
+        active = [k for k, tr in enumerate(tracks) if t - tr.last <= self.max_gap]
         pairs = []
         for j, (face, look) in enumerate(zip(faces, looks)):
             for k in active:
                 tr = tracks[k]
                 overlap = iou(tr.predicted(t), face.box)
                 similar = float(tr.look @ look) if tr.look is not None else 0.0
-                if overlap >= min_iou or (t - tr.last > 1 and similar >= same_look):
+                if overlap >= self.min_iou or (t - tr.last > 1 and similar >= self.same_look):
                     pairs.append((overlap + similar, k, j))
-        used_tracks: set[int] = set()
-        used_faces: set[int] = set()
+        owner: dict[int, int] = {}
         for _, k, j in sorted(pairs, reverse=True):
-            if k in used_tracks or j in used_faces:
+            if k in owner.values() or j in owner:
                 continue
-            tracks[k].join(t, faces[j], looks_per_frame[t][j])
-            used_tracks.add(k)
-            used_faces.add(j)
+            tracks[k].join(t, faces[j], looks[j])
+            owner[j] = k
         for j, face in enumerate(faces):
-            if j not in used_faces:
+            if j not in owner:
                 track = PersonTrack(first=t)
                 track.join(t, face, looks[j])
                 tracks.append(track)
-    return tracks
+                owner[j] = len(tracks) - 1
+        return [owner[j] for j in range(len(faces))]
+
+
+def link_people(faces_per_frame: list[list[Face]], looks_per_frame: list[list[np.ndarray]], max_gap: int) -> list[PersonTrack]:
+    """Every face of a whole video linked into one track per person (``PeopleTracker``)."""
+    tracker = PeopleTracker(max_gap)
+    for t, (faces, looks) in enumerate(zip(faces_per_frame, looks_per_frame)):
+        tracker.update(t, faces, looks)
+    return tracker.tracks
 
 
 def every_face(faces_per_frame: list[list[Face]], looks_per_frame: list[list[np.ndarray]], max_gap: int,
