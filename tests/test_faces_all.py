@@ -154,3 +154,31 @@ def test_a_live_stream_through_a_pipe_prints_each_window_as_it_completes(people,
     assert all(0 <= w["latency_ms"] < 30_000 for w in windows)
     assert summary["frames"] == FRAMES and set(summary["tracks"]) == {"0", "1"}
     assert time.perf_counter() - t0 >= FRAMES / 25 * 0.9  # it really was fed at the frame rate
+
+
+def test_ctrl_c_ends_a_live_run_with_the_summary_so_far(people, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_bad_inputs import ROOT
+
+    a, b = people
+    video = write_video(tmp_path / "live.webm", compose(a, b, [20] * FRAMES, [260] * FRAMES), fps=25.0)
+    ckpt = debug_checkpoint(tmp_path, stride=2)
+    feeder = ("import sys, time; data = open(sys.argv[1], 'rb').read(); step = -(-len(data) // 200)\n"
+              "for i in range(0, len(data), step):\n    sys.stdout.buffer.write(data[i:i + step]); sys.stdout.flush(); time.sleep(0.05)\n")
+    feed = subprocess.Popen([sys.executable, "-c", feeder, str(video)], stdout=subprocess.PIPE)
+    run = subprocess.Popen([sys.executable, "-m", "s4d", "predict", "--live", "-", "-c", str(ckpt), "--hop", "2"], stdin=feed.stdout,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    first = json.loads(run.stdout.readline())  # the first window is out: the run is live
+    assert "window" in first
+    run.send_signal(signal.SIGINT)
+    rest, err = run.communicate(timeout=120)
+    feed.kill()
+    lines = [first] + [json.loads(x) for x in rest.splitlines()]
+    assert run.returncode == 0, err
+    summary = lines[-1]["summary"]
+    assert 0 < summary["frames"] < FRAMES and summary["windows"] == len(lines) - 1  # what had arrived, and no more
+    assert "Traceback" not in err

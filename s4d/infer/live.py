@@ -94,14 +94,14 @@ class _State:
 
     def _close_windows(self) -> Iterator[dict[str, Any]]:
         while self.start + self.span - 1 <= self.detected:
-            yield from self._classify(self.start)
+            k, self.window = self.window, self.window + 1  # counted before its lines go out (Ctrl-C may stop them)
+            yield from self._classify(self.start, k)
             self.start += self.hop
-            self.window += 1
             for track in self.tracker.tracks:  # keep only what the next window can need
                 for t in [t for t in track.faces if t < self.start and t != track.last]:
                     del track.faces[t]
 
-    def _classify(self, lo: int) -> Iterator[dict[str, Any]]:
+    def _classify(self, lo: int, window: int) -> Iterator[dict[str, Any]]:
         hi = lo + self.span - 1
         frames = {t: (f, a) for t, f, a in self.buffer}
         idx = [lo + i * self.stride for i in range(self.p.frames)]
@@ -118,7 +118,7 @@ class _State:
             if self.p.cfg.faces == "main" and people:
                 main = max(people, key=lambda k: self.evidence.get(k, 0.0))
                 people = {main: people[main]}
-        base = {"window": self.window, "start_s": round(lo / self.fps, 3), "end_s": round((hi + 1) / self.fps, 3)}
+        base = {"window": window, "start_s": round(lo / self.fps, 3), "end_s": round((hi + 1) / self.fps, 3)}
         if not people:
             yield {**base, "track": None, "face": False, "latency_ms": round(1000 * (time.perf_counter() - frames[hi][1]), 1)}
             return
