@@ -121,6 +121,21 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
     return Path(data_root or os.environ.get("S4D_DATA") or "data")
 
 
+def locate_raw(name: str, env: dict[str, str] | None = None) -> Path:
+    """The raw release of dataset ``name`` when no ``--raw`` is given: ``$S4D_RAW/<name>``, else
+    ``./raw/<name>`` (either spelled as the manifest or in capitals); an error says where it
+    looked and how to point it."""
+    env = os.environ if env is None else env
+    roots = ([Path(env["S4D_RAW"])] if env.get("S4D_RAW") else []) + [Path("raw")]
+    tried = [root / n for root in roots for n in dict.fromkeys((name, name.upper()))]
+    for path in tried:
+        if path.is_dir():
+            return path
+    unset = "" if env.get("S4D_RAW") else " (S4D_RAW is not set)"
+    raise ManifestError(f"{name}: no raw release found; looked in {', '.join(map(str, tried))}{unset}; "
+                        f"pass --raw DIR (make shards DATASET={name} RAW=DIR) or set S4D_RAW to the folder holding {name}/")
+
+
 def resolve_manifest_path(name: str | os.PathLike) -> Path:
     """A path that exists is used as is; a bare name (``mafw`` or ``mafw.json``) resolves in
     ``$S4D_MANIFESTS`` or the repository's ``manifests/``."""

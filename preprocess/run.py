@@ -12,6 +12,7 @@ into ``index.parquet`` and ``shards.json`` once every shard is done.
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +29,22 @@ from .shards.folder import ShardTask, check_plan, plan_shards, record_path
 from .shards.writer import ShardWriter, sha256, write_json_atomic
 
 
-def parse_part(text: str) -> tuple[int, int]:
-    """``"i/n"`` with 0 <= i < n."""
+def parse_part(text: str, env: dict[str, str] | None = None) -> tuple[int, int]:
+    """``"i/n"`` with 0 <= i < n, or ``"auto"``: this task of a SLURM job array
+    (``SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN`` of ``SLURM_ARRAY_TASK_COUNT``)."""
+    if text == "auto":
+        env = os.environ if env is None else env
+        try:
+            task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+        except (KeyError, ValueError):
+            raise ValueError("--part auto: not a SLURM job array task (SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT "
+                             "unset or not numbers); give --part i/n") from None
+        text = f"{task - first}/{count}"
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"--part must look like i/n (e.g. 0/4), got {text!r}") from None
+        raise ValueError(f"--part must look like i/n (e.g. 0/4) or auto, got {text!r}") from None
     if not 0 <= i < n:
         raise ValueError(f"--part {text}: need 0 <= i < n")
     return i, n

@@ -267,3 +267,24 @@ def test_a_full_disk_during_a_checkpoint_save_does_not_block_the_next_run(pristi
     res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_shards_without_raw_finds_the_release_or_says_where_it_looked(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "S4D_RAW"}
+    res = subprocess.run([sys.executable, "-m", "s4d", "shards", "--manifest", "mafw", "--dry-run"], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT), "COLUMNS": "300"})
+    line = one_error_line(res.stderr)
+    assert res.returncode == 2 and "looked in raw/mafw, raw/MAFW (S4D_RAW is not set)" in line and "S4D_RAW" in line
+    (tmp_path / "releases" / "MAFW").mkdir(parents=True)  # found under $S4D_RAW in capitals; then the adapter reads it
+    rc, out, err = s4d("shards", "--manifest", "mafw", "--dry-run", env={"S4D_RAW": str(tmp_path / "releases")})
+    assert f"raw release {tmp_path / 'releases' / 'MAFW'}" in out
+    assert rc == 2 and "mafw" in one_error_line(err)  # the empty folder has no split files: named by the adapter
+
+
+def test_part_auto_reads_the_slurm_array():
+    from preprocess.run import parse_part
+
+    assert parse_part("auto", {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"}) == (2, 4)
+    assert parse_part("auto", {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "8"}) == (0, 8)
+    with pytest.raises(ValueError, match="not a SLURM job array task"):
+        parse_part("auto", {})

@@ -39,7 +39,8 @@ def import_checkpoint(
 @app.command("shards")
 def shards(
     manifest: Annotated[Optional[str], typer.Option("--manifest", "-m", help="Manifest name (resolved in manifests/) or path.")] = None,
-    raw: Annotated[Optional[Path], typer.Option("--raw", help="Root of the raw release, laid out as its owners ship it.")] = None,
+    raw: Annotated[Optional[Path], typer.Option("--raw", help="Root of the raw release, laid out as its owners ship it (default: "
+                                                               "$S4D_RAW/<name>, else ./raw/<name>).")] = None,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Own data: CSV of path,label[,split|fold]; a manifest is made from it.")] = None,
     align: Annotated[bool, typer.Option("--align/--no-align", help="With --csv: MTCNN-align faces (off for face crops).")] = True,
     size: Annotated[int, typer.Option(min=16, help="With --csv: stored frame side in pixels.")] = 160,
@@ -48,7 +49,8 @@ def shards(
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: DATA_ROOT/<manifest name>).")] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", envvar="S4D_DATA", help="Where generated data lives (default ./data).")] = None,
     workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")] = 1,
-    part: Annotated[str, typer.Option("--part", help="Process only part i of n (e.g. 0/4) of the shards; for several hosts.")] = "0/1",
+    part: Annotated[str, typer.Option("--part", help="Process only part i of n (e.g. 0/4) of the shards, for several hosts; auto: "
+                                                     "this task of a SLURM job array.")] = "0/1",
     device: Annotated[Optional[str], typer.Option(help="MTCNN device (default: cuda if present, else cpu).")] = None,
     merge_only: Annotated[bool, typer.Option("--merge-only", help="Only merge finished shards into index.parquet and shards.json.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be written (counts per partition and class, problems, the release form found); decodes nothing, writes nothing.")] = False,
@@ -73,8 +75,11 @@ def shards(
             raw = csv.resolve().parent
         else:
             m = load_manifest(manifest)
-            if raw is None:
-                raise ValueError("--raw is required with --manifest: the folder of the raw release")
+            if raw is None and not merge_only:
+                from preprocess.manifest import locate_raw
+
+                raw = locate_raw(m.name)
+                typer.echo(f"{m.name}: raw release {raw}")
         if as_json and not dry_run:
             raise ValueError("--json goes with --dry-run")
         if min_face_frames is not None:

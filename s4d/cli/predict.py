@@ -41,6 +41,8 @@ def predict_cmd(
         if bool(inputs) == bool(live):
             raise ValueError("give input files (or folders, lists) or --live SOURCE, not both" if inputs else
                              "give input files (or folders, lists) or --live SOURCE")
+        if live and (out is not None or plot is not None):
+            raise ValueError("--live prints its results as JSON lines on stdout; --out and --plot go with files")
     several = len(inputs) > 1
     table = out is not None and out.suffix.lower() == ".parquet"
     with one_line_errors():
