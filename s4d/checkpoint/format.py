@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .hub import resolve
 from .keymap import CheckpointError
 
 FORMAT = "s4d-checkpoint/1"
@@ -52,7 +53,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, extra: dict[str, 
 def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The whole JSON sidecar of our checkpoint (config plus what training recorded, such as
     ``input``: clip stride and preprocessing); ``{}`` for foreign files."""
-    meta_path = sidecar(Path(path))
+    path = resolve(path)
+    meta_path = sidecar(path)
     if Path(path).suffix != ".safetensors" or not meta_path.is_file():
         return {}
     try:
@@ -65,8 +67,9 @@ def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any] | None]:
-    """Return (raw checkpoint object, our config dict or None). Errors name the file."""
-    path = Path(path)
+    """Return (raw checkpoint object, our config dict or None). Errors name the file. An
+    ``hf://`` path is fetched through the Hub's cache first (``hub``)."""
+    path = resolve(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors":

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from .main import app, err_console, one_line_errors
+from .main import app, err_console, one_line_errors, print_error
 
 
 @app.command("import-checkpoint")
@@ -138,7 +138,7 @@ def _finish_shards(result, target, csv, max_skipped) -> None:
         typer.echo(f"manifest for training: {target / 'manifest.json'}")
     short = shortfalls(result, max_skipped)
     if short:
-        err_console.print(f"[bold red]error:[/] {'; '.join(short)}", highlight=False, soft_wrap=True)
+        print_error("; ".join(short))
         raise typer.Exit(2)
 
 

@@ -35,8 +35,8 @@ def run() -> None:
             raise
         log = _write_traceback()
         text = str(err).strip().splitlines()
-        err_console.print(f"[bold red]error:[/] unexpected {type(err).__name__}: {text[0][:300] if text else ''} "
-                          f"(traceback in {log}; --debug shows it; please report it)", highlight=False, soft_wrap=True)
+        print_error(f"unexpected {type(err).__name__}: {text[0][:300] if text else ''} (traceback in {log}; --debug shows it; "
+                    "please report it)")
         sys.exit(2)
 
 
@@ -56,6 +56,13 @@ def _write_traceback() -> str:
         return "(no log: the log folder is not writable)"
 
 
+def print_error(text: object) -> None:
+    """``error: <text>`` on stderr, the text taken literally (a bracket in a message is not markup)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(str(text))}", highlight=False, soft_wrap=True)
+
+
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """Known input errors become one clear line on stderr and exit code 2."""
@@ -67,11 +74,11 @@ def one_line_errors() -> Iterator[None]:
     except (ValueError, FloatingPointError, RuntimeError) as err:  # NonFiniteLoss is a FloatingPointError
         if not _known(err):
             raise
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        print_error(err)
         raise typer.Exit(2) from None
     except OSError as err:  # a missing, unreadable, read-only or full file or folder: the message names it
         text = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
-        err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
+        print_error(text)
         raise typer.Exit(2) from None
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .main import app, err_console, one_line_errors
+from .main import app, err_console, one_line_errors, print_error
 
 
 @app.command("predict")
@@ -63,7 +63,7 @@ def predict_cmd(
         try:
             result = predictor(path)
         except MediaError as err:  # report it and go on with the other inputs; exit 2 at the end
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            print_error(err)
             failed += 1
             continue
         typer.echo(summary_line(result))
@@ -113,7 +113,7 @@ def _predict_table(predictor, inputs: list[Path], out: Path) -> None:
     typer.echo(f"{summary['files'] - len(failed)} of {summary['files']} file(s) in {summary['out']} ({summary['rows']} rows; "
                f"{summary['done_before']} done before)")
     for reason in problems + [f"{reason}" if reason.startswith(path) else f"{path}: {reason}" for path, reason in failed]:
-        err_console.print(f"[bold red]error:[/] {reason}", highlight=False, soft_wrap=True)
+        print_error(reason)
     if failed or problems:
         typer.echo("re-run the same command to retry the files that failed; finished files are kept")
         raise typer.Exit(2)

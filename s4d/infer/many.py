@@ -67,7 +67,9 @@ def _digest(paths: Iterable[Path]) -> str:
 
 def model_identity(cfg) -> dict[str, Any]:
     """What the table's numbers depend on: the model's files (by content) and the settings."""
-    source = Path(cfg.onnx or cfg.checkpoint)
+    from ..checkpoint.hub import resolve
+
+    source = resolve(cfg.onnx or cfg.checkpoint)
     files = [source, source.with_suffix(".json")] if source.suffix == ".safetensors" else [source]
     return {"model": str(source), "model_digest": _digest(files), **{k: v for k, v in asdict(cfg).items() if k in SETTINGS}}
 
