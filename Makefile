@@ -17,7 +17,7 @@ help:
 	@echo "make demo         the whole system on a generated dataset (~7 min on 2 CPU cores)"
 	@echo "make bench        every benchmark (model step vs reference, codec, preprocessing, data, training, scaling); BENCHMARKS.md"
 	@echo "make test-all     also the slow tests"
-	@echo "make shards DATASET=mafw [RAW=/data/MAFW] [WORKERS=4]   preprocess a dataset into shards (raw default: \$$S4D_RAW/mafw, ./raw/mafw)"
+	@echo "make shards DATASET=mafw [RAW=/data/MAFW] [WORKERS=4, default one per core]   preprocess a dataset into shards (raw default: \$$S4D_RAW/mafw, ./raw/mafw)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,8 +49,8 @@ clean:
 # Preprocess a dataset: make shards DATASET=mafw [RAW=/data/MAFW] [WORKERS=4] [PART=0/1 | PART=auto under a SLURM array]
 DATASET ?=
 RAW ?=
-WORKERS ?= 1
+WORKERS ?=
 PART ?= 0/1
 shards: $(STAMP)
 	@test -n "$(DATASET)" || { echo "usage: make shards DATASET=<manifest name> [RAW=<raw release folder>, default \$$S4D_RAW/<name> or ./raw/<name>]"; exit 2; }
-	$(BIN)/s4d shards --manifest $(DATASET) $(if $(RAW),--raw $(RAW)) --workers $(WORKERS) --part $(PART)
+	$(BIN)/s4d shards --manifest $(DATASET) $(if $(RAW),--raw $(RAW)) $(if $(WORKERS),--workers $(WORKERS)) --part $(PART)

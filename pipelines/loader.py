@@ -8,7 +8,6 @@ test clips (B,2,3,T,H,W), the first and last clip of each video, or (B,1,3,T,H,W
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 import warnings
 from collections import deque
@@ -18,6 +17,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from preprocess.machine import cpus_per_process
 from preprocess.shards.reader import ShardError
 
 from .augment import BatchAugment, epoch_generator, rrc_box
@@ -35,10 +35,10 @@ class GpuDecodeError(RuntimeError):
 
 
 def default_threads() -> int:
-    """DALI worker threads per process: the cores this process may use, shared by the ranks on
-    this node (torchrun's LOCAL_WORLD_SIZE), at least 2."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-    return max(2, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    """DALI worker threads per process: the cores this process may use (affinity, cgroup quota,
+    SLURM_CPUS_PER_TASK; ``preprocess.machine``), shared by the ranks on this node (torchrun's
+    LOCAL_WORLD_SIZE), at least 2."""
+    return max(2, cpus_per_process()[0])
 
 
 def dali_available() -> bool:

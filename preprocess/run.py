@@ -171,6 +171,19 @@ class RunSummary:
     problems: int
 
 
+def default_workers(device: str | None) -> tuple[int, str]:
+    """Worker processes for ``s4d shards`` without ``--workers``: one per core this process may
+    use (each runs MTCNN on one thread); on CUDA at most 4, since each holds a CUDA context and
+    they share one GPU."""
+    from .machine import cpus_per_process
+
+    cores, why = cpus_per_process()
+    import torch
+
+    cuda = device.startswith("cuda") if device else torch.cuda.is_available()
+    return (min(cores, 4), f"{why}; at most 4 on CUDA") if cuda else (cores, why)
+
+
 def run_shards(
     manifest: Manifest,
     raw_root: Path,
@@ -190,6 +203,7 @@ def run_shards(
     problems = 0
     if on_progress:
         on_progress(0, len(todo))
+    workers = min(workers, max(1, len(todo)))  # no more processes than shards to write
     if workers <= 1:
         proc = SampleProcessor(manifest, device)
         for i, t in enumerate(todo, 1):

@@ -532,3 +532,58 @@ def test_training_on_a_shard_zeroed_in_place_names_it(clip_shards, tmp_path, bac
     tar.write_bytes(data[:a] + bytes(b - a) + data[b:])
     with pytest.raises(ShardError, match="train-00000.tar"):
         list(Loader(open_dataset(m, broken, role="train"), cfg(True), backend=backend).epoch(0))
+
+
+def test_the_cores_per_process_follow_cgroup_quotas_slurm_and_ranks(tmp_path):
+    import os
+
+    from preprocess.machine import available_cpus, cpus_per_process
+
+    mask = len(os.sched_getaffinity(0))
+    none = tmp_path / "none"
+    none.mkdir()
+    assert available_cpus({}, none) == (mask, f"{mask} in the affinity mask")
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("50000 100000\n")  # half a core
+    assert available_cpus({}, v2)[0] == 1 and "cgroup quota 0.5 cores" in available_cpus({}, v2)[1]
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert available_cpus({}, v2)[0] == mask
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus({}, v1.parent)[0] == 1
+    assert available_cpus({"SLURM_CPUS_PER_TASK": "1"}, none) == (1, f"{mask} in the affinity mask" + (", SLURM_CPUS_PER_TASK=1" if mask > 1 else ""))
+    cores, why = cpus_per_process({"LOCAL_WORLD_SIZE": str(2 * mask)}, none)
+    assert cores == 1 and f"shared by {2 * mask} ranks" in why
+
+
+def test_torch_threads_are_lowered_to_the_cores_unless_the_user_chose_them():
+    import torch
+
+    from s4d.runtime.device import fit_torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert fit_torch_threads(1, {}) == "torch 1 threads (was 2)" and torch.get_num_threads() == 1
+        assert fit_torch_threads(4, {}) == "torch 1 threads"  # a lower choice is kept
+        torch.set_num_threads(2)
+        assert fit_torch_threads(1, {"OMP_NUM_THREADS": "2"}) == "torch 2 threads (OMP_NUM_THREADS=2)"
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_shard_workers_default_to_the_cores_and_at_most_four_on_cuda(monkeypatch):
+    from preprocess.machine import available_cpus
+    from preprocess.run import default_workers
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cores = available_cpus({})[0]
+    assert default_workers("cpu")[0] == cores
+    assert default_workers("cuda") == (min(4, cores), available_cpus({})[1] + "; at most 4 on CUDA")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert default_workers("cpu")[0] == 1 and default_workers("cuda")[0] == 1

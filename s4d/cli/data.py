@@ -48,7 +48,8 @@ def shards(
     stride: Annotated[int, typer.Option(min=1, help="With --csv: stride between sampled frames.")] = 4,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: DATA_ROOT/<manifest name>).")] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", envvar="S4D_DATA", help="Where generated data lives (default ./data).")] = None,
-    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")] = 1,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-j", min=1, help="Worker processes (default: one per CPU core "
+                                                                                 "this process may use, at most 4 on CUDA).")] = None,
     part: Annotated[str, typer.Option("--part", help="Process only part i of n (e.g. 0/4) of the shards, for several hosts; auto: "
                                                      "this task of a SLURM job array.")] = "0/1",
     device: Annotated[Optional[str], typer.Option(help="MTCNN device (default: cuda if present, else cpu).")] = None,
@@ -96,6 +97,11 @@ def shards(
                 print_report(report, Console())
             return
         target = out or m.shard_dir(data_root)
+        if workers is None and not merge_only:
+            from preprocess.run import default_workers
+
+            workers, why = default_workers(device)
+            typer.echo(f"{m.name}: {workers} worker process(es) ({why})")
         # a second `s4d shards` on the same folder (or the same --part of it) would corrupt its outputs
         i, n = parse_part(part)
         lock = (".s4d.lock", "this shard folder") if n == 1 else (f".s4d.lock.part-{i}-of-{n}", f"part {i}/{n} of this shard folder")

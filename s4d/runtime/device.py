@@ -7,15 +7,32 @@
 - ``autocast_dtype(amp, device)``: ``auto`` is bf16 on CUDA and fp32 on CPU, for training and
   for evaluation alike, so ``s4d eval`` scores what the run's own test scored.
 - ``autocast(device, dtype)``: ``torch.autocast`` or a no-op context.
+- ``fit_torch_threads(cores)``: torch's intra-op threads at most the cores this process may use
+  (torch counts the whole machine, not a container's quota or a SLURM allocation, and ranks on
+  one node would each take them all); ``OMP_NUM_THREADS`` or a lower ``torch.set_num_threads``
+  made before the run is kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
 AMP_MODES = ("auto", "bf16", "off")
+
+
+def fit_torch_threads(cores: int, env: dict[str, str] | None = None) -> str:
+    """Lower torch's intra-op threads to ``cores`` unless the user chose them; says what it did."""
+    env = os.environ if env is None else env
+    now = torch.get_num_threads()
+    if env.get("OMP_NUM_THREADS"):
+        return f"torch {now} threads (OMP_NUM_THREADS={env['OMP_NUM_THREADS']})"
+    if now > cores:
+        torch.set_num_threads(cores)
+        return f"torch {cores} threads (was {now})"
+    return f"torch {now} threads"
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,4 +1,5 @@
-"""The progress bar of an epoch (rich, on stderr)."""
+"""What a run shows while it runs: the CPUs it sized itself to (once, at the start) and the
+progress bar of an epoch (rich, on stderr)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,16 @@ def progress(items, total: int, description: str, show: bool):
         for item in items:
             yield item
             bar.advance(task)
+
+
+def size_to_machine(loader) -> str:
+    """Fit torch's threads to the cores per process; one line for the start of a run: the cores
+    and why, torch's threads, the loader's threads."""
+    from preprocess.machine import cpus_per_process
+
+    from .device import fit_torch_threads
+
+    cores, why = cpus_per_process()
+    torch_threads = fit_torch_threads(cores)
+    threads = f", {loader.threads} DALI threads" if loader.backend == "dali" else ""
+    return f"CPUs: {cores} per process ({why}); {torch_threads}; {loader.backend} loader{threads}"

@@ -31,7 +31,7 @@ from ..models import build_model, model_config
 from ..runtime import autocast_dtype, dali_device_id, resolve_device
 from ..runtime.checkpointer import Checkpointer, data_fingerprint
 from ..runtime.dist import Dist, barrier
-from ..runtime.progress import progress
+from ..runtime.progress import size_to_machine, progress
 from ..runtime.rundir import commit_config, run_lock, start_run
 from .config import TrainConfig
 from .epochs import run_epochs
@@ -143,6 +143,7 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
             log(f"model selection: {len(run.val_ds)} of {len(run.val_ds) + len(run.train_ds)} training clips held out (holdout.json)")
         if run.init_report:
             log(run.init_report.summary())
+        log(size_to_machine(run.video))
 
         def one_epoch(epoch: int, step: int):
             batches = progress(run.batches(epoch), run.batches_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", d.main)

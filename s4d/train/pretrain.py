@@ -26,6 +26,7 @@ from preprocess.mixture import load_mixture
 from ..models import build_mae
 from ..runtime import autocast_dtype, dali_device_id
 from ..runtime.checkpointer import Checkpointer
+from ..runtime.progress import size_to_machine
 from ..runtime.rundir import commit_config, run_lock, start_run
 from .config import PretrainConfig
 from .epochs import run_epochs
@@ -77,6 +78,7 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
         scheduler = build_scheduler(optimizer, optim_cfg, cfg.epochs, steps)
         commit_config(cfg, out, d)
         log(f"pre-training: {', '.join(f'{n} {c} batches' for n, c in counts.items())} per epoch")
+        log(size_to_machine(next(iter(loaders.values()))))
 
         def one_epoch(epoch: int, step: int) -> tuple[EpochStats, int]:
             iters: dict[str, Iterator[dict]] = {n: loader.epoch(epoch) for n, loader in loaders.items()}
