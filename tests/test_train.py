@@ -122,7 +122,7 @@ def test_loss_weight_one_on_both_tasks_unless_alpha():
     assert loss(image, alpha=0.3) == pytest.approx(0.7 * ce["image"], rel=1e-5)
     opts = dict(manifest="m.json", out=None, fold=None, variant="s4d", size="debug", epochs=1, video_batch=1, image_batch=1, sfer=False,
                 init=None, data_root=None, seed=0, lr=4e-5, backend="torch", amp="auto", compile_=False, accum=1, alpha=None,
-                select="last", val_fraction=0.1, select_metric="uar", threads=None)
+                select="last", val_fraction=0.1, select_metric="uar", threads=None, tensorboard=True, wandb=None)
     assert train_config(**opts).alpha is None and train_config(**{**opts, "alpha": 0.3}).alpha == 0.3
     with pytest.raises(ValueError, match="alpha must be in"):
         TrainConfig(manifest="m", out="o", alpha=1.5)
@@ -321,6 +321,11 @@ def test_cross_validation_pools_folds(tmp_path):
     pooled = scores(labels, probs.argmax(1), 2)
     assert pooled["uar"] == pytest.approx(summary["uar"]) and pooled["war"] == pytest.approx(summary["war"])
     assert summary["selected"] == {"selected_on": "last epoch of each fold", "uar": summary["uar"], "war": summary["war"], "count": 9}
+    from .test_tracking import tensorboard_scalars
+
+    pooled_tb, figures = tensorboard_scalars(tmp_path / "cv" / "tensorboard")  # the pooled result; each fold has its own
+    assert pooled_tb["cv/uar"] == [(0, pytest.approx(summary["uar"]))] and "cv/confusion" in figures
+    assert all((tmp_path / "cv" / f"fold_{f}" / "tensorboard").is_dir() for f in "abc")
     res = runner.invoke(app, args)  # re-run: every fold is kept, only pooling runs
     assert res.exit_code == 0 and res.output.count("done before, kept") == 3
     res = runner.invoke(app, [*args[:args.index("--epochs") + 1], "2", *args[args.index("--epochs") + 2:]])
@@ -366,6 +371,7 @@ def test_two_process_ddp_with_torchrun(colour_task, tmp_path):
     keys = pq.read_table(tmp_path / "ddp" / "predictions.parquet").column("key").to_pylist()
     assert sorted(keys) == ["v12", "v13", "v14", "v15"]  # every test video exactly once
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["count"] == 4
+    assert len(list((tmp_path / "ddp" / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0 tracks, alone
 
 
 def test_eval_command_and_cross_task_mapping(colour_task, tmp_path):
@@ -488,6 +494,11 @@ def test_pretrain_on_a_mixture_then_finetune_from_it(colour_task, tmp_path):
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and groups[0]["betas"] == (0.9, 0.95)
     assert groups[0]["initial_lr"] == pytest.approx(1.6e-3 * 2 * 2 / 512)  # 2 clips x 2 views per video step
     assert groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine to 0 at the end
+    from .test_tracking import tensorboard_scalars
+
+    scalars, _ = tensorboard_scalars(tmp_path / "pre" / "tensorboard")
+    assert [s for s, _ in scalars["train/loss"]] == list(range(1, 13))  # the reconstruction loss, per step
+    assert [v for _, v in scalars["epoch/loss"]] == pytest.approx([x["loss"] for x in metrics])
     default = PretrainConfig(mixture="m", out="o")
     assert (default.video_batch, default.image_batch, default.optim.warmup_lr, default.optim.min_lr) == (48, 192, 1e-6, 0.0)
     mae = load_model(tmp_path / "pre" / "checkpoints" / "last.safetensors")

@@ -36,6 +36,10 @@ ThreadsOpt = Annotated[Optional[int], typer.Option(min=1, help="DALI decoding th
 SelectMetricOpt = Annotated[str, typer.Option(help="--select val: uar | war (--select test always uses top-1, as the authors).")]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="A fine-tuned checkpoint.")]
 FoldOpt = Annotated[Optional[str], typer.Option(help="Fold whose test split to use (default: the first).")]
+TensorboardOpt = Annotated[bool, typer.Option("--tensorboard/--no-tensorboard", help="TensorBoard event files in the run folder "
+                                                                                "(tensorboard --logdir runs).")]
+WandbOpt = Annotated[Optional[str], typer.Option("--wandb", metavar="PROJECT", help="Also log to this Weights & Biases project "
+                                                                                    "(WANDB_MODE=offline: no network).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda[:N]")]
 
 
@@ -55,7 +59,7 @@ def default_out(kind: str, manifest: str, fold: str | None = None) -> Path:
 def train_config(*, manifest: str, out: Path | None, fold: str | None, variant: str, size: str, epochs: int, video_batch: int,
                  image_batch: int, sfer: bool, init: Path | None, data_root: Path | None, seed: int, lr: float, backend: str,
                  amp: str, compile_: bool, accum: int, alpha: float | None, select: str, val_fraction: float, select_metric: str,
-                 threads: int | None):
+                 threads: int | None, tensorboard: bool, wandb: str | None):
     """``TrainConfig`` from the options of ``s4d train`` / ``s4d cv`` (named as on the command line)."""
     from ..train.config import TrainConfig
     from ..train.optim import OptimConfig
@@ -65,7 +69,7 @@ def train_config(*, manifest: str, out: Path | None, fold: str | None, variant: 
         variant=variant, size=size, epochs=epochs, video_batch=video_batch, image_batch=image_batch, sfer=sfer,
         init=str(init) if init else None, data_root=str(data_root) if data_root else None, seed=seed, backend=backend,
         amp=amp, compile=compile_, accum=accum, alpha=alpha, select=select, val_fraction=val_fraction, select_metric=select_metric,
-        loader_threads=threads, optim=OptimConfig(base_lr=lr),
+        loader_threads=threads, tensorboard=tensorboard, wandb=wandb, optim=OptimConfig(base_lr=lr),
     )
 
 

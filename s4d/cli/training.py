@@ -9,8 +9,8 @@ import typer
 
 from .main import app, one_line_errors
 from .options import (AccumOpt, AlphaOpt, AmpOpt, BackendOpt, CompileOpt, DataRootOpt, EpochsOpt, ImageBatchOpt, InitOpt, LrOpt,
-                      ManifestOpt, OutOpt, SeedOpt, SelectMetricOpt, SelectOpt, SferOpt, SizeOpt, ThreadsOpt, ValFractionOpt,
-                      VariantOpt, VideoBatchOpt, default_out, train_config, without)
+                      ManifestOpt, OutOpt, SeedOpt, SelectMetricOpt, SelectOpt, SferOpt, SizeOpt, TensorboardOpt, ThreadsOpt,
+                      ValFractionOpt, VariantOpt, VideoBatchOpt, WandbOpt, default_out, train_config, without)
 
 
 @app.command("train")
@@ -37,6 +37,8 @@ def train_cmd(
     val_fraction: ValFractionOpt = 0.1,
     select_metric: SelectMetricOpt = "uar",
     threads: ThreadsOpt = None,
+    tensorboard: TensorboardOpt = True,
+    wandb: WandbOpt = None,
 ) -> None:
     """Fine-tune on one fold (jointly with the still-image source); re-run to resume."""
     options = dict(locals())  # every option, by name
@@ -73,6 +75,8 @@ def pretrain_cmd(
     lr: Annotated[float, typer.Option(help="Peak lr at 512 samples per step (scaled linearly; video samples = clips x views).")] = 1.6e-3,
     backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
+    tensorboard: TensorboardOpt = True,
+    wandb: WandbOpt = None,
 ) -> None:
     """Dual-modal MAE pre-training on videos and still images (re-run to resume)."""
     import dataclasses
@@ -84,7 +88,7 @@ def pretrain_cmd(
         cfg = PretrainConfig(mixture=manifest, out=str(out or default_out("pretrain", manifest)), size=size,
                              epochs=epochs, video_batch=video_batch, image_batch=image_batch,
                              data_root=str(data_root) if data_root else None, seed=seed, backend=backend,
-                             loader_threads=threads)
+                             loader_threads=threads, tensorboard=tensorboard, wandb=wandb)
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, base_lr=lr))
         pretrain(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out} (encoder for fine-tuning: s4d train --init {cfg.out}/checkpoints/last.safetensors)")

@@ -55,8 +55,8 @@ def write_config(out: Path, cfg: Any) -> None:
     path.write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
 
 
-# Where data lives and how it is loaded do not change what a run computes.
-_NOT_IDENTITY = {"data_root", "backend", "device", "out", "loader_threads"}
+# Where data lives, how it is loaded and where it is logged do not change what a run computes.
+_NOT_IDENTITY = {"data_root", "backend", "device", "out", "loader_threads", "tensorboard", "wandb"}
 
 
 def trim_metrics(path: Path, next_epoch: int) -> None:

@@ -42,6 +42,8 @@ class TrainConfig:
     select: str = "last"  # which checkpoint is reported besides the last: last | val | test (see ``select``)
     val_fraction: float = 0.1  # select=val: share of the training fold held out (stratified, seeded)
     select_metric: str = "uar"  # select=val: uar | war (select=test always uses top-1, as the authors)
+    tensorboard: bool = True  # event files in <out>/tensorboard (runtime.tracking)
+    wandb: str | None = None  # W&B project; WANDB_MODE=offline works without a network
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
@@ -57,6 +59,7 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.select_metric not in SELECT_METRICS:
             raise ValueError(f"select_metric must be one of {', '.join(SELECT_METRICS)}, got {self.select_metric!r}")
+        _check_wandb(self.wandb)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -78,6 +81,8 @@ class PretrainConfig:
     loader_threads: int | None = None  # DALI threads per process; None: the cores per rank
     amp: str = "auto"
     warmup_fraction: float = 0.05  # of all epochs (the reference's 5%)
+    tensorboard: bool = True  # event files in <out>/tensorboard (runtime.tracking)
+    wandb: str | None = None  # W&B project; WANDB_MODE=offline works without a network
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=1.6e-3, reference_batch=512, weight_decay=0.05,
                                                                    layer_decay=1.0, betas=(0.9, 0.95), min_lr=0.0,
                                                                    warmup_lr=1e-6))
@@ -88,6 +93,12 @@ class PretrainConfig:
                 raise ValueError(f"pretrain.{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"pretrain.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        _check_wandb(self.wandb)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _check_wandb(project: str | None) -> None:
+    if project is not None and (not project.strip() or any(c in project for c in "/\\#?%:")):
+        raise ValueError(f"--wandb must be a W&B project name (no / \\ # ? % :), got {project!r}")

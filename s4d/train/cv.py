@@ -17,6 +17,7 @@ from ..eval.metrics import scores
 from ..eval.outputs import write_eval
 from ..runtime.dist import setup
 from ..runtime.rundir import commit_config
+from ..runtime.tracking import Tracker
 from .config import TrainConfig
 from .finetune import train
 from .select import TEST_SELECTED
@@ -59,7 +60,25 @@ def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
                    f"{m.name}, {len(m.folds)} folds pooled, selected")
         log(f"pooled over {len(m.folds)} folds, selected checkpoints [{label}]: "
             f"UAR {100 * chosen['uar']:.2f}  WAR {100 * chosen['war']:.2f}")
-    return write_eval(out, summary, f"{m.name}, {len(m.folds)} folds pooled")
+    summary = write_eval(out, summary, f"{m.name}, {len(m.folds)} folds pooled")
+    _track_pooled(cfg, out, summary)
+    return summary
+
+
+def _track_pooled(cfg: TrainConfig, out: Path, summary: dict[str, Any]) -> None:
+    """The pooled scores and confusion matrix in the cv folder's own tracker run (the folds each
+    have theirs in ``fold_<f>/``)."""
+    tracker = Tracker(out, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb, config=dataclasses.replace(cfg, fold=None).to_dict())
+    tracker.open(-1)  # a re-run pools and logs again: replace, not repeat
+    try:
+        values = {"cv/uar": summary["uar"], "cv/war": summary["war"], "cv/fold_mean_uar": summary["fold_mean"]["uar"],
+                  "cv/fold_std_uar": summary["fold_std"]["uar"]}
+        if cfg.select != "last":
+            values.update({"cv/selected_uar": summary["selected"]["uar"], "cv/selected_war": summary["selected"]["war"]})
+        tracker.scalars(values, 0)
+        tracker.figure("cv/confusion", out / "confusion.png", 0)
+    finally:
+        tracker.close()
 
 
 def _cv_label(cfg: TrainConfig) -> str:

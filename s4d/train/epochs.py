@@ -12,15 +12,19 @@ from ..runtime.checkpointer import Checkpointer
 from ..runtime.dist import Dist, barrier, mean
 from ..runtime.rundir import append_metrics, trim_metrics
 from ..runtime.signals import uninterrupted
+from ..runtime.tracking import Tracker
 from .select import TEST_SELECTED, Selector
 
 
 def run_epochs(one_epoch, checkpointer: Checkpointer, out: Path, epochs: int, d: Dist, log, *, extra=None,
-               stop_after_epochs: int | None = None, selector: Selector | None = None) -> bool:
+               stop_after_epochs: int | None = None, selector: Selector | None = None, tracker: Tracker | None = None) -> bool:
     """Resume, then ``one_epoch(epoch, step) -> (EpochStats, step)`` per epoch, each saved with
     its log line (and, with a ``selector``, its score and a new best checkpoint) as one
-    uninterruptible unit. Returns False if stopped early on purpose."""
+    uninterruptible unit; the ``tracker`` opens at the resumed step and gets each epoch's line.
+    Returns False if stopped early on purpose."""
     start, step = checkpointer.resume()
+    if tracker is not None:
+        tracker.open(step)
     for note in checkpointer.notes:
         log(note)
     if d.main:
@@ -44,6 +48,8 @@ def run_epochs(one_epoch, checkpointer: Checkpointer, out: Path, epochs: int, d:
                 selector.save_best(checkpointer.model, extra or {})
             if d.main:
                 append_metrics(out, record)
+        if tracker is not None:
+            tracker.scalars({f"epoch/{k}": v for k, v in record.items() if k not in ("step", "steps") and isinstance(v, (int, float))}, step)
         barrier(d)
         log(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} ({stats.steps} steps per rank, {record['seconds']:.1f} s)"
             + (_selection_note(selector, record) if selector is not None else ""))

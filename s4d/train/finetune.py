@@ -3,7 +3,9 @@
 A run directory holds ``config.json`` (the resolved config), ``checkpoints/last.safetensors``
 (+ ``.json``) and ``checkpoints/state.pt`` (optimizer, scheduler, RNG states, epoch, step),
 ``metrics.jsonl`` (one line per epoch), and at the end ``predictions.parquet``,
-``confusion.png`` and ``summary.json`` (the last epoch; ``report``). With ``select`` val or test
+``confusion.png`` and ``summary.json`` (the last epoch; ``report``), and ``tensorboard/`` (and,
+with ``wandb``, ``wandb/``: ``runtime.tracking``; per step the loss and lr, per epoch its
+metrics line and the experts' mean gates, at the end the test scores and figures). With ``select`` val or test
 (``select``) also ``checkpoints/best.safetensors``, ``selected/`` (its predictions, plots and
 summary) and, for val, ``holdout.json``; ``summary.json`` reports last and selected side by side.
 Re-running the same command continues from the last finished epoch; the data order and
@@ -33,9 +35,10 @@ from ..runtime.checkpointer import Checkpointer, data_fingerprint
 from ..runtime.dist import Dist, barrier
 from ..runtime.progress import size_to_machine, progress
 from ..runtime.rundir import commit_config, run_lock, start_run
+from ..runtime.tracking import Tracker
 from .config import TrainConfig
 from .epochs import run_epochs
-from .loop import train_epoch
+from .loop import GateMeter, train_epoch
 from .optim import build_optimizer, build_scheduler
 from .report import evaluate_run
 from .select import Selector, holdout_split, record_holdout
@@ -144,16 +147,55 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
         if run.init_report:
             log(run.init_report.summary())
         log(size_to_machine(run.video))
+        tracker = Tracker(out if d.main else None, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb, config=cfg.to_dict())
+        gates = GateMeter() if d.main and run.model.config.moae is not None else None
 
         def one_epoch(epoch: int, step: int):
             batches = progress(run.batches(epoch), run.batches_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", d.main)
-            return train_epoch(run.ddp, batches, run.optimizer, run.scheduler, step=step, mixers=run.mixers,
-                               alpha=cfg.alpha, device=run.device, autocast_dtype=run.autocast, accum=cfg.accum)
+            stats, step = train_epoch(run.ddp, batches, run.optimizer, run.scheduler, step=step, mixers=run.mixers, alpha=cfg.alpha,
+                                      gates=gates, on_step=tracker.step_logger(), device=run.device, autocast_dtype=run.autocast,
+                                      accum=cfg.accum)
+            if gates is not None:
+                track_gates(tracker, gates.take(), list(run.model.config.moae.blocks), f"epoch {epoch + 1}", step)
+            return stats, step
 
-        finished = run_epochs(one_epoch, run.checkpointer, out, cfg.epochs, d, log,
-                              extra={"fold": run.fold, "manifest": run.manifest.name, "input": run.input_settings},
-                              stop_after_epochs=stop_after_epochs, selector=run.selector)
-        return evaluate_run(run, out, log) if finished else None
+        try:
+            finished = run_epochs(one_epoch, run.checkpointer, out, cfg.epochs, d, log,
+                                  extra={"fold": run.fold, "manifest": run.manifest.name, "input": run.input_settings},
+                                  stop_after_epochs=stop_after_epochs, selector=run.selector, tracker=tracker)
+            if not finished:
+                return None
+            summary = evaluate_run(run, out, log)
+            track_test(tracker, out, summary)
+            return summary
+        finally:
+            tracker.close()
+
+
+def track_gates(tracker: Tracker, by_task: dict[str, np.ndarray], layers: list[int], title: str, step: int) -> None:
+    """The epoch's mean gate weight of every expert, per task, as a figure (the paper's Fig. 5)."""
+    if not tracker.active or not by_task:
+        return
+    import tempfile
+
+    from ..plots import plot_experts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker.figure("experts/mean_gate", plot_experts(Path(tmp) / "experts.png", layers, by_task, f"mean gate weight, {title}"), step)
+
+
+def track_test(tracker: Tracker, out: Path, summary: dict[str, Any]) -> None:
+    """The test scores (last epoch, and the selected checkpoint) and their confusion matrices."""
+    if not tracker.active or "uar" not in summary:
+        return
+    step = tracker.last_step
+    values = {"test/uar": summary["uar"], "test/war": summary["war"]}
+    if "uar" in summary.get("selected", {}) and summary.get("select", "last") != "last":
+        values.update({"test/selected_uar": summary["selected"]["uar"], "test/selected_war": summary["selected"]["war"]})
+    tracker.scalars(values, step)
+    for tag, png in (("test/confusion", out / "confusion.png"), ("test/selected_confusion", out / "selected" / "confusion.png")):
+        if png.is_file():
+            tracker.figure(tag, png, step)
 
 
 def input_settings(m: Manifest, folder: Path, keys: list[str]) -> dict[str, Any]:

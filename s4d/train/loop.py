@@ -14,6 +14,8 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
+
 import torch
 from timm.loss import SoftTargetCrossEntropy
 
@@ -34,16 +36,42 @@ class EpochStats:
 LossFn = Callable[[torch.nn.Module, str, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def classification_loss(mixers: dict[str, Callable] | None = None, alpha: float | None = None) -> LossFn:
+class GateMeter:
+    """Mean gate weight of every expert in every MoAE layer, per task, over the batches of an
+    epoch: (layers, E) per task, accumulated on the device (no host sync per step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, task: str, gates: tuple[torch.Tensor, ...]) -> None:
+        """``gates``: one (B, N, E) tensor per MoAE layer (``ModelAux.gates``)."""
+        if not gates:
+            return
+        means_LE = torch.stack([g.detach().float().mean(dim=(0, 1)) for g in gates])
+        self.sums[task] = self.sums[task] + means_LE if task in self.sums else means_LE
+        self.counts[task] = self.counts.get(task, 0) + 1
+
+    def take(self) -> dict[str, np.ndarray]:
+        """The epoch's means per task, and a fresh start."""
+        means = {task: (s / self.counts[task]).cpu().numpy() for task, s in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return means
+
+
+def classification_loss(mixers: dict[str, Callable] | None = None, alpha: float | None = None,
+                        gates: GateMeter | None = None) -> LossFn:
     """Fine-tuning's loss of one single-source batch: soft-target cross-entropy (Mixup/CutMix
     targets from ``mixers``, else one-hot) with weight 1, or ``alpha`` / ``1 - alpha`` for
-    video / image batches, plus the MoE balance loss."""
+    video / image batches, plus the MoE balance loss. ``gates`` collects the routing."""
     criterion = SoftTargetCrossEntropy()
 
     def loss(model: torch.nn.Module, task: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         num_classes = getattr(model, "module", model).config.heads[task]  # DDP wraps the model
         x, soft = mixers[task](x, y) if mixers and task in mixers else (x, one_hot(y, num_classes))
         logits, aux = model(x, task=task, return_aux=True)
+        if gates is not None:
+            gates.add(task, aux.gates)
         weight = 1.0 if alpha is None else (alpha if task == "video" else 1.0 - alpha)
         return weight * criterion(logits.float(), soft) + aux.balance_loss
 
@@ -65,6 +93,8 @@ def train_epoch(
     loss_fn: LossFn | None = None,
     mixers: dict[str, Callable] | None = None,
     alpha: float | None = None,
+    gates: GateMeter | None = None,
+    on_step: Callable[[int, float, float], None] | None = None,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
     accum: int = 1,
@@ -73,17 +103,21 @@ def train_epoch(
     """One pass over ``(task, batch)`` pairs, for fine-tuning and MAE pre-training alike; returns
     the statistics and the global (optimiser) step after it.
 
-    ``loss_fn`` defaults to ``classification_loss(mixers, alpha)``. ``accum`` batches are
+    ``loss_fn`` defaults to ``classification_loss(mixers, alpha, gates)``. ``accum`` batches are
     accumulated per optimiser step. The finiteness of the loss is checked on the host every
     ``check_every`` batches (default: every batch on CPU, every 25 on a GPU, so steps do not
-    wait on the device); a NaN/inf stops the run naming the first bad batch."""
+    wait on the device); a NaN/inf stops the run naming the first bad batch. At each check,
+    ``on_step(step, loss, lr)`` is called for every optimiser step since the last one (the mean
+    loss of its batches, the largest lr of its groups): per-step logging at no extra sync."""
     model.train()
-    loss_fn = loss_fn or classification_loss(mixers, alpha)
+    loss_fn = loss_fn or classification_loss(mixers, alpha, gates)
     device = torch.device(device)
     check_every = check_every or (1 if device.type == "cpu" else 25)
     total, n = torch.zeros((), device=device), 0
     bad_at = torch.full((), -1, dtype=torch.int64, device=device)
     recent: dict[int, tuple[str, list[str]]] = {}
+    step_loss, step_batches = torch.zeros((), device=device), 0
+    logged: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, mean loss) not yet handed to on_step
 
     def check() -> None:
         first = int(bad_at)  # one host sync per check
@@ -91,6 +125,17 @@ def train_epoch(
             task_, keys = recent.get(first, ("?", []))
             raise NonFiniteLoss(f"loss became NaN/inf at step {step} (batch {first} of this epoch: {task_}, keys {keys[:4]})")
         recent.clear()
+        if on_step is not None and logged:
+            for (s, lr, _), value in zip(logged, torch.stack([t for *_, t in logged]).tolist()):
+                on_step(s, value, lr)
+            logged.clear()
+
+    def optimizer_step() -> int:
+        nonlocal step_loss, step_batches
+        if on_step is not None:
+            logged.append((step + 1, max(g["lr"] for g in optimizer.param_groups), step_loss / step_batches))
+        step_loss, step_batches = torch.zeros((), device=device), 0
+        return _optimizer_step(optimizer, scheduler, step)
 
     optimizer.zero_grad(set_to_none=True)
     for (task, batch), last in _flag_last(batches):
@@ -112,10 +157,11 @@ def train_epoch(
             check()
         n += 1
         total += loss.detach()
+        step_loss, step_batches = step_loss + loss.detach().float(), step_batches + 1
         if n % accum == 0:
-            step = _optimizer_step(optimizer, scheduler, step)
+            step = optimizer_step()
     if n % accum:  # a last, partial accumulation
-        step = _optimizer_step(optimizer, scheduler, step)
+        step = optimizer_step()
     check()
     return EpochStats(n, float(total) / max(n, 1)), step
 

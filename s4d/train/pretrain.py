@@ -8,7 +8,7 @@ images. Optimiser as the reference: AdamW (0.9, 0.95), weight decay 0.05 (none o
 LayerNorm parameters; q/v biases and the mask token are decayed), lr 1.6e-3 x batch / 512 with
 batch = masked samples per video step (clips x views, all ranks; images per step if the mixture
 has no video), warm-up from 1e-6 over 5% of the steps, then cosine to 0. Outputs and resume as
-``s4d train``.
+``s4d train`` (``tensorboard/``: the reconstruction loss and lr per step, each epoch's line).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ..runtime import autocast_dtype, dali_device_id
 from ..runtime.checkpointer import Checkpointer
 from ..runtime.progress import size_to_machine
 from ..runtime.rundir import commit_config, run_lock, start_run
+from ..runtime.tracking import Tracker
 from .config import PretrainConfig
 from .epochs import run_epochs
 from .loop import EpochStats, mae_loss, train_epoch
@@ -83,8 +84,13 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
         def one_epoch(epoch: int, step: int) -> tuple[EpochStats, int]:
             iters: dict[str, Iterator[dict]] = {n: loader.epoch(epoch) for n, loader in loaders.items()}
             batches = ((name, next(iters[name])) for name in mixture_schedule(counts, seed=cfg.seed, epoch=epoch))
-            return train_epoch(ddp, batches, optimizer, scheduler, step=step, loss_fn=mae_loss, device=device, autocast_dtype=amp)
+            return train_epoch(ddp, batches, optimizer, scheduler, step=step, loss_fn=mae_loss, on_step=tracker.step_logger(),
+                               device=device, autocast_dtype=amp)
 
         checkpointer = Checkpointer(out, model, optimizer, scheduler, d)
-        return run_epochs(one_epoch, checkpointer, out, cfg.epochs, d, log, extra={"mixture": mixture.name},
-                          stop_after_epochs=stop_after_epochs)
+        tracker = Tracker(out if d.main else None, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb, config=cfg.to_dict())
+        try:
+            return run_epochs(one_epoch, checkpointer, out, cfg.epochs, d, log, extra={"mixture": mixture.name},
+                              stop_after_epochs=stop_after_epochs, tracker=tracker)
+        finally:
+            tracker.close()
