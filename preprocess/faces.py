@@ -127,12 +127,20 @@ def align(frame: np.ndarray, face: Face, margin: float, size: int, geometry: Geo
     return warp_square(frame, face.center, face.side * (1 + margin), face.eye_angle, size)
 
 
+FACENET_INSTALL = "pip install --no-deps 'facenet-pytorch>=2.6,<3'"
+
+
 class FaceDetector:
     """MTCNN over batches of frames, keeping the most confident face per frame."""
 
     def __init__(self, device: str | None = None, batch_size: int = 32, min_prob: float = 0.9, max_side: int = 360) -> None:
         import torch
-        from facenet_pytorch import MTCNN
+
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError:  # not a dependency: its metadata pins torch<2.3, numpy<2, Pillow<10.3, which would break the resolve
+            raise ValueError(f"face detection (MTCNN) needs facenet-pytorch, installed without its outdated pins: {FACENET_INSTALL}"
+                             " (or run with --no-align on face crops)") from None
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.mtcnn = MTCNN(keep_all=True, device=self.device)

@@ -151,10 +151,13 @@ def make_stills(tmp, shards, count):
 
 @pytest.fixture(scope="module")
 def colour_task(tmp_path_factory):
-    """An easy task: the moving square is warm (class 0) or cold (class 1)."""
-    tmp = tmp_path_factory.mktemp("colour")
+    return make_colour_task(tmp_path_factory.mktemp("colour"))
+
+
+def make_colour_task(tmp):
+    """An easy task: the moving square is warm (class 0) or cold (class 1); (manifest, shards)."""
     raw = tmp / "raw"
-    raw.mkdir()
+    raw.mkdir(parents=True)
     rows = ["path,label,split"]
     for i in range(16):
         clip = moving_square(12, 64, 64, seed=i)
@@ -326,6 +329,11 @@ def test_cross_validation_pools_folds(tmp_path):
     pooled_tb, figures = tensorboard_scalars(tmp_path / "cv" / "tensorboard")  # the pooled result; each fold has its own
     assert pooled_tb["cv/uar"] == [(0, pytest.approx(summary["uar"]))] and "cv/confusion" in figures
     assert all((tmp_path / "cv" / f"fold_{f}" / "tensorboard").is_dir() for f in "abc")
+    from s4d.checkpoint.hub_export import export_hub
+
+    card = export_hub(tmp_path / "cv" / "fold_a", tmp_path / "upload").read_text()  # one fold's model, with the pooled scores
+    assert f"| all folds pooled, last epochs | s4d cv: the predictions of every fold pooled | {100 * summary['uar']:.2f} |" in card
+    assert '- name: "cv-fold_a"' in card and "fold `a`" in card
     res = runner.invoke(app, args)  # re-run: every fold is kept, only pooling runs
     assert res.exit_code == 0 and res.output.count("done before, kept") == 3
     res = runner.invoke(app, [*args[:args.index("--epochs") + 1], "2", *args[args.index("--epochs") + 2:]])

@@ -1,5 +1,6 @@
-"""Inference commands: ``s4d predict`` (a trained model on raw videos and still images) and
-``s4d export`` (a head as an ONNX model)."""
+"""Inference and sharing commands: ``s4d predict`` (a trained model on raw videos and still
+images), ``s4d export`` (a head as an ONNX model) and ``s4d export-hub`` (a run as a Hugging
+Face Hub upload folder with its model card)."""
 
 from __future__ import annotations
 
@@ -134,3 +135,19 @@ def export_cmd(
             raise ValueError(f"--task must be video or image, got {task!r}")
         path = export_onnx(checkpoint, out, task)
     typer.echo(f"wrote {path} ({task} head)")
+
+
+@app.command("export-hub")
+def export_hub_cmd(
+    run: Annotated[Path, typer.Argument(help="A run folder of s4d train or pretrain (one fold of s4d cv: RUN/fold_<f>).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The folder to write (then: huggingface-cli upload OWNER/REPO DIR).")],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="last | best (the epoch --select val/test chose).")] = "last",
+) -> None:
+    """Write a folder ready to upload to the Hugging Face Hub: model.safetensors + model.json,
+    the training config, the run's scores and figures, and a model card that labels every
+    score by how its checkpoint was chosen."""
+    from ..checkpoint.hub_export import export_hub
+
+    with one_line_errors():
+        card = export_hub(run, out, checkpoint)
+    typer.echo(f"wrote {card.parent} (model card {card.name}); upload: huggingface-cli upload OWNER/REPO {card.parent}")
