@@ -101,3 +101,16 @@ def test_tensorboard_can_be_switched_off_and_a_bad_wandb_project_is_named(colour
     assert (tmp_path / "quiet" / "summary.json").is_file() and not (tmp_path / "quiet" / "tensorboard").exists()
     with pytest.raises(ValueError, match="--wandb must be a W&B project name"):
         _run_cfg(m, data / "colour", tmp_path, wandb="team/project")
+
+
+def test_a_wandb_that_cannot_start_is_one_error_naming_the_flag(tmp_path, monkeypatch):
+    import wandb
+
+    from s4d.runtime.tracking import Tracker
+
+    def refuse(**kw):
+        raise wandb.errors.UsageError("api_key not configured (no-tty)")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    with pytest.raises(ValueError, match=r"--wandb s4d: W&B could not start \(api_key not configured.*WANDB_MODE=offline"):
+        Tracker(tmp_path, tensorboard=False, wandb_project="s4d").open()

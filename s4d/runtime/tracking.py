@@ -40,7 +40,11 @@ class Tracker:
             return self
         self.last_step = resume_step
         if self._want_tb:
-            from torch.utils.tensorboard import SummaryWriter
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError("TensorBoard logging needs the tensorboard package: pip install tensorboard "
+                                 "(or run with --no-tensorboard)") from None
 
             self._tb = SummaryWriter(str(self.out / "tensorboard"), purge_step=resume_step + 1)  # steps past the checkpoint
         if self._project:
@@ -101,4 +105,8 @@ def _wandb_run(out: Path, project: str, config: dict[str, Any]):
     out.mkdir(parents=True, exist_ok=True)
     id_file.write_text(run_id + "\n")
     name = f"{out.parent.name}-{out.name}" if out.name.startswith("fold_") else out.name  # s4d cv: dfew-fold_1
-    return wandb.init(project=project, dir=str(out), name=name, id=run_id, resume="allow", config=config)
+    try:
+        return wandb.init(project=project, dir=str(out), name=name, id=run_id, resume="allow", config=config)
+    except Exception as err:  # no login, no network, a refused project: one line, not a traceback
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ValueError(f"--wandb {project}: W&B could not start ({detail}); run `wandb login`, or set WANDB_MODE=offline") from None
