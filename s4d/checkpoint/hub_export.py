@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from preprocess.manifest import read_json_file
+
 from .format import checkpoint_meta, sidecar
 from .keymap import CheckpointError
 
@@ -63,10 +65,7 @@ def export_hub(run: Path, out: Path, which: str = "last") -> Path:
 def _read_json(path: Path, missing: str = "missing") -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{path}: {missing}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    return read_json_file(path)
 
 
 def _pooled(run: Path) -> dict[str, Any] | None:
@@ -74,7 +73,7 @@ def _pooled(run: Path) -> dict[str, Any] | None:
     parent = run.parent / "summary.json"
     if not run.name.startswith("fold_") or not parent.is_file():
         return None
-    summary = json.loads(parent.read_text())
+    summary = read_json_file(parent)
     return summary if run.name[len("fold_"):] in summary.get("folds", {}) else None
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
-
 import torch
 from timm.loss import SoftTargetCrossEntropy
 
@@ -134,7 +133,7 @@ def train_epoch(
         nonlocal step_loss, step_batches
         if on_step is not None:
             logged.append((step + 1, max(g["lr"] for g in optimizer.param_groups), step_loss / step_batches))
-        step_loss, step_batches = torch.zeros((), device=device), 0
+            step_loss, step_batches = torch.zeros((), device=device), 0
         return _optimizer_step(optimizer, scheduler, step)
 
     optimizer.zero_grad(set_to_none=True)
@@ -157,7 +156,8 @@ def train_epoch(
             check()
         n += 1
         total += loss.detach()
-        step_loss, step_batches = step_loss + loss.detach().float(), step_batches + 1
+        if on_step is not None:  # the step's mean loss, only when someone logs it
+            step_loss, step_batches = step_loss + loss.detach().float(), step_batches + 1
         if n % accum == 0:
             step = optimizer_step()
     if n % accum:  # a last, partial accumulation
