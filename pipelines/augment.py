@@ -88,15 +88,19 @@ class BatchAugment:
         aug: Augment = cfg.augment
         self.aug = aug
         self.randaug = RandAugment(RandAugmentSpec.parse(aug.randaugment)) if aug.randaugment else None
+        self._norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _normalise_(self, x: torch.Tensor, channel_dim: int) -> torch.Tensor:
-        """In place: 0..255 float -> (x / 255 - mean) / std."""
+        """In place: 0..255 float -> (x / 255 - mean) / std. The (3,) scale and bias are made
+        once per device (one upload in a run, not two per sample)."""
+        if x.device not in self._norm:
+            std = torch.tensor(self.cfg.std, dtype=torch.float64)
+            scale, bias = 1.0 / (255.0 * std), -torch.tensor(self.cfg.mean, dtype=torch.float64) / std
+            self._norm[x.device] = (scale.float().to(x.device), bias.float().to(x.device))
         shape = [1] * x.dim()
         shape[channel_dim] = 3
-        std = torch.tensor(self.cfg.std, device=x.device)
-        scale = (1.0 / (255.0 * std)).view(shape)
-        bias = (-torch.tensor(self.cfg.mean, device=x.device) / std).view(shape)
-        return x.mul_(scale).add_(bias)
+        scale, bias = self._norm[x.device]
+        return x.mul_(scale.view(shape)).add_(bias.view(shape))
 
     def _erase(self, x: torch.Tensor, gen: torch.Generator, noise_gen: torch.Generator) -> torch.Tensor:
         """One box over the last two dims, all leading dims (channels, frames) included."""
@@ -148,12 +152,12 @@ class BatchAugment:
         run one after another in the calling thread: worker threads would each start their
         own OpenMP team, whose spinning threads slowed the training step beside them 2x."""
         B, V, S = batch.shape[0], self.cfg.views if self.video else 1, self.cfg.size
-        seeds = torch.randint(2**62, (B * V,), generator=gen).tolist()
+        seeds = torch.randint(2**62, (B * V + 1,), generator=gen).tolist()
         out = torch.empty((B, V, 3, batch.shape[1], S, S) if self.video else (B, 1, 3, S, S), device=batch.device)
+        noise = device_generator(batch.device, seeds[-1])  # the erasing noise, drawn on the device
 
         def work(i: int) -> None:
             g = torch.Generator().manual_seed(seeds[i])
-            noise = torch.Generator(device=batch.device).manual_seed(seeds[i] + 1)
             b, v = divmod(i, V)
             if self.video:  # every view of a clip starts from the same decoded frames
                 self._clip(batch[b], out[b, v], g, noise)
@@ -163,6 +167,13 @@ class BatchAugment:
         for i in range(B * V):
             work(i)
         return out[:, 0] if V == 1 else out
+
+
+def device_generator(device: torch.device, seed: int) -> torch.Generator | None:
+    """A generator on ``device`` seeded with ``seed`` (on a GPU, seeding is host-side: no wait).
+    The one place device generators are made: the fake-CUDA tests replace it (a CUDA generator
+    needs a driver)."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:

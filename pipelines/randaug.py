@@ -88,11 +88,18 @@ def _signed(value: float, gen: torch.Generator) -> float:
 Affine = tuple[float, float, float, float, float, float]
 
 
+def host_path(x: torch.Tensor) -> bool:
+    """True: the OpenCV branch (CPU tensors); False: the batched-kernel branch the GPU takes.
+    One switch, so the tests can force the GPU branch on real CPU tensors (layout bugs that the
+    fake-CUDA tests cannot see)."""
+    return x.device.type == "cpu"
+
+
 def warp(x: torch.Tensor, m: Affine) -> torch.Tensor:
     """PIL's ``Image.transform(AFFINE, m)`` on uint8 (..., H, W): output pixel centre (u, v)
     samples the input at (m0 u + m1 v + m2, m3 u + m4 v + m5), bilinear, grey fill outside.
     OpenCV on a CPU (uint8, ~3x faster than ``grid_sample`` there), ``grid_sample`` elsewhere."""
-    return warp_cv2(x, m) if x.device.type == "cpu" else warp_grid(x, m)
+    return warp_cv2(x, m) if host_path(x) else warp_grid(x, m)
 
 
 def _hwc(x: torch.Tensor) -> np.ndarray:
@@ -124,10 +131,12 @@ def warp_cv2(x: torch.Tensor, m: Affine) -> torch.Tensor:
 def warp_grid(x: torch.Tensor, m: Affine) -> torch.Tensor:
     """One ``grid_sample`` over all frames and channels; the fill by sampling ``x - 128``."""
     H, W = x.shape[-2:]
-    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32) + 0.5, torch.arange(W, dtype=torch.float32) + 0.5, indexing="ij")
+    # built on the device from Python scalars: no host-to-device copy per op
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32, device=x.device) + 0.5,
+                          torch.arange(W, dtype=torch.float32, device=x.device) + 0.5, indexing="ij")
     gx = (m[0] * u + m[1] * v + m[2]) * (2 / W) - 1
     gy = (m[3] * u + m[4] * v + m[5]) * (2 / H) - 1
-    grid = torch.stack([gx, gy], dim=-1).to(x.device)
+    grid = torch.stack([gx, gy], dim=-1)
     flat = x.reshape(-1, *x.shape[-3:]).float() - FILL
     out = torch.nn.functional.grid_sample(flat, grid.expand(flat.shape[0], H, W, 2), mode="bilinear",
                                           padding_mode="zeros", align_corners=False)
@@ -148,7 +157,7 @@ def lut(x: torch.Tensor, table_PL: torch.Tensor) -> torch.Tensor:
     on a CPU (``torch.where`` on uint8 is ~25x slower), a gather elsewhere."""
     H, W = x.shape[-2:]
     tables = table_PL.to(device=x.device, dtype=torch.uint8)
-    if x.device.type == "cpu":
+    if host_path(x):
         frames = _hwc(x)
         out = np.empty_like(frames)
         if len(tables) == 1:
@@ -163,7 +172,10 @@ def lut(x: torch.Tensor, table_PL: torch.Tensor) -> torch.Tensor:
     return tables.reshape(-1)[idx].reshape(x.shape)
 
 
-_LEVELS = torch.arange(256)
+def levels(device: torch.device) -> torch.Tensor:
+    """(256,) int64 0..255, made on ``device`` (a GPU fills it itself: nothing uploaded), so
+    every table below is computed where it is used."""
+    return torch.arange(256, device=device)
 
 
 def _autocontrast(x: torch.Tensor) -> torch.Tensor:
@@ -175,8 +187,7 @@ def _autocontrast(x: torch.Tensor) -> torch.Tensor:
     flat = hi == lo
     scale = torch.where(flat, torch.ones_like(lo), 255.0 / (hi - lo).clamp(min=1))
     lo = torch.where(flat, torch.zeros_like(lo), lo)
-    levels = _LEVELS.to(x.device)[None].float()
-    return lut(x, ((levels - lo[:, None]) * scale[:, None]).clamp(0, 255).to(torch.uint8))
+    return lut(x, ((levels(x.device)[None].float() - lo[:, None]) * scale[:, None]).clamp(0, 255).to(torch.uint8))
 
 
 def _sharpness(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -184,7 +195,7 @@ def _sharpness(x: torch.Tensor, factor: float) -> torch.Tensor:
     with 5 at the centre, /13; the border rows and columns keep their pixels). Same as
     torchvision's ``adjust_sharpness`` to +-1, which is ~20x slower on a CPU clip."""
     H, W = x.shape[-2:]
-    if x.device.type == "cpu":  # OpenCV on all frames stacked; each frame's border is put back
+    if host_path(x):  # OpenCV on all frames stacked; each frame's border is put back
         frames = _hwc(x)
         tall = frames.reshape(-1, W, 3)
         smooth = cv2.filter2D(tall, -1, _SMOOTH, borderType=cv2.BORDER_REPLICATE).reshape(frames.shape)
@@ -203,19 +214,20 @@ def _equalize(x: torch.Tensor) -> torch.Tensor:
     """PIL's ``ImageOps.equalize`` per plane: step = (pixels - count of the top level) // 255,
     table[i] = (step // 2 + pixels below level i) // step; identity when step is 0."""
     H, W = x.shape[-2:]
-    if x.device.type == "cpu":  # OpenCV's histogram is ~10x faster than a bincount over int64
+    if host_path(x):  # OpenCV's histogram is ~10x faster than a bincount over int64
         hist = torch.from_numpy(np.stack([cv2.calcHist([f], [c], None, [256], [0, 256]).ravel()
                                           for f in _hwc(x) for c in range(3)])).long()
-    else:
-        planes = x.reshape(-1, H * W)
+    else:  # scatter_add_ into a fixed-size buffer: bincount reads its output size back to the host
+        planes = x.reshape(-1, H * W)  # channels-last frames: a strided view or a copy, never .view
         P = planes.shape[0]
-        offsets = 256 * torch.arange(P, device=x.device).view(-1, 1)
-        hist = torch.bincount((planes.long() + offsets).view(-1), minlength=P * 256).view(P, 256)
+        idx = (planes.long() + 256 * torch.arange(P, device=x.device).view(-1, 1)).reshape(-1)
+        hist = torch.zeros(P * 256, dtype=torch.int64, device=x.device)
+        hist = hist.scatter_add_(0, idx, torch.ones((), dtype=torch.int64, device=x.device).expand(idx.shape)).view(P, 256)
     top = hist.shape[1] - 1 - (hist.flip(1) > 0).int().argmax(dim=1)  # highest level present
     step = (H * W - hist.gather(1, top.view(-1, 1)).squeeze(1)) // 255
     below = hist.cumsum(1) - hist
     table = ((step.view(-1, 1) // 2 + below) // step.clamp(min=1).view(-1, 1)).clamp(max=255)
-    table = torch.where((step > 0).view(-1, 1), table, _LEVELS.to(x.device)[None])
+    table = torch.where((step > 0).view(-1, 1), table, levels(x.device)[None])
     return lut(x, table)
 
 
@@ -225,12 +237,13 @@ _SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13
 def apply_op(x: torch.Tensor, name: str, level: float, gen: torch.Generator) -> torch.Tensor:
     """One op at ``level`` (0..10) on uint8 (..., 3, H, W); signs are drawn from ``gen``."""
     H, W = x.shape[-2:]
+    L = levels(x.device)
     if name == "AutoContrast":
         return _autocontrast(x)
     if name == "Equalize":
         return _equalize(x)
     if name == "Invert":
-        return lut(x, 255 - _LEVELS[None])
+        return lut(x, 255 - L[None])
     if name == "Rotate":
         return warp(x, rotation(_signed(level / LEVEL_DENOM * 30.0, gen), H, W))
     if name == "PosterizeIncreasing":
@@ -238,13 +251,13 @@ def apply_op(x: torch.Tensor, name: str, level: float, gen: torch.Generator) -> 
         return x & (0xFF ^ (2 ** (8 - bits) - 1)) if bits < 8 else x  # bits 0 -> black, as PIL
     if name == "SolarizeIncreasing":
         thresh = 256 - min(256, int(level / LEVEL_DENOM * 256))
-        return lut(x, torch.where(_LEVELS >= thresh, 255 - _LEVELS, _LEVELS)[None])
+        return lut(x, torch.where(L >= thresh, 255 - L, L)[None])
     if name == "SolarizeAdd":  # x < 128 gets + add, capped at 255
         add = min(128, int(level / LEVEL_DENOM * 110))
-        return lut(x, torch.where(_LEVELS < 128, (_LEVELS + add).clamp(max=255), _LEVELS)[None])
+        return lut(x, torch.where(L < 128, (L + add).clamp(max=255), L)[None])
     if name == "BrightnessIncreasing":  # pointwise: torchvision's formula tabulated
         factor = max(0.1, 1.0 + _signed(level / LEVEL_DENOM * 0.9, gen))
-        return lut(x, TF.adjust_brightness(_LEVELS.to(torch.uint8).view(1, 1, 256).expand(3, 1, 256), factor)[:1, 0])
+        return lut(x, TF.adjust_brightness(L.to(torch.uint8).view(1, 1, 256).expand(3, 1, 256), factor)[:1, 0])
     if name.endswith("Increasing"):  # Color, Contrast, Brightness, Sharpness: enhance factor
         factor = max(0.1, 1.0 + _signed(level / LEVEL_DENOM * 0.9, gen))
         fn = {"ColorIncreasing": TF.adjust_saturation, "ContrastIncreasing": TF.adjust_contrast,
