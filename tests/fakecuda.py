@@ -67,6 +67,12 @@ class Report:
     uploads: list[Event] = field(default_factory=list)
     error: str | None = None  # "Type: message at path:line"
 
+    def clear(self) -> None:
+        """Forget what was seen so far (e.g. the model's construction before the step)."""
+        self.syncs.clear()
+        self.uploads.clear()
+        self.error = None
+
     @property
     def blocking_uploads(self) -> list[Event]:
         return [u for u in self.uploads if "non_blocking" not in u.detail]
@@ -93,18 +99,24 @@ def _is_device(t: Any) -> bool:
     return isinstance(t, FakeTensor) and t.device.type == "cuda"
 
 
-def _host_placeholder(t: FakeTensor) -> torch.Tensor:
+def _zeros(t: FakeTensor) -> torch.Tensor:
     """What a device-to-host copy returns when we go on past it: zeros of the right shape."""
     return torch.zeros(t.shape, dtype=t.dtype)
 
 
+def _zero(t: torch.Tensor) -> Any:
+    return False if t.dtype == torch.bool else (0.0 if t.dtype.is_floating_point else 0)
+
+
+_PIN_OPS = {aten._pin_memory.default, aten.is_pinned.default}
 _SYNC_OPS = {aten._local_scalar_dense.default}  # .item(), .tolist(), int(), bool(), float()
 
 
 class _Spy(TorchDispatchMode):
-    def __init__(self, report: Report, on_sync: str) -> None:
+    def __init__(self, report: Report, on_sync: str, scalar: Callable[[torch.Tensor], Any],
+                 host: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
-        self.report, self.on_sync = report, on_sync
+        self.report, self.on_sync, self.scalar, self.host = report, on_sync, scalar, host
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -112,6 +124,8 @@ class _Spy(TorchDispatchMode):
         on_device = any(_is_device(a) for a in leaves)
         dev = kwargs.get("device")
         to_device = dev is not None and torch.device(dev).type == "cuda"
+        if func in _PIN_OPS:  # pinning needs a driver; here a host tensor stands for its pinned copy
+            return True if func is aten.is_pinned.default else args[0]
         if not on_device and not to_device:
             with _disable_current_modes():  # host work: run it for real
                 return func(*args, **kwargs)
@@ -143,8 +157,9 @@ class _Spy(TorchDispatchMode):
         if self.on_sync == "raise":
             raise HostSync(f"{name} at {self.report.syncs[-1].where}")
         if name == "_local_scalar_dense":
-            return False if t.dtype == torch.bool else (0.0 if t.dtype.is_floating_point else 0)
-        return _host_placeholder(t)
+            return self.scalar(t)
+        with _disable_current_modes():
+            return self.host(t)
 
 
 class FakeCuda:
@@ -152,13 +167,17 @@ class FakeCuda:
     collects syncs and uploads; ``fc.run(fn)`` catches an exception into the report.
 
     ``on_sync="continue"`` goes past ``.item()``-like reads with zeros (to count them all);
-    ``"raise"`` stops at the first. bf16 autocast on "cuda" is enabled (torch would disable it
+    ``"raise"`` stops at the first; ``scalar(t)`` is the value such a read returns (a test
+    of a NaN check, say, answers -1 for "no bad batch"); ``host(t)`` makes the real tensor a
+    device-to-host copy returns (default zeros). bf16 autocast on "cuda" is enabled (torch would disable it
     without a driver), and ``pipelines.augment.device_generator`` returns None (the default
     device generator, which the fake mode can draw from)."""
 
-    def __init__(self, on_sync: str = "continue") -> None:
+    def __init__(self, on_sync: str = "continue", scalar: Callable[[torch.Tensor], Any] | None = None,
+                 host: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.report = Report()
         self.on_sync = on_sync
+        self.scalar, self.host = scalar or _zero, host or _zeros
         self._stack = contextlib.ExitStack()
         self.mode = FakeTensorMode(allow_non_fake_inputs=True)
 
@@ -168,7 +187,7 @@ class FakeCuda:
         s.enter_context(mock.patch("torch.cuda.is_bf16_supported", lambda *a, **k: True))
         s.enter_context(mock.patch("pipelines.augment.device_generator", lambda device, seed: None))
         s.enter_context(self.mode)
-        s.enter_context(_Spy(self.report, self.on_sync))
+        s.enter_context(_Spy(self.report, self.on_sync, self.scalar, self.host))
         return self
 
     def __exit__(self, *exc) -> bool:
@@ -240,5 +259,21 @@ def backward(loss: torch.Tensor) -> None:
         for (nxt, idx), g in zip(node.next_functions, outs):
             if nxt is None or g is None:
                 continue
+            g = _as_input(nxt, idx, g)
             slot = grads.setdefault(nxt, {})
             slot[idx] = g if idx not in slot else slot[idx] + g
+
+
+def _as_input(node, idx: int, g: torch.Tensor) -> torch.Tensor:
+    """What the engine's ``validate_outputs`` does: a gradient of a broadcast input is summed to
+    the input's shape and cast to its dtype."""
+    if type(node).__name__ == "AccumulateGrad":
+        shape, dtype = node.variable.shape, node.variable.dtype
+    else:
+        meta = getattr(node, "_input_metadata", ())
+        if idx >= len(meta):
+            return g
+        shape, dtype = meta[idx].shape, meta[idx].dtype
+    if g.shape != shape:
+        g = g.sum_to_size(shape)
+    return g.to(dtype) if g.dtype != dtype else g

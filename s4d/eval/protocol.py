@@ -8,7 +8,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from ..runtime import autocast
+from ..runtime import autocast, to_device
 
 
 def flat_clips(x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -24,22 +24,23 @@ def video_mean(per_clip: torch.Tensor, videos: int, clips: int) -> torch.Tensor:
 @torch.no_grad()
 def predict(model: torch.nn.Module, batches: Iterable[dict], task: str, device: torch.device | str = "cpu",
             autocast_dtype: torch.dtype | None = None) -> dict:
-    """Class probabilities (N, C) of every video by the test protocol, with its keys and labels."""
+    """Class probabilities (N, C) of every video by the test protocol, with its keys and labels.
+    The probabilities stay on the device until the last batch: one wait for the whole pass."""
     model.eval()
     device = torch.device(device)
     keys, labels, probs = [], [], []
     for batch in batches:
-        x = batch["pixels"].to(device)
+        x = to_device(batch["pixels"], device)
         flat, clips = flat_clips(x)
         with autocast(device, autocast_dtype):
             p = model(flat, task=task).float().softmax(dim=-1)
-        probs.append(video_mean(p, len(x), clips).cpu().numpy())
+        probs.append(video_mean(p, len(x), clips))
         keys += list(batch["keys"])
         labels.append(batch["labels"].numpy())
     return {
         "keys": keys,
         "labels": np.concatenate(labels) if labels else np.zeros(0, np.int64),
-        "probs": np.concatenate(probs) if probs else np.zeros((0, model.config.heads[task]), np.float32),
+        "probs": torch.cat(probs).cpu().numpy() if probs else np.zeros((0, model.config.heads[task]), np.float32),
     }
 
 

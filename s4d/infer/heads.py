@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import checkpoint_meta, load_classifier
-from ..runtime import autocast, autocast_dtype
+from ..runtime import autocast, autocast_dtype, to_device
 
 
 class TorchHeads:
@@ -28,9 +28,10 @@ class TorchHeads:
 
     @torch.no_grad()
     def probs(self, x: torch.Tensor, task: str) -> np.ndarray:
-        """A normalised batch (B, 3, T, H, W) / (B, 3, H, W) -> (B, C) softmax."""
+        """A normalised batch (B, 3, T, H, W) / (B, 3, H, W) -> (B, C) softmax. One wait per
+        batch, for the answer; the input goes up without one (``to_device``)."""
         with autocast(self.device, self.amp):
-            return self.model(x.to(self.device), task).float().softmax(-1).cpu().numpy()
+            return self.model(to_device(x, self.device), task).float().softmax(-1).cpu().numpy()
 
 
 class OnnxHeads:
