@@ -4,6 +4,7 @@ sync inside a step, no constant uploaded per sample. Where the fake mode cannot 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from unittest import mock
 
@@ -13,7 +14,8 @@ import torch
 
 from pipelines import Augment, LoaderConfig
 from pipelines.augment import BatchAugment, epoch_generator
-from pipelines.randaug import OPS, RandAugment, apply_op
+from pipelines.augment_params import RandAugmentDraw
+from pipelines.randaug import OPS, apply_op
 
 from .fakecuda import CUDA, FakeCuda, backward, fake_cuda
 from .media_factory import moving_square
@@ -26,8 +28,14 @@ def _cfg(views: int = 1, size: int = 32, **aug) -> LoaderConfig:
 
 
 def _forced(ops: list[tuple[str, float]]):
-    """RandAugment draws exactly ``ops`` (name, level) for every sample."""
-    return mock.patch.object(RandAugment, "draw", lambda self, gen: list(ops))
+    """RandAugment draws exactly ``ops`` (name, level), one per round, for every sample; signs
+    alternate between samples."""
+    def draw(spec, n, gen):
+        idx = torch.tensor([OPS.index(name) for name, _ in ops]).repeat(n, 1)
+        lv = torch.tensor([level for _, level in ops], dtype=torch.float64).repeat(n, 1)
+        signs = torch.tensor([1.0 - 2 * (b % 2) for b in range(n)], dtype=torch.float64)[:, None].expand_as(lv)
+        return RandAugmentDraw(idx, lv, signs.contiguous())
+    return mock.patch("pipelines.augment.draw_randaugment", draw)
 
 
 def _augment(cfg: LoaderConfig, video: bool, ops: list[tuple[str, float]] | None = None):
@@ -38,7 +46,7 @@ def _augment(cfg: LoaderConfig, video: bool, ops: list[tuple[str, float]] | None
         batch = torch.empty(shape, dtype=torch.uint8, device=CUDA)
         return BatchAugment(cfg, video)(batch, epoch_generator(0, 0, 0))
 
-    with _forced(ops) if ops is not None else mock.patch.object(RandAugment, "draw", RandAugment.draw):
+    with _forced(ops) if ops is not None else contextlib.nullcontext():
         return fake_cuda(step)
 
 
@@ -48,8 +56,10 @@ def test_every_randaugment_op_runs_on_the_gpu_without_a_sync_or_an_upload(video,
     for name, level in itertools.product(OPS, LEVELS):
         out, report = _augment(cfg, video, [(name, level)])
         assert report.error is None and not report.syncs, f"{name} m={level}:\n{report.summary()}"
-        # the (3,) normalisation scale and bias, once per BatchAugment and device; nothing per sample
-        assert [u.detail for u in report.uploads] == ["(3,) float32"] * 2, f"{name} m={level}: uploads\n{report.summary()}"
+        # the batch's arguments in one non-blocking copy; the (3,) normalisation scale and bias
+        # once per BatchAugment and device; nothing per sample
+        assert len(report.uploads) == 3 and report.uploads[0].detail.endswith("non_blocking"), f"{name} m={level}\n{report.summary()}"
+        assert [u.detail for u in report.uploads[1:]] == ["(3,) float32"] * 2, f"{name} m={level}\n{report.summary()}"
         expect = (2, views, 3, 4, 32, 32) if views > 1 else ((2, 3, 4, 32, 32) if video else (2, 3, 32, 32))
         assert out.shape == expect and out.dtype == torch.float32 and out.device.type == "cuda", name
 
@@ -68,22 +78,30 @@ def test_the_default_recipes_run_batches_without_a_sync():
 
         _, report = fake_cuda(step)
         assert report.error is None and not report.syncs, report.summary()
-        # the normalisation constants, once per device for the whole run
-        assert len(report.uploads) <= 2 and all("(3,)" in u.detail for u in report.uploads), report.summary()
+        # one non-blocking copy of the arguments per batch; the normalisation constants once
+        assert len(report.blocking_uploads) == 2 and all("(3,)" in u.detail for u in report.blocking_uploads), report.summary()
+        assert len(report.uploads) == 6 + 2, report.summary()
 
 
 def test_an_added_item_is_caught_with_its_line():
     """The utility sees what it claims to: a ``.item()`` slipped into an op fails the test above."""
-    real = apply_op
+    from pipelines import augment
 
-    def with_item(x, name, level, gen):
+    real = augment.apply_batched
+
+    def with_item(x, p, packed):
         x.float().mean().item()
-        return real(x, name, level, gen)
+        return real(x, p, packed)
 
-    with mock.patch("pipelines.randaug.apply_op", with_item):
+    with mock.patch("pipelines.augment.apply_batched", with_item):
         _, report = _augment(_cfg(), True, [("Invert", 5.0)])
-    assert [e.op for e in report.syncs] == ["_local_scalar_dense"] * 2  # one per sample
-    assert report.syncs[0].where.startswith("pipelines/randaug.py:")  # the project line that called it
+    assert [e.op for e in report.syncs] == ["_local_scalar_dense"]
+    assert report.syncs[0].where.startswith("pipelines/augment.py:")  # the project line that called it
+
+
+def _gpu_branch():
+    """The kernels' device branch on real CPU tensors."""
+    return mock.patch("pipelines.augment_ops.host_path", lambda t: False)
 
 
 def _real_frames(n: int, side: int = 48) -> torch.Tensor:
@@ -98,10 +116,9 @@ def test_op_pairs_on_the_gpu_branch_with_real_tensors(first, second):
     against the OpenCV branch: image Equalize after a colour op crashed here."""
     frames = _real_frames(3)
     for x in (frames, frames[0], frames[0].flip(-1), frames.contiguous()):  # clip, image, flipped image, planar
-        gen_a, gen_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-        cpu = apply_op(apply_op(x, first, 6.0, gen_a), second, 6.0, gen_a)
-        with mock.patch("pipelines.randaug.host_path", lambda t: False):
-            gpu = apply_op(apply_op(x, first, 6.0, gen_b), second, 6.0, gen_b)
+        cpu = apply_op(apply_op(x, first, 6.0, -1.0), second, 6.0, 1.0)
+        with _gpu_branch():
+            gpu = apply_op(apply_op(x, first, 6.0, -1.0), second, 6.0, 1.0)
         assert gpu.shape == x.shape and gpu.dtype == torch.uint8
         diff = (cpu.int() - gpu.int()).abs().float()
         assert diff.mean() < 1.5, (first, second, tuple(x.stride()), diff.mean())

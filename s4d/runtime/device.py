@@ -78,16 +78,6 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch onto ``device`` without making the host wait: a host tensor going to a GPU is
-    pinned first and copied ``non_blocking`` (from pageable memory the copy would block). The
-    pinned copy belongs to this call; torch's pinned-memory cache keeps its block from reuse
-    until the copy has finished on the stream, so nothing can overwrite it mid-copy."""
-    if device.type != "cuda" or x.device.type != "cpu":
-        return x.to(device)
-    return x.pin_memory().to(device, non_blocking=True)
-
-
 def dali_device_id(device: torch.device) -> int | None:
     """DALI decodes (``mixed``) on the GPU the model runs on; None: CPU decoding."""
     return device.index if device.type == "cuda" else None
