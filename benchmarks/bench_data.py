@@ -149,6 +149,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     args = ap.parse_args()
+    if args.device == "gpu" and not torch.cuda.is_available():
+        ap.error("--device gpu: torch sees no CUDA device here (run `s4d doctor`)")
     torch.set_num_threads(1)
 
     tmp = Path(tempfile.mkdtemp(prefix="s4d-bench-data-"))
@@ -201,16 +203,25 @@ def main() -> None:
         loaders[f"reference: JPEG folders + PIL DataLoader ({args.workers} workers)"] = Reference(cfg)
         loaders[f"reference ({args.workers} workers), RandAugment off"] = Reference(replace(cfg, augment=replace(cfg.augment, randaugment=None)))
 
+        def sync() -> None:  # GPU outputs are asynchronous: a clock stops only after the device has finished
+            if device_id is not None:
+                torch.cuda.synchronize(device_id)
+
         names = list(loaders)
         times = {n: 0.0 for n in names}
-        for name, loader in loaders.items():  # warm-up: DALI graphs built, DataLoader workers started
+        # Warm-up, one whole epoch each: DALI graphs built and kept (a loader abandoned mid-epoch
+        # drops its graph and would rebuild it inside the first timed epoch), DataLoader workers
+        # started with nothing of the warm-up epoch left in flight.
+        for loader in loaders.values():
             for _ in loader.epoch(99):
-                break
+                pass
+        sync()
         for epoch in range(args.epochs):
             for name in names:
                 start = time.perf_counter()
                 for _ in loaders[name].epoch(epoch):
                     pass
+                sync()
                 times[name] += time.perf_counter() - start
 
         n = len(ds) * args.epochs

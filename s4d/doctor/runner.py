@@ -16,6 +16,15 @@ class Skip(Exception):
     """The check does not apply here (the reason is shown)."""
 
 
+class Fail(Exception):
+    """A failed check whose message is the whole reason (shown without an exception name), with
+    figures kept in its detail (the fix's commands, say)."""
+
+    def __init__(self, reason: str, detail: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.detail = detail or {}
+
+
 @dataclass
 class Context:
     """What checks share: a scratch folder, the device, and what earlier checks built."""
@@ -23,6 +32,7 @@ class Context:
     root: Path
     device: torch.device
     built: dict[str, Any] = field(default_factory=dict)
+    no_cuda: str = "no CUDA device"  # the GPU checks' skip reason; a GPU torch cannot use says so
 
     @property
     def cuda(self) -> bool:
@@ -30,7 +40,7 @@ class Context:
 
     def need_cuda(self) -> None:
         if not self.cuda:
-            raise Skip("no CUDA device")
+            raise Skip(self.no_cuda)
 
     def need(self, key: str) -> Any:
         if key not in self.built:
@@ -58,6 +68,8 @@ Check = Callable[[Context], dict[str, Any]]
 
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
+    if isinstance(err, Fail):
+        return text[0][:600] if text else "failed"
     return f"{type(err).__name__}: {text[0][:300]}" if text else type(err).__name__
 
 
@@ -73,7 +85,10 @@ def run_checks(checks: list[tuple[str, Check]], device: torch.device, *, root: P
             except Skip as why:
                 detail, status = {}, f"skipped: {why}"
             except Exception as err:  # a failed check is a result, never a traceback
-                detail, status = ({"traceback": traceback.format_exc()} if debug else {}), f"FAIL: {_one_line(err)}"
+                detail = dict(err.detail) if isinstance(err, Fail) else {}
+                if debug:
+                    detail["traceback"] = traceback.format_exc()
+                status = f"FAIL: {_one_line(err)}"
             result = Result(name, status, detail, time.perf_counter() - t0)
             results.append(result)
             if on_result:
