@@ -131,7 +131,9 @@ FACENET_INSTALL = "pip install --no-deps 'facenet-pytorch>=2.6,<3'"
 
 
 class FaceDetector:
-    """MTCNN over batches of frames, keeping the most confident face per frame."""
+    """MTCNN over batches of frames, keeping the most confident face per frame: facenet-pytorch's
+    trained nets run batched over frames and boxes by ``preprocess.mtcnn`` (a fixed few host
+    waits per batch on CUDA; on the CPU faster than facenet's ``detect``, with the same faces)."""
 
     def __init__(self, device: str | None = None, batch_size: int = 32, min_prob: float = 0.9, max_side: int = 360) -> None:
         import torch
@@ -143,7 +145,10 @@ class FaceDetector:
                              " (or run with --no-align on face crops)") from None
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        from .mtcnn import BatchedMTCNN
+
         self.mtcnn = MTCNN(keep_all=True, device=self.device)
+        self.batched = BatchedMTCNN.from_facenet(self.mtcnn)
         self.batch_size = batch_size
         self.min_prob = min_prob
         self.max_side = max_side  # detect on a copy no larger than this; boxes are scaled back
@@ -162,16 +167,11 @@ class FaceDetector:
         scale = min(1.0, self.max_side / max(h, w))
         size = (round(w * scale), round(h * scale))
         for i in range(0, len(frames), self.batch_size):
-            chunk = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) if scale < 1 else f for f in frames[i : i + self.batch_size]]
-            boxes, probs, landmarks = self.mtcnn.detect(chunk, landmarks=True)
-            for b, p, lm in zip(boxes, probs, landmarks):
-                faces = []
-                if b is not None:
-                    for j in np.argsort(-np.nan_to_num(np.asarray(p, dtype=np.float64), nan=-1.0), kind="stable"):
-                        if p[j] >= self.min_prob:
-                            faces.append(Face(tuple(float(v) / scale for v in b[j]), float(p[j]),
-                                              np.asarray(lm[j], dtype=np.float64) / scale))
-                out.append(faces)
+            chunk = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) if scale < 1 else f for f in frames[i : i + self.batch_size]])
+            for d in self.batched.detect(chunk):
+                p = d.probs_K.astype(np.float64)
+                out.append([Face(tuple(float(v) / scale for v in d.boxes_K4[j]), float(p[j]), d.points_K52[j].astype(np.float64) / scale)
+                            for j in np.argsort(-np.nan_to_num(p, nan=-1.0), kind="stable") if p[j] >= self.min_prob])
         return out
 
 

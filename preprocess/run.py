@@ -171,17 +171,35 @@ class RunSummary:
     problems: int
 
 
+# GPU memory one `s4d shards` worker needs on CUDA (an estimate; no GPU measured it yet:
+# `python benchmarks/bench_mtcnn.py --device cuda` prints the detector's peak): its CUDA context
+# with cuDNN/cuBLAS ~0.6-0.8 GiB, MTCNN (preprocess/mtcnn.py) on a batch of 32 frames of max side
+# 360 ~0.12 GiB at peak (measured on CPU: live tensor bytes), up to ~0.4 GiB when O-Net gets a full
+# chunk of 512 boxes, and the caching allocator's slack.
+MTCNN_WORKER_GIB = 1.5
+GPU_MEMORY_SHARE = 0.9  # of the free memory: leave some for other processes and fragmentation
+
+
 def default_workers(device: str | None) -> tuple[int, str]:
     """Worker processes for ``s4d shards`` without ``--workers``: one per core this process may
-    use (each runs MTCNN on one thread); on CUDA at most 4, since each holds a CUDA context and
-    they share one GPU."""
+    use (each runs MTCNN on one thread); on CUDA also no more than fit in the GPU's free memory
+    at ``MTCNN_WORKER_GIB`` each (at most 4 when the free memory cannot be read). The query makes
+    this process's own CUDA context first, so that context is already counted as used."""
     from .machine import cpus_per_process
 
     cores, why = cpus_per_process()
     import torch
 
     cuda = device.startswith("cuda") if device else torch.cuda.is_available()
-    return (min(cores, 4), f"{why}; at most 4 on CUDA") if cuda else (cores, why)
+    if not cuda:
+        return cores, why
+    try:
+        free, _ = torch.cuda.mem_get_info(torch.device(device) if device else None)
+    except (RuntimeError, AssertionError, ValueError):  # no driver / not a CUDA build / bad index
+        return min(cores, 4), f"{why}; at most 4 on CUDA"
+    fit = max(1, int(free * GPU_MEMORY_SHARE / (MTCNN_WORKER_GIB * 2**30)))
+    gpu = f"{free / 2**30:.1f} GiB GPU memory free, {MTCNN_WORKER_GIB:g} GiB per worker: {fit} fit"
+    return min(cores, fit), f"{why}; {gpu}"
 
 
 def run_shards(
