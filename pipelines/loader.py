@@ -23,6 +23,7 @@ from preprocess.shards.reader import ShardError
 from .augment import BatchAugment, epoch_generator, rrc_box
 from .config import LoaderConfig
 from .dataset import ShardDataset
+from .handover import CopyGuard, dali_to_torch
 from .plan import Batch, epoch_batches
 
 _NOTICE_SHOWN = False
@@ -82,6 +83,7 @@ class Loader:
         self._pipe = None
         self._pending: Iterator[tuple[Batch, list[np.ndarray]]] = iter(())
         self._crop_gen = torch.Generator()
+        self._copies = CopyGuard()
 
     def batches(self, epoch: int) -> list[Batch]:
         return epoch_batches(self.ds, self.cfg, epoch=epoch, rank=self.rank, world=self.world, num_samples=self.num_samples)
@@ -201,7 +203,7 @@ class Loader:
             except RuntimeError as err:
                 self._pipe = None  # a failed pipeline cannot continue; rebuild next epoch
                 raise self._decode_failure(batch, err) from None
-            tensors = [_to_torch(o) for o in outs]  # train: uint8 (B,T,S,S,3) / (B,S,S,3)
+            tensors = [dali_to_torch(o) for o in outs]  # train: uint8 (B,T,S,S,3) / (B,S,S,3)
             pixels = tensors[0] if self.cfg.train or not self.video else torch.stack(tensors[:2], dim=1)
             if self.video and not self.cfg.train and self.cfg.random_clip:  # the eval graph decodes the one start twice
                 pixels = pixels[:, :1]
@@ -254,31 +256,28 @@ class Loader:
         from .torch_fallback import TorchTransforms, decode_clip, decode_image
         from .sampling import clip_indices
 
-        tf = TorchTransforms(self.cfg, self.video, self.ds.manifest.preprocess.size)
-        gen_state = torch.get_rng_state()
-        torch.manual_seed(int(np.random.default_rng([self.cfg.seed, epoch, 3000 + self.rank]).integers(2**31)))
-        try:
-            for batch in batches:
-                items = []
-                for j, p in enumerate(batch.positions):
-                    data = self._bytes(int(p))
-                    try:
-                        if self.video:
-                            n = int(self.ds.frames[p])
-                            decoded = [decode_clip(data, clip_indices(int(s), n, self.cfg.frames, self.cfg.stride))
-                                       for s in np.atleast_1d(batch.starts[j])]
-                            if self.cfg.train:  # one decoded clip; BatchAugment makes the views
-                                items.append(tf(decoded[0]))
-                            else:
-                                items.append(torch.stack([tf(d) for d in decoded]))
+        # the image crops' own generator, seeded per (seed, epoch, rank): torch's global one stays untouched
+        gen = torch.Generator().manual_seed(int(np.random.default_rng([self.cfg.seed, epoch, 3000 + self.rank]).integers(2**31)))
+        tf = TorchTransforms(self.cfg, self.video, self.ds.manifest.preprocess.size, gen)
+        for batch in batches:
+            items = []
+            for j, p in enumerate(batch.positions):
+                data = self._bytes(int(p))
+                try:
+                    if self.video:
+                        n = int(self.ds.frames[p])
+                        decoded = [decode_clip(data, clip_indices(int(s), n, self.cfg.frames, self.cfg.stride))
+                                   for s in np.atleast_1d(batch.starts[j])]
+                        if self.cfg.train:  # one decoded clip; BatchAugment makes the views
+                            items.append(tf(decoded[0]))
                         else:
-                            items.append(tf(decode_image(data)))
-                    except (ValueError, OSError) as err:
-                        raise ShardError(f"{self._shard_of(self.ds.keys[p])}: sample {self.ds.keys[p]} does not decode ({err})") from None
-                yield {"pixels": torch.stack(items), "labels": torch.as_tensor(self.ds.labels[batch.positions]),
-                       "keys": [self.ds.keys[p] for p in batch.positions]}
-        finally:
-            torch.set_rng_state(gen_state)
+                            items.append(torch.stack([tf(d) for d in decoded]))
+                    else:
+                        items.append(tf(decode_image(data)))
+                except (ValueError, OSError) as err:
+                    raise ShardError(f"{self._shard_of(self.ds.keys[p])}: sample {self.ds.keys[p]} does not decode ({err})") from None
+            yield {"pixels": torch.stack(items), "labels": torch.as_tensor(self.ds.labels[batch.positions]),
+                   "keys": [self.ds.keys[p] for p in batch.positions]}
 
     def epoch(self, epoch: int) -> Iterator[dict]:
         batches = self.batches(epoch)
@@ -288,16 +287,8 @@ class Loader:
     def _augmented(self, decoded: Iterator[dict], epoch: int) -> Iterator[dict]:
         gen = epoch_generator(self.cfg.seed, epoch, self.rank)
         for batch in decoded:
-            pixels = batch["pixels"].to(self.aug_device, non_blocking=True)
-            yield {**batch, "pixels": self.augment(pixels, gen)}
-
-
-def _to_torch(out) -> torch.Tensor:
-    """A dense DALI TensorList -> torch tensor, without a copy. GPU: through DLPack on torch's
-    current stream (DALI makes that stream wait for its own work). CPU: through the array
-    interface (DALI may pin CPU outputs of a GPU pipeline, which torch's DLPack import refuses).
-    The dynamic executor leaves the buffer to its holder, so it outlives the next ``run()``."""
-    dense = out.as_tensor()
-    if type(dense).__name__ == "TensorGPU":
-        return torch.from_dlpack(dense)
-    return torch.from_numpy(np.asarray(dense))
+            # Pixels and labels go to the augmentation's device here, under the guard (CPU-decoded
+            # DALI outputs are DALI's, maybe pinned, buffers; ``handover.CopyGuard``), so the
+            # step loop's own copies of them are no-ops.
+            pixels, labels = self._copies.copy([batch["pixels"], batch["labels"]], self.aug_device)
+            yield {**batch, "pixels": self.augment(pixels, gen), "labels": labels}

@@ -15,6 +15,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from .augment import rrc_box
 from .config import LoaderConfig
 
 
@@ -52,21 +53,34 @@ def decode_image(data: np.ndarray) -> np.ndarray:
 class TorchTransforms:
     """Train: decoded frames -> uint8 at the output size (clips squashed; images resized and
     cropped, or a random-resized crop for MAE), for ``augment.BatchAugment``. Eval: the
-    normalised float clip/image, as the DALI graphs give it."""
+    normalised float clip/image, as the DALI graphs give it.
 
-    def __init__(self, cfg: LoaderConfig, video: bool, stored_size: int) -> None:
+    The training image crops are drawn from ``generator`` (the loader's, seeded per seed, epoch
+    and rank), never from torch's global generator, by torchvision's rules: ``RandomCrop``'s
+    position, and ``RandomResizedCrop``'s box through ``augment.rrc_box`` (the DALI graph's)."""
+
+    def __init__(self, cfg: LoaderConfig, video: bool, stored_size: int, generator: torch.Generator | None = None) -> None:
         self.cfg = cfg
         self.video = video
         self.stored_size = stored_size
-        aug = cfg.augment
+        self.generator = generator if generator is not None else torch.Generator()
         self.mean, self.std = torch.tensor(cfg.mean).view(3, 1, 1), torch.tensor(cfg.std).view(3, 1, 1)
-        if video or not cfg.train:
-            self.geometric = v2.Resize([cfg.size, cfg.size], antialias=True)
-        elif aug.rrc:
-            interp = v2.InterpolationMode.BICUBIC if aug.rrc_interpolation == "bicubic" else v2.InterpolationMode.BILINEAR
-            self.geometric = v2.RandomResizedCrop(cfg.size, scale=aug.rrc_scale, ratio=aug.rrc_ratio, interpolation=interp, antialias=True)
-        else:
-            self.geometric = v2.Compose([v2.Resize(cfg.image_resize, antialias=True), v2.RandomCrop(cfg.size)])
+        self.random_crop = cfg.train and not video
+        bicubic = cfg.augment.rrc_interpolation == "bicubic"  # of the random-resized crop
+        self.interpolation = v2.InterpolationMode.BICUBIC if bicubic else v2.InterpolationMode.BILINEAR
+
+    def _geometric(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., H, W) -> (..., S, S): squashed (clips, evaluation), or a training image's crop."""
+        S, aug, gen = self.cfg.size, self.cfg.augment, self.generator
+        if not self.random_crop:
+            return v2.functional.resize(x, [S, S], antialias=True)
+        if aug.rrc:
+            top, left, h, w = rrc_box(x.shape[-2], x.shape[-1], aug.rrc_scale, aug.rrc_ratio, gen)
+            return v2.functional.resized_crop(x, top, left, h, w, [S, S], interpolation=self.interpolation, antialias=True)
+        x = v2.functional.resize(x, self.cfg.image_resize, antialias=True)
+        H, W = x.shape[-2:]
+        top, left = (int(torch.randint(0, n - S + 1, (1,), generator=gen)) for n in (H, W))
+        return v2.functional.crop(x, top, left, S, S)
 
     def __call__(self, frames_THWC: np.ndarray) -> torch.Tensor:
         """uint8 frames (T,H,W,3) or image (H,W,3) -> train: uint8 (T,S,S,3) / (S,S,3);
@@ -79,7 +93,7 @@ class TorchTransforms:
             x = tv_tensors.Video(x.permute(0, 3, 1, 2))
         else:
             x = tv_tensors.Image(x.permute(2, 0, 1))
-        x = self.geometric(x).as_subclass(torch.Tensor)
+        x = self._geometric(x).as_subclass(torch.Tensor)
         if self.cfg.train:
             return x.permute(0, 2, 3, 1).contiguous() if self.video else x.permute(1, 2, 0).contiguous()
         x = (x.float() / 255.0 - self.mean) / self.std

@@ -6,10 +6,12 @@ import torch
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``x`` onto ``device``. A host tensor going to a GPU is pinned first and copied
-    ``non_blocking`` (from pageable memory the copy blocks the host). The pinned copy belongs to
-    this call; torch's pinned-memory cache keeps its block from reuse until the copy has
-    finished on the stream, so nothing can overwrite it mid-copy."""
+    """``x`` onto ``device``. A host tensor going to a GPU is copied into a fresh pinned buffer,
+    then up ``non_blocking`` (from pageable memory the copy would block the host). Always a fresh
+    buffer, never ``x`` itself even when it is pinned: ``x`` may be a loader's buffer (DALI pins
+    the CPU outputs of GPU pipelines) that is reused once released, while the fresh one comes
+    from torch's pinned-memory cache, which keeps the block until the copy has run."""
     if device.type != "cuda" or x.device.type != "cpu":
         return x.to(device)
-    return x.pin_memory().to(device, non_blocking=True)
+    staged = torch.empty(x.shape, dtype=x.dtype, pin_memory=True).copy_(x)
+    return staged.to(device, non_blocking=True)

@@ -1,6 +1,7 @@
 """Run under torchrun by tests/test_train.py: an uninterrupted DDP run, and the same run
 stopped after one epoch and resumed, both selecting on a held-out part of the training fold;
-rank 0 compares the final and the best weights, and every rank's held-out split."""
+rank 0 compares the final and the best weights, and every rank's held-out split, and checks that
+the ranks' saved RNG states differ (each rank draws its own masks, noise and Mixup)."""
 
 import json
 import sys
@@ -43,5 +44,8 @@ if dist.get_rank() == 0:
         same[name] = all(torch.equal(a[k], b[k]) for k in a)
     losses = [[json.loads(x)["loss"] for x in (Path(out) / n / "metrics.jsonl").read_text().splitlines()] for n in ("straight", "resumed")]
     held = json.loads((Path(out) / "straight/holdout.json").read_text())["keys"]
+    rngs = torch.load(Path(out) / "straight/checkpoints/state.pt", weights_only=True)["rng"]
     print(json.dumps({"identical": same["last"], "best_identical": same["best"], "losses": losses,
-                      "ranks_agree": all(s == held for s in splits) and len(held) > 0}))
+                      "ranks_agree": all(s == held for s in splits) and len(held) > 0,
+                      "rank_rngs_differ": not torch.equal(rngs[0]["torch"], rngs[1]["torch"])
+                      and rngs[0]["python"] != rngs[1]["python"]}))

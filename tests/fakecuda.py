@@ -126,6 +126,8 @@ class _Spy(TorchDispatchMode):
         to_device = dev is not None and torch.device(dev).type == "cuda"
         if func in _PIN_OPS:  # pinning needs a driver; here a host tensor stands for its pinned copy
             return True if func is aten.is_pinned.default else args[0]
+        if kwargs.get("pin_memory"):
+            kwargs = {**kwargs, "pin_memory": False}
         if not on_device and not to_device:
             with _disable_current_modes():  # host work: run it for real
                 return func(*args, **kwargs)

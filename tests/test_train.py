@@ -537,6 +537,7 @@ def test_ddp_resume_is_exact(colour_task, tmp_path):
     result = json.loads(res.stdout.strip().splitlines()[-1])
     assert result["identical"] and result["losses"][0] == result["losses"][1]  # Mixup RNG restored per rank
     assert result["best_identical"] and result["ranks_agree"]  # select=val: same best, one held-out split on every rank
+    assert result["rank_rngs_differ"]  # each rank its own stream (seed + rank), restored per rank
 
 
 def test_signal_during_a_save_is_delivered_after_it():

@@ -20,12 +20,20 @@ from .signals import stop_on_sigterm
 
 
 def start_run(cfg: Any, out: Path, log) -> tuple[Dist, torch.device, Any]:
-    """Signals, process group, seeds; returns (dist, device, rank-aware log)."""
+    """Signals, process group, seeds; returns (dist, device, rank-aware log).
+
+    Every global generator is seeded with ``seed + rank``: the draws made per sample (MAE
+    masks, router noise, Mixup, anything on torch's CPU or CUDA default generator, ``random``
+    and numpy) differ between ranks, as the reference's ``seed + get_rank()``, and rank 0 of a
+    one-process run keeps ``seed``. The model may therefore initialise differently per rank:
+    wrapping it in DDP, which every multi-process run does, broadcasts rank 0's parameters
+    (the buffers are fixed tables). The checkpointer saves and restores each rank's states."""
     stop_on_sigterm()
     d, device = setup(cfg.device)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed + d.rank)  # Mixup's draws differ per rank
-    random.seed(cfg.seed)
+    seed = cfg.seed + d.rank
+    torch.manual_seed(seed)  # the CPU generator and every CUDA device's
+    np.random.seed(seed)
+    random.seed(seed)
     return d, device, (log if d.main else (lambda *_: None))
 
 
@@ -36,7 +44,11 @@ def run_lock(out: Path, d: Dist):
 
 def commit_config(cfg: Any, out: Path, d: Dist) -> None:
     """Write (or check) ``config.json`` once the run's inputs have been validated, so a failed
-    start does not pin a folder to wrong settings."""
+    start does not pin a folder to wrong settings. Under DDP it first checks that every node
+    sees the same run folder (``shared_fs``): a multi-node run needs it on a shared file system."""
+    from .shared_fs import check_shared_folder
+
+    check_shared_folder(out, d)
     if d.main:
         write_config(out, cfg)
     barrier(d)

@@ -38,7 +38,7 @@ from ..runtime.rundir import commit_config, run_lock, start_run
 from ..runtime.tracking import Tracker
 from .config import TrainConfig
 from .epochs import run_epochs
-from .loop import GateMeter, train_epoch
+from .loop import GateMeter, LossFn, classification_loss, train_epoch
 from .optim import build_optimizer, build_scheduler
 from .report import evaluate_run
 from .select import Selector, holdout_split, record_holdout
@@ -86,10 +86,12 @@ class Run:
             raise ManifestError(f"{m.source}: clip.frames is {m.clip.frames} but the {cfg.size} model takes {enc.num_frames} frames")
         self.init_report = init_from_pretrained(self.model, cfg.init) if cfg.init else None
         self.model.to(self.device)
-        # DDP: one head (and for MoE, some experts) idle per single-source batch -> find_unused_parameters
+        # DDP: every parameter takes part in every step (IdleHeads), so DDP need not search the
+        # graph for unused ones; the wrap broadcasts rank 0's initial weights to every rank
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                                              find_unused_parameters=True, broadcast_buffers=False)
+                                                              find_unused_parameters=False, broadcast_buffers=False)
                     if self.dist.active else self.model)  # the only buffers are fixed position tables
+        self.idle_heads = IdleHeads(self.model.head) if self.dist.active and len(self.model.head) > 1 else None
 
         aug = Augment() if cfg.augment else Augment.off()
         self.video_cfg = LoaderConfig(batch_size=cfg.video_batch, train=True, size=enc.img_size, frames=m.clip.frames,
@@ -112,6 +114,8 @@ class Run:
         batches = len(self.joint.schedule(0)) if self.joint else len(self.video.batches(0))
         steps = -(-batches // cfg.accum)  # optimiser steps per epoch
         self.optimizer = build_optimizer(self.model, cfg.optim, global_batch=cfg.video_batch * world * cfg.accum)
+        if self.idle_heads is not None:
+            self.optimizer.register_step_pre_hook(self.idle_heads.before_step)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.epochs, steps, global_batch=cfg.video_batch * world * cfg.accum)
         self.checkpointer = Checkpointer(self.out, self.model, self.optimizer, self.scheduler, self.dist)
         loaders = {"train": self.video, **({"images": self.joint.image} if self.joint else {})}
@@ -130,6 +134,47 @@ class Run:
 
     def batches(self, epoch: int):
         return self.joint.epoch(epoch) if self.joint else (("video", b) for b in self.video.epoch(epoch))
+
+    def loss_fn(self, gates: GateMeter | None) -> LossFn:
+        loss = classification_loss(self.mixers, self.cfg.alpha, gates)
+        return self.idle_heads.touch(loss) if self.idle_heads is not None else loss
+
+
+class IdleHeads:
+    """DDP without ``find_unused_parameters``: each step touches the heads its single-source
+    batch does not use at zero weight, and the optimizer step drops their (zero) gradients.
+
+    Why: with ``find_unused_parameters=True`` DDP walks the autograd graph after every forward,
+    and, whenever a parameter is unused on a rank (one head is, in every step), its reducer waits
+    for the all-reduced map of used parameters and copies it to the host in blocking: on a GPU a
+    host sync per step (``finalize_bucket_dense``; ``benchmarks/bench_ddp_unused.py`` measures the
+    CPU side). ``0 * p.sum()`` gives each idle parameter an exact zero gradient, so every
+    parameter takes part and DDP needs no search. Dropping those gradients before the step keeps
+    AdamW from decaying the idle head and moving it on its momentum: the update of one process,
+    where the idle head has no gradient, and of the reference (DDP leaves the gradient of a
+    parameter unused on every rank unset). Which heads idled is the same on every rank, because
+    the joint schedule is. The experts need nothing: each layer's are stacked in one parameter
+    that every step uses, an expert that got no token receiving zeros."""
+
+    def __init__(self, heads: torch.nn.ModuleDict) -> None:
+        self.heads = heads
+        self.used: set[str] = set()  # tasks of the batches since the last optimizer step
+
+    def touch(self, loss_fn: LossFn) -> LossFn:
+        def loss(model: torch.nn.Module, task: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            self.used.add(task)
+            idle = [p for name, head in self.heads.items() if name != task for p in head.parameters()]
+            return loss_fn(model, task, x, y) + 0.0 * sum(p.sum() for p in idle)
+
+        return loss
+
+    def before_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        """Optimizer step pre-hook: forget the gradients of heads no batch of this step used."""
+        for name, head in self.heads.items():
+            if name not in self.used:
+                for p in head.parameters():
+                    p.grad = None
+        self.used.clear()
 
 
 def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) -> dict[str, Any] | None:
@@ -152,9 +197,8 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
 
         def one_epoch(epoch: int, step: int):
             batches = progress(run.batches(epoch), run.batches_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", d.main)
-            stats, step = train_epoch(run.ddp, batches, run.optimizer, run.scheduler, step=step, mixers=run.mixers, alpha=cfg.alpha,
-                                      gates=gates, on_step=tracker.step_logger(), device=run.device, autocast_dtype=run.autocast,
-                                      accum=cfg.accum)
+            stats, step = train_epoch(run.ddp, batches, run.optimizer, run.scheduler, step=step, loss_fn=run.loss_fn(gates),
+                                      on_step=tracker.step_logger(), device=run.device, autocast_dtype=run.autocast, accum=cfg.accum)
             if gates is not None:
                 track_gates(tracker, gates.take(), list(run.model.config.moae.blocks), f"epoch {epoch + 1}", step)
             return stats, step

@@ -55,6 +55,7 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
         amp = autocast_dtype(cfg.amp, device)
         device_id = dali_device_id(device)
         enc = model.config.encoder
+        # the wrap broadcasts rank 0's initial weights: the ranks seeded apart (start_run) built different ones
         ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) if d.active else model  # fixed buffers only
         loaders, counts = {}, {}
         for i, (source, m) in enumerate(zip(mixture.sources, mixture.manifests())):
