@@ -115,9 +115,12 @@ class Checkpointer:
 
 def data_fingerprint(datasets: dict[str, Any], backends: dict[str, str]) -> dict[str, Any]:
     """What a run trains on, for resume to compare: per dataset its sample count and a hash of
-    its keys, labels, frame counts and shard file sizes; and the loader backends (DALI and the
-    fallback draw different augmentations)."""
+    its keys, labels, frame counts and shard file sizes; the loader backends (DALI and the
+    fallback draw different augmentations); and the augmentation's version (the same seed draws
+    other augmentations after a change of ``pipelines.augment``)."""
     import hashlib
+
+    from pipelines.augment import AUGMENT_VERSION
 
     out: dict[str, Any] = {}
     for name, ds in datasets.items():
@@ -129,6 +132,7 @@ def data_fingerprint(datasets: dict[str, Any], backends: dict[str, str]) -> dict
         out[f"{name} samples"] = len(ds)
         out[f"{name} data"] = h.hexdigest()[:16]
     out.update({f"{name} backend": b for name, b in backends.items()})
+    out["augmentation"] = AUGMENT_VERSION
     return out
 
 

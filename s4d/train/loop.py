@@ -138,6 +138,9 @@ def train_epoch(
 
     optimizer.zero_grad(set_to_none=True)
     for (task, batch), last in _flag_last(batches):
+        # loader batches arrive on the device already (pipelines.handover.CopyGuard holds DALI's
+        # host buffers until their copies have run); other host sources are pageable torch
+        # memory, which the driver stages before the call returns, so they may be freed at once
         x = batch["pixels"].to(device, non_blocking=True)
         y = batch["labels"].to(device, non_blocking=True)
         if x.ndim == 6:  # (B, V, 3, T, H, W) views: each view is a sample (its own mask in MAE)
