@@ -17,8 +17,9 @@ implementations applies them. On a CPU, sample by sample with OpenCV kernels (fa
 On a GPU, batched: each RandAugment round is a fixed number of calls over the whole batch, crop
 + resize + flip is one ``grid_sample``, normalising and erasing are one call each; the batch's
 arguments go up in one non-blocking copy and nothing waits on the device. The two agree to a
-level or two of rounding (``tests/test_augment.py``); the batched path equals itself run sample
-by sample exactly.
+level or two of rounding (``tests/test_augment.py``), except inside "pixel" erasing boxes,
+whose N(0, 1) noise each path draws its own way from the batch's noise seed; the batched path
+equals itself run sample by sample exactly.
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ class BatchAugment:
         shape[channel_dim] = 3
         scale, bias = self._normalisers(x.device)
         return x.mul_(scale.view(shape)).add_(bias.view(shape))
+
+    def _normalised(self, x: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        """Out of place into contiguous memory (the batched path's permuted frames would
+        otherwise cost the model's first layer a copy)."""
+        shape = [1] * x.dim()
+        shape[channel_dim] = 3
+        scale, bias = self._normalisers(x.device)
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        return torch.mul(x, scale.view(shape), out=out).add_(bias.view(shape))
 
     def __call__(self, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """(B, T, H, W, 3) clips or (B, S, S, 3) images, uint8 -> normalised float."""
@@ -161,11 +171,11 @@ class BatchAugment:
         if self.video:
             resample = params.crop_B4 is not None or (H, W) != (S, S) or any_flip
             out = (self._geometry(x, box_n9[:, :4], box_n9[:, 4]) if resample else x.float()).permute(0, 2, 1, 3, 4)  # (n, 3, T, S, S)
-            return self._erase_batched(self._normalise_(out, 1), box_n9[:, 5:], params)
+            return self._erase_batched(self._normalised(out, 1), box_n9[:, 5:], params)
         out = x[:, 0].float()  # (n, 3, S, S)
         if self.aug.erase_mode == "zero":
-            return self._normalise_(self._erase_batched(out, box_n9[:, 5:], params), 1)
-        return self._erase_batched(self._normalise_(out, 1), box_n9[:, 5:], params)
+            return self._normalised(self._erase_batched(out, box_n9[:, 5:], params), 1)
+        return self._erase_batched(self._normalised(out, 1), box_n9[:, 5:], params)
 
     def _geometry(self, x: torch.Tensor, crop_n4: torch.Tensor, flip_n: torch.Tensor) -> torch.Tensor:
         """Random-resized crop, resize to S and flip as one ``grid_sample``: (n, T, 3, H, W)

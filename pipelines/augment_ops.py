@@ -117,11 +117,9 @@ def equalize_tables(x: torch.Tensor) -> torch.Tensor:
         hist = torch.from_numpy(np.stack([cv2.calcHist([f], [c], None, [256], [0, 256]).ravel()
                                           for f in _hwc(x) for c in range(3)])).long()
     else:  # scatter_add_ into a fixed-size buffer: bincount reads its output size back to the host
-        planes = x.reshape(-1, H * W)  # channels-last frames: a strided view or a copy, never .view
-        P = planes.shape[0]
-        idx = (planes.long() + 256 * torch.arange(P, device=x.device).view(-1, 1)).reshape(-1)
-        hist = torch.zeros(P * 256, dtype=torch.int64, device=x.device)
-        hist = hist.scatter_add_(0, idx, torch.ones((), dtype=torch.int64, device=x.device).expand(idx.shape)).view(P, 256)
+        planes = x.reshape(-1, H * W).long()  # (P, H*W); channels-last frames: a copy, never .view
+        hist = torch.zeros(planes.shape[0], 256, dtype=torch.int64, device=x.device)
+        hist = hist.scatter_add_(1, planes, torch.ones((), dtype=torch.int64, device=x.device).expand(planes.shape))
     top = hist.shape[1] - 1 - (hist.flip(1) > 0).int().argmax(dim=1)  # highest level present
     step = (H * W - hist.gather(1, top.view(-1, 1)).squeeze(1)) // 255
     below = hist.cumsum(1) - hist

@@ -55,8 +55,12 @@ def draw_randaugment(spec: RandAugmentSpec, n: int, gen: torch.Generator) -> Ran
     flip = torch.rand(n, R, generator=gen, dtype=torch.float64)
     if spec.prob < 1.0:
         ops = torch.where(keep > spec.prob, torch.full_like(ops, -1), ops)
-    levels = (spec.magnitude + spec.magnitude_std * noise).clamp(0.0, LEVEL_DENOM) if spec.magnitude_std > 0 \
-        else torch.full((n, R), spec.magnitude, dtype=torch.float64)
+    if math.isinf(spec.magnitude_std):  # timm's mstd > 100: uniform on 0..m (the normal draw through its CDF)
+        levels = spec.magnitude * 0.5 * (1.0 + torch.erf(noise / math.sqrt(2.0)))
+    elif spec.magnitude_std > 0:
+        levels = (spec.magnitude + spec.magnitude_std * noise).clamp(0.0, LEVEL_DENOM)
+    else:
+        levels = torch.full((n, R), spec.magnitude, dtype=torch.float64)
     return RandAugmentDraw(ops, levels, torch.where(flip > 0.5, -1.0, 1.0).to(torch.float64))
 
 

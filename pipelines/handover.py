@@ -22,6 +22,8 @@ from collections import deque
 import numpy as np
 import torch
 
+from .transfer import to_device
+
 
 def dali_to_torch(out) -> torch.Tensor:
     """A dense DALI TensorList -> torch tensor sharing its memory (see the module docstring)."""
@@ -44,15 +46,19 @@ class CopyGuard:
     CUDA event recorded after its copies, and dropped once the event has passed (polled, never
     waited for); only when more than ``depth`` batches are still in flight does the host wait
     for the oldest, which bounds the pinned memory held. Pageable sources (the PyTorch fallback)
-    need none of it (the driver stages them before the call returns) but cost nothing here. On
-    a CPU device there is no copy at all."""
+    are staged in a fresh pinned block (``to_device``): a "non-blocking" copy from pageable
+    memory may wait for the stream; torch's pinned cache guards the staged block itself. On a
+    CPU device there is no copy at all."""
 
     def __init__(self, depth: int = 4) -> None:
         self.depth = depth
         self._held: deque[tuple[torch.cuda.Event, list[torch.Tensor]]] = deque()
 
     def copy(self, tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-        out = [t.to(device, non_blocking=True) for t in tensors]
+        # a pinned source (DALI's) goes up as it is and is held below; a pageable one (the
+        # PyTorch fallback) is staged in a fresh pinned block first, or the copy could wait
+        out = [t.to(device, non_blocking=True) if t.device.type != "cpu" or t.is_pinned() or device.type != "cuda"
+               else to_device(t, device) for t in tensors]
         sources = [t for t in tensors if t.device.type == "cpu"]
         if device.type != "cuda" or not sources:
             return out

@@ -46,7 +46,12 @@ class RandAugmentSpec:
         if values.get("inc", 1.0) != 1.0:
             raise ValueError(f"randaugment: only the increasing op set (inc1) is implemented, got {text!r}")
         return RandAugmentSpec(magnitude=values.get("m", 10.0), num_ops=int(values.get("n", 2)),
-                               magnitude_std=values.get("mstd", 0.0), prob=values.get("p", 0.5))
+                               magnitude_std=_mstd(values.get("mstd", 0.0)), prob=values.get("p", 0.5))
 
     def __str__(self) -> str:
         return f"rand-m{self.magnitude:g}-n{self.num_ops}-mstd{self.magnitude_std:g}-p{self.prob:g}-inc1"
+
+
+def _mstd(value: float) -> float:
+    """timm's rule: ``mstd`` above 100 means a magnitude drawn uniformly on 0..m (infinity)."""
+    return float("inf") if value > 100 else value

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import traceback
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -75,7 +76,7 @@ class Report:
 
     @property
     def blocking_uploads(self) -> list[Event]:
-        return [u for u in self.uploads if "non_blocking" not in u.detail]
+        return [u for u in self.uploads if not u.detail.endswith("pinned non_blocking")]
 
     def summary(self) -> str:
         lines = [f"error: {self.error}"] if self.error else []
@@ -112,11 +113,26 @@ _PIN_OPS = {aten._pin_memory.default, aten.is_pinned.default}
 _SYNC_OPS = {aten._local_scalar_dense.default}  # .item(), .tolist(), int(), bool(), float()
 
 
+class _Identities:
+    """A set of tensors by identity (``in`` on tensors would compare elements), not keeping them alive."""
+
+    def __init__(self) -> None:
+        self._refs: dict[int, weakref.ref] = {}
+
+    def add(self, t: torch.Tensor) -> None:
+        self._refs[id(t)] = weakref.ref(t)
+
+    def __contains__(self, t: object) -> bool:
+        ref = self._refs.get(id(t))
+        return ref is not None and ref() is t
+
+
 class _Spy(TorchDispatchMode):
     def __init__(self, report: Report, on_sync: str, scalar: Callable[[torch.Tensor], Any],
                  host: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.report, self.on_sync, self.scalar, self.host = report, on_sync, scalar, host
+        self.pinned = _Identities()  # host tensors that stand for pinned memory
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -124,10 +140,18 @@ class _Spy(TorchDispatchMode):
         on_device = any(_is_device(a) for a in leaves)
         dev = kwargs.get("device")
         to_device = dev is not None and torch.device(dev).type == "cuda"
-        if func in _PIN_OPS:  # pinning needs a driver; here a host tensor stands for its pinned copy
-            return True if func is aten.is_pinned.default else args[0]
+        if func in _PIN_OPS:  # pinning needs a driver: a host copy stands for the pinned one, remembered
+            if func is aten.is_pinned.default:
+                return args[0] in self.pinned
+            with _disable_current_modes():
+                copy = args[0].clone()
+            self.pinned.add(copy)
+            return copy
         if kwargs.get("pin_memory"):
-            kwargs = {**kwargs, "pin_memory": False}
+            with _disable_current_modes():
+                out = func(*args, **{**kwargs, "pin_memory": False})
+            self.pinned.add(out)
+            return out
         if not on_device and not to_device:
             with _disable_current_modes():  # host work: run it for real
                 return func(*args, **kwargs)
@@ -144,6 +168,10 @@ class _Spy(TorchDispatchMode):
             dst, src = args[0], args[1]
             if _is_device(dst) and not _is_device(src) and isinstance(src, torch.Tensor) and src.dim() > 0:
                 self._upload(name, src, args[2] if len(args) > 2 else kwargs.get("non_blocking", False))
+            elif _is_device(src) and not _is_device(dst):
+                placeholder = self._sync(name, src, "device-to-host copy")
+                with _disable_current_modes():
+                    return dst.copy_(placeholder)
         try:
             return func(*args, **kwargs)
         except (DataDependentOutputException, DynamicOutputShapeException) as err:
@@ -151,8 +179,10 @@ class _Spy(TorchDispatchMode):
             raise HostSync(f"{name} at {self.report.syncs[-1].where}") from err
 
     def _upload(self, name: str, src: torch.Tensor, non_blocking: bool) -> None:
-        detail = f"{tuple(src.shape)} {str(src.dtype).removeprefix('torch.')}" + (" non_blocking" if non_blocking else "")
-        self.report.uploads.append(Event(name, where(), detail))
+        """A copy is asynchronous only when asked and from pinned memory: a "non-blocking"
+        copy from pageable memory may wait for the stream (CUDA's rule), so it counts as blocking."""
+        how = ("pinned non_blocking" if src in self.pinned else "pageable, may wait") if non_blocking else ""
+        self.report.uploads.append(Event(name, where(), f"{tuple(src.shape)} {str(src.dtype).removeprefix('torch.')} {how}".rstrip()))
 
     def _sync(self, name: str, t: torch.Tensor, detail: str = ""):
         self.report.syncs.append(Event(name, where(), detail))
@@ -246,14 +276,21 @@ def backward(loss: torch.Tensor) -> None:
                     stack.append((nxt, False))
 
     visit(root)
-    grads: dict[Any, dict[int, torch.Tensor]] = {root: {0: torch.ones_like(loss)}}
+    with torch.no_grad():  # as the engine: the gradients carry no graph of their own
+        _run_nodes(order, {root: {0: torch.ones_like(loss)}})
+
+
+def _run_nodes(order: list, grads: dict[Any, dict[int, torch.Tensor]]) -> None:
     for node in reversed(order):
         got = grads.pop(node, {})
         if not got:
             continue
-        if type(node).__name__ == "AccumulateGrad":
+        if type(node).__name__ == "AccumulateGrad":  # a fresh gradient in the parameter's layout, as the engine's
             var, g = node.variable, got[0]
-            var.grad = g if var.grad is None else var.grad + g
+            if var.grad is None:
+                var.grad = torch.empty_like(var).copy_(g)
+            else:
+                var.grad.add_(g)
             continue
         n_out = max(len(getattr(node, "_input_metadata", ())), max(got) + 1)  # the forward op's outputs
         outs = node(*[got.get(i) for i in range(n_out)])

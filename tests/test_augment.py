@@ -281,3 +281,13 @@ def test_the_batched_path_agrees_with_the_cpu_path_on_the_same_draws():
         assert cpu.shape == gpu.shape
         diff = (cpu - gpu).abs() * 255 * 0.226  # back to levels, roughly
         assert diff.mean() < 1.5 and (diff > 8).float().mean() < 0.03, (video, aug, diff.mean(), (diff > 8).float().mean())
+
+
+def test_mstd_above_100_draws_the_magnitude_uniformly_as_timm():
+    from pipelines.augment_params import draw_randaugment
+
+    spec = RandAugmentSpec.parse("rand-m9-n2-mstd101-inc1")
+    assert spec.magnitude_std == float("inf")
+    levels = draw_randaugment(spec, 4000, torch.Generator().manual_seed(0)).levels_BR.flatten()
+    assert levels.min() >= 0 and levels.max() <= 9
+    assert abs(levels.mean() - 4.5) < 0.1 and abs((levels < 3).float().mean() - 1 / 3) < 0.02  # uniform on 0..m

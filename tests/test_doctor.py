@@ -68,7 +68,7 @@ def test_doctor_passes_every_check_on_a_gpu():
 
 
 # ---------------------------------------------------------------- a GPU the system shows, torch cannot use
-def _fake_proc(root, driver="535.104.05", models=("NVIDIA H100 80GB HBM3",)):
+def _fake_proc(root, driver="535.104.05", models=("NVIDIA H100 80GB HBM3",), nodes=True):
     """The kernel driver's /proc/driver/nvidia layout: version, and one folder per bound GPU."""
     root.mkdir(parents=True)
     (root / "version").write_text(f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {driver}  Sat Aug 19 01:15:15 UTC 2023\n"
@@ -77,6 +77,12 @@ def _fake_proc(root, driver="535.104.05", models=("NVIDIA H100 80GB HBM3",)):
         g = root / "gpus" / f"0000:{i + 1:02x}:00.0"
         g.mkdir(parents=True)
         g.joinpath("information").write_text(f"Model: \t\t {model}\nIRQ:   \t\t 42\nGPU UUID: \t GPU-1234\nBus Type: \t PCIe\n")
+    if nodes:  # the device nodes beside it (/dev/nvidia0, ...), as the tests' DEV folder
+        from s4d.doctor import system
+
+        system.DEV.mkdir(parents=True, exist_ok=True)
+        for i in range(len(models)):
+            system.DEV.joinpath(f"nvidia{i}").touch()
     return root
 
 
@@ -101,6 +107,7 @@ def no_gpu(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(system, "PROC_NVIDIA", tmp_path / "proc" / "driver" / "nvidia")
+    monkeypatch.setattr(system, "DEV", tmp_path / "dev")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     monkeypatch.setattr(system, "cuda_init_error", lambda: "Found no NVIDIA driver on your system.")
@@ -127,6 +134,16 @@ def test_a_gpu_in_proc_that_torch_cannot_use_is_a_fail_with_the_fix(no_gpu, tmp_
     assert "\n" not in seen.status and seen.detail["fix"]["DALI"].endswith("pip install 's4d[cuda120]'")
     assert seen.detail["read from"] == str(system.PROC_NVIDIA) and seen.detail["driver"] == "535.104.05"
     assert [r.status for r in skipped] == ["skipped: no CUDA device usable by torch (see the FAIL above)"] * 2
+
+
+def test_a_container_without_gpu_access_is_skipped_not_failed(no_gpu, tmp_path):
+    """The host's /proc/driver/nvidia shows through, but no /dev/nvidia* node: nothing to use."""
+    from s4d.doctor import system
+
+    _fake_proc(system.PROC_NVIDIA, nodes=False)
+    seen = _run(tmp_path)[0]
+    assert not seen.failed and seen.status.startswith("skipped: no NVIDIA GPU on this machine (")
+    assert "no /dev/nvidia* device node" in seen.status
 
 
 def test_a_gpu_that_nvidia_smi_lists_is_read_from_the_fake_on_path(no_gpu, tmp_path):
@@ -183,7 +200,7 @@ def test_doctor_exits_1_on_a_gpu_torch_cannot_use(tmp_path):
 def test_proc_version_lines_of_both_kernel_modules(tmp_path):
     from s4d.doctor import system
 
-    root = _fake_proc(tmp_path / "a")
+    root = _fake_proc(tmp_path / "a", nodes=False)  # from_proc alone: no device nodes needed
     (root / "version").write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  "
                                   "(dvs-builder@U22-I3-AE18-23-3)  Tue Oct 14 2025\n")
     assert system.from_proc(root).driver == "580.159.04"

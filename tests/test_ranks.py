@@ -94,8 +94,14 @@ class _HostTensor:
 
     device = torch.device("cpu")
 
+    def __init__(self, pinned: bool = True) -> None:
+        self.pinned = pinned  # DALI's CPU outputs of a GPU pipeline are pinned
+
+    def is_pinned(self) -> bool:
+        return self.pinned
+
     def to(self, device, non_blocking=False):
-        assert non_blocking
+        assert non_blocking and self.pinned  # a pageable source never goes up directly
         return self
 
 
@@ -115,4 +121,9 @@ def test_copy_guard_holds_host_sources_until_their_copy_has_run(monkeypatch):
     _Event.done = True
     guard.copy([_HostTensor()], cuda)
     assert not guard._held  # every copy has run: all released, without waiting
+    staged = []
+    monkeypatch.setattr("pipelines.handover.to_device", lambda t, device: staged.append(t) or t)
+    pageable = _HostTensor(pinned=False)
+    guard.copy([pageable], cuda)
+    assert staged == [pageable]  # staged through a fresh pinned block (a pageable copy could wait)
     _Event.done = False

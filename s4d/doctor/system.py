@@ -22,6 +22,7 @@ import torch
 from .runner import Context, Fail, Skip
 
 PROC_NVIDIA = Path("/proc/driver/nvidia")
+DEV = Path("/dev")  # /dev/nvidia0, ...: the device nodes a process needs to use a GPU
 NVIDIA_SMI = "nvidia-smi"
 # The oldest driver that runs a CUDA major's wheels (minor-version compatibility: any driver of
 # the major's first release runs every 12.x / 13.x build).
@@ -87,6 +88,10 @@ def system_gpus() -> tuple[SystemGpus | None, str | None]:
     if smi is not None:
         return smi, None
     if proc is not None:
+        # a container started without GPU access still sees the host's /proc/driver/nvidia, but
+        # no device nodes: that machine has no GPU to offer, it is not broken
+        if not any(DEV.glob("nvidia[0-9]*")):
+            return None, f"{proc.source} lists {len(proc.names)} GPU(s) but there is no /dev/nvidia* device node (a container without GPU access)"
         return proc, None
     return None, said
 
