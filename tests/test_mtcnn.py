@@ -171,7 +171,7 @@ def test_six_host_waits_per_call_whatever_the_frames_and_boxes():
 
 def test_host_frames_are_one_non_blocking_upload_and_an_empty_stage_stops_early():
     calls, report, out = _waits(4, 2, numpy_frames=True)
-    assert [u.detail for u in report.uploads] == ["(4, 120, 160, 3) uint8 non_blocking"], report.summary()
+    assert [u.detail for u in report.uploads] == ["(4, 120, 160, 3) uint8 pinned non_blocking"], report.summary()
     calls, report, out = _waits(4, 0)  # no P-Net cell over the threshold: one wait, empty answers
     assert calls == ["select"] and not report.syncs and [len(d.probs_K) for d in out] == [0] * 4
 
