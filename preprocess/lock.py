@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from .safe_io import open_new
+
 LOCK_NAME = ".s4d.lock"
 
 
@@ -27,7 +29,7 @@ def folder_lock(folder: str | os.PathLike, what: str, name: str = LOCK_NAME) -> 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    fh = open(path, "a+")
+    fh = open_new(path, "a+")  # a planted symlink is refused, never truncated
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

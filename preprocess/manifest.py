@@ -171,7 +171,22 @@ def load_manifest(name: str | os.PathLike) -> Manifest:
     return parse_manifest(raw, path)
 
 
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# A name that becomes part of a path (the dataset name, a partition, a fold, a shard) must stay
+# one plain path component: no '/', no '..', not absolute, nothing hidden, at most 128 characters.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def is_safe_name(value: object) -> bool:
+    return isinstance(value, str) and SAFE_NAME.fullmatch(value) is not None and ".." not in value
+
+
+def check_name(value: object, field_name: str, where: str | os.PathLike) -> str:
+    """``value`` if it is a safe name (``SAFE_NAME``, no ``..``), else a ``ManifestError`` naming
+    ``where`` (the file) and ``field_name``: the one rule for every name that becomes a path."""
+    if not is_safe_name(value):
+        raise ManifestError(f"{where}: {field_name}: must be a plain folder name (one path component: letters, digits, "
+                            f"'.', '_', '-'; at most 128; no '/' or '..'), got {value!r}")
+    return str(value)
 
 
 def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
@@ -184,8 +199,7 @@ def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
     def bad(field_name: str, why: str) -> ManifestError:
         return ManifestError(f"{src}: {field_name}: {why}")
 
-    if not SAFE_NAME.fullmatch(d["name"]) or ".." in d["name"]:  # it names the shard folder under the data root
-        raise bad("name", f"must be a plain folder name (letters, digits, '.', '_', '-'; no '/' or '..'), got {d['name']!r}")
+    check_name(d["name"], "name", src)  # it names the shard folder under the data root
 
     if d["modality"] not in ("video", "image"):
         raise bad("modality", f"must be 'video' or 'image', got {d['modality']!r}")
@@ -216,8 +230,11 @@ def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
     partitions = tuple(d["partitions"])
     if not partitions or len(set(partitions)) != len(partitions):
         raise bad("partitions", "must be a non-empty list of distinct names")
+    for p in partitions:  # each names shard files (PARTITION-00000.tar) in the shard folder
+        check_name(p, "partitions", src)
     folds = {}
     for fold_name, fold_raw in d["folds"].items():
+        check_name(fold_name, "folds", src)  # a fold names its run folder (s4d cv: OUT/fold_<name>)
         f = json_fields(Fold, fold_raw, f"folds.{fold_name}", src, ManifestError)
         fold = Fold(**{k: tuple(v) for k, v in f.items()})
         for role in ("train", "test", "val"):

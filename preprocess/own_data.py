@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .adapters.base import csv_rows, media_kind
-from .manifest import Manifest, ManifestError, parse_manifest
+from .manifest import Manifest, ManifestError, check_name, parse_manifest
 
 
 def manifest_from_csv(
@@ -38,6 +38,9 @@ def manifest_from_csv(
         if unknown:
             raise ManifestError(f"{path}: label(s) {unknown} not in --classes {classes}")
     part_col = "fold" if "fold" in cols else "split" if "split" in cols else None
+    if part_col:  # a fold or split value names shard files and run folders: one plain name
+        for i, row in enumerate(rows, start=2):
+            check_name(row[part_col], part_col, f"{path}:{i}")
     partitions = sorted({r[part_col] for r in rows}) if part_col else ["train"]
     if part_col == "fold":
         folds = {p: {"train": [q for q in partitions if q != p], "test": [p]} for p in partitions}

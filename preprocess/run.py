@@ -11,7 +11,6 @@ into ``index.parquet`` and ``shards.json`` once every shard is done.
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -21,9 +20,11 @@ from typing import Any, Callable
 import numpy as np
 
 from .adapters import RawSample, list_samples
+from .children import Stopped, die_with_parent, stop_on_signals, stop_pool
 from .faces import FaceDetector, NotEnoughFaces, align, align_clip, crop_box, fit_frame
-from .manifest import Manifest
+from .manifest import Manifest, check_name
 from .media import MediaError, read_frame_folder, read_image, read_video
+from .safe_json import dumps
 from .shards.encoding import CLIP_EXT, encode_clip, encode_image, pack_info
 from .shards.folder import ShardTask, check_plan, plan_shards, record_path
 from .shards.writer import ShardWriter, sha256, write_json_atomic
@@ -31,16 +32,11 @@ from .shards.writer import ShardWriter, sha256, write_json_atomic
 
 def parse_part(text: str, env: dict[str, str] | None = None) -> tuple[int, int]:
     """``"i/n"`` with 0 <= i < n, or ``"auto"``: this task of a SLURM job array
-    (``SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN`` of ``SLURM_ARRAY_TASK_COUNT``)."""
+    (``SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN``, divided by ``SLURM_ARRAY_TASK_STEP`` for a
+    stepped range, of ``SLURM_ARRAY_TASK_COUNT``). An array whose index falls outside its task
+    count (a list like ``--array=1,5,9``) is refused, naming both: it would skip parts."""
     if text == "auto":
-        env = os.environ if env is None else env
-        try:
-            task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
-            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-        except (KeyError, ValueError):
-            raise ValueError("--part auto: not a SLURM job array task (SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT "
-                             "unset or not numbers); give --part i/n") from None
-        text = f"{task - first}/{count}"
+        return _slurm_part(os.environ if env is None else env)
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
@@ -48,6 +44,25 @@ def parse_part(text: str, env: dict[str, str] | None = None) -> tuple[int, int]:
     if not 0 <= i < n:
         raise ValueError(f"--part {text}: need 0 <= i < n")
     return i, n
+
+
+def _slurm_part(env: dict[str, str]) -> tuple[int, int]:
+    try:
+        task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
+        first = int(env.get("SLURM_ARRAY_TASK_MIN") or 0)
+        step = int(env.get("SLURM_ARRAY_TASK_STEP") or 1)
+        last = int(env["SLURM_ARRAY_TASK_MAX"]) if env.get("SLURM_ARRAY_TASK_MAX") else None
+    except (KeyError, ValueError):
+        raise ValueError("--part auto: not a SLURM job array task (SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT "
+                         "unset or not numbers); give --part i/n") from None
+    offset = task - first
+    regular = step > 1 and offset % step == 0 and (last is None or (last - first) // step + 1 == count)
+    index = offset // step if regular else offset  # a stepped range: 0-30:10 is tasks 0, 1, 2, 3
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"--part auto: this SLURM array task's index {index} (SLURM_ARRAY_TASK_ID {task} - "
+                         f"SLURM_ARRAY_TASK_MIN {first}) is outside the part count {count} (SLURM_ARRAY_TASK_COUNT): "
+                         f"parts would be skipped; submit a contiguous array (--array=0-{max(count - 1, 0)}) or give --part i/n")
+    return index, count
 
 
 class SampleProcessor:
@@ -98,7 +113,7 @@ class SampleProcessor:
 
 
 def _json(row: dict[str, Any]) -> bytes:
-    return json.dumps(row, sort_keys=True).encode()
+    return dumps(row, sort_keys=True).encode()  # valid JSON: a NaN fps is null
 
 
 def run_task(task: ShardTask, out_dir: Path, process: Callable[[RawSample], tuple[dict[str, bytes], dict[str, Any]]]) -> dict[str, Any]:
@@ -116,6 +131,7 @@ def run_task(task: ShardTask, out_dir: Path, process: Callable[[RawSample], tupl
 
 def _run_task(task: ShardTask, out_dir: Path, process: Callable[[RawSample], tuple[dict[str, bytes], dict[str, Any]]]) -> dict[str, Any]:
     rows, problems = [], []
+    check_name(task.name, "shard", out_dir)  # its files must land inside out_dir
     tar = out_dir / f"{task.name}.tar"
     with ShardWriter(tar) as writer:
         for s in task.samples:
@@ -149,7 +165,12 @@ def _run_task(task: ShardTask, out_dir: Path, process: Callable[[RawSample], tup
 _WORKER: SampleProcessor | None = None
 
 
-def _init_worker(manifest: Manifest, device: str | None) -> None:
+def _init_worker(manifest: Manifest, device: str | None, parent: int | None = None) -> None:
+    import signal
+
+    if parent is not None:
+        die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process stops us
     import torch
 
     torch.set_num_threads(1)
@@ -218,9 +239,23 @@ def run_shards(
     mine = tasks[part[0] :: part[1]]
     todo = [t for t in mine if not record_path(out_dir, t.name).is_file()]
     done_before = len(mine) - len(todo)
-    problems = 0
     if on_progress:
         on_progress(0, len(todo))
+    try:
+        with stop_on_signals():
+            problems = _write_all(manifest, todo, out_dir, workers, device, on_progress)
+    except Stopped as stop:
+        done = sum(record_path(out_dir, t.name).is_file() for t in mine)
+        raise ShardsInterrupted(f"interrupted ({stop.name}): {done} of {len(mine)} shard(s) done in {out_dir}; "
+                                "re-run the same command to resume") from None
+    pending = [t.name for t in tasks if not record_path(out_dir, t.name).is_file()]
+    return RunSummary(len(tasks), done_before, len(todo), pending, problems)
+
+
+def _write_all(manifest: Manifest, todo: list[ShardTask], out_dir: Path, workers: int, device: str | None,
+               on_progress: Callable[[int, int], None] | None) -> int:
+    """Write the shards ``todo`` in this process or a pool of ``workers``; returns the problem count."""
+    problems = 0
     workers = min(workers, max(1, len(todo)))  # no more processes than shards to write
     if workers <= 1:
         proc = SampleProcessor(manifest, device)
@@ -231,13 +266,21 @@ def run_shards(
     else:
         import multiprocessing as mp
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(manifest, device)) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(manifest, device, os.getpid()))
+        try:
             futures = [pool.submit(_work, t, out_dir) for t in todo]
             for i, fut in enumerate(as_completed(futures), 1):
                 problems += len(fut.result()["problems"])
                 if on_progress:
                     on_progress(i, len(todo))
-    pending = [t.name for t in tasks if not record_path(out_dir, t.name).is_file()]
-    return RunSummary(len(tasks), done_before, len(todo), pending, problems)
+        except BaseException:
+            stop_pool(pool)  # a worker must not go on writing once we stop (a signal, a failed shard)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return problems
 
 
+class ShardsInterrupted(ValueError):
+    """SIGTERM or Ctrl-C stopped ``s4d shards``; the message says what is done and how to resume."""

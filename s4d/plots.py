@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from preprocess.safe_io import refuse_symlink
+
 
 def _pyplot():
     import matplotlib
@@ -18,25 +20,62 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+# No figure grows with the class count: above MAX_CLASSES classes a confusion figure shows the
+# TOP_CONFUSED classes with the most off-diagonal counts and the recall figure the TOP_CONFUSED
+# lowest recalls, both saying so in their title; any figure is saved at a resolution that keeps
+# it under MAX_PIXELS and MAX_SIDE pixels (the dpi is lowered, never the content).
+MAX_CLASSES = 50
+TOP_CONFUSED = 30
+MAX_PIXELS = 4_000_000
+MAX_SIDE = 4000
+
+
+def _bounded_dpi(fig, dpi: float) -> float:
+    """``dpi``, lowered so the saved figure stays under ``MAX_PIXELS`` and ``MAX_SIDE``."""
+    w, h = fig.get_size_inches()
+    scale = min(1.0, (MAX_PIXELS / max(w * h * dpi * dpi, 1e-9)) ** 0.5, MAX_SIDE / max(w * dpi, h * dpi, 1e-9))
+    return dpi * scale
+
+
+def _inches(n: int, per: float = 0.6, base: float = 1.0, cap: float = 30.0) -> float:
+    return min(base + per * n, cap)
+
+
+def _save(fig, path: Path, dpi: float = 120) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(refuse_symlink(path), dpi=_bounded_dpi(fig, dpi))
     _pyplot().close(fig)
     return path
 
 
+def most_confused(cm: np.ndarray, k: int = TOP_CONFUSED) -> np.ndarray:
+    """Indices (ascending) of the ``k`` classes with the most off-diagonal counts, as true or
+    as predicted class; ties go to the lower index."""
+    off = cm - np.diag(np.diag(cm))
+    errors = off.sum(axis=0) + off.sum(axis=1)
+    return np.sort(np.argsort(-errors, kind="stable")[:k])
+
+
 def plot_confusion(path: Path, cm: np.ndarray, classes: tuple[str, ...], title: str) -> Path:
-    """Row-normalised confusion matrix (true x predicted) with the share in each cell."""
+    """Row-normalised confusion matrix (true x predicted) with the share in each cell; above
+    ``MAX_CLASSES`` classes only the ``TOP_CONFUSED`` most-confused ones (rows still normalised
+    by all their samples), labelled as such in the title."""
     plt = _pyplot()
+    cm = np.asarray(cm)
     rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(classes), 1 + 0.6 * len(classes)))
+    if len(classes) > MAX_CLASSES:
+        keep = most_confused(cm)
+        rows, classes = rows[np.ix_(keep, keep)], tuple(classes[i] for i in keep)
+        title = f"{title}\n{len(keep)} most-confused of {len(cm)} classes (by off-diagonal count)"
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(_inches(n), _inches(n)))
     ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    for i in range(n):
+        for j in range(n):
             ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if rows[i, j] > 0.6 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -44,17 +83,30 @@ def plot_confusion(path: Path, cm: np.ndarray, classes: tuple[str, ...], title: 
     return _save(fig, path)
 
 
-def plot_recall(path: Path, recall: dict[str, float], uar: float, title: str) -> Path:
-    """Per-class recall bars with the UAR (their mean) as a line."""
+def _number(v) -> float:
+    """A recall or UAR as a float; None (``null`` in summary.json: no samples) is NaN."""
+    return float("nan") if v is None else float(v)
+
+
+def plot_recall(path: Path, recall: dict[str, float | None], uar: float | None, title: str) -> Path:
+    """Per-class recall bars with the UAR (their mean) as a line; a class without samples
+    (None/NaN) has no bar. Above ``MAX_CLASSES`` classes, the ``TOP_CONFUSED`` lowest recalls."""
     plt = _pyplot()
-    names = list(recall)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(names), 3.2))
-    ax.bar(range(len(names)), [100 * recall[c] for c in names], color="tab:blue")
-    ax.axhline(100 * uar, color="tab:red", ls="--", lw=1, label=f"UAR {100 * uar:.1f}")
+    values = {c: _number(v) for c, v in recall.items()}
+    uar = _number(uar)
+    names = list(values)
+    if len(names) > MAX_CLASSES:
+        scored = [c for c in names if np.isfinite(values[c])]
+        names = sorted(scored, key=lambda c: values[c])[:TOP_CONFUSED]
+        title = f"{title}\n{len(names)} lowest recalls of {len(values)} classes"
+    fig, ax = plt.subplots(figsize=(_inches(len(names), base=1.5), 3.2))
+    ax.bar(range(len(names)), [100 * values[c] if np.isfinite(values[c]) else 0.0 for c in names], color="tab:blue")
+    if np.isfinite(uar):
+        ax.axhline(100 * uar, color="tab:red", ls="--", lw=1, label=f"UAR {100 * uar:.1f}")
+        ax.legend(fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_ylim(0, 100)
     ax.set_ylabel("recall (%)")
-    ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
@@ -87,11 +139,11 @@ def plot_experts(path: Path, layers: list[int], by_task: dict[str, np.ndarray], 
 def plot_relevance(path: Path, sim: np.ndarray, rows: tuple[str, ...], cols: tuple[str, ...], title: str) -> Path:
     """Cosine similarity of class centres: dynamic classes (rows) x static classes (columns)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(2.8 + 0.7 * len(cols), 1.6 + 0.6 * len(rows)))
-    im = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1)
+    fig, ax = plt.subplots(figsize=(_inches(len(cols), 0.7, 2.8), _inches(len(rows), 0.6, 1.6)))
+    im = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), rows)
-    for i in range(len(rows)):
+    for i in range(len(rows) if len(rows) * len(cols) <= MAX_CLASSES * MAX_CLASSES else 0):  # numbers only while readable
         for j in range(len(cols)):
             ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=7)
     ax.set_xlabel("still-image classes (SFER)")
@@ -177,7 +229,7 @@ def plot_timeline(result: dict, path: str | Path, title: str | None = None,
     axes[1, 0].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes[0, 0].set_title(heading, fontsize=10, pad=18 if parts else 6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(refuse_symlink(path), dpi=_bounded_dpi(fig, 110))
     plt.close(fig)
     return path
 
@@ -199,6 +251,6 @@ def _plot_answers(plt, result: dict, path: Path, heading: str, colour: dict[str,
         ax.legend(fontsize=7)
     ax.set_title(heading, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(refuse_symlink(path), dpi=_bounded_dpi(fig, 110))
     plt.close(fig)
     return path

@@ -61,6 +61,8 @@ MANIFEST_CASES = [  # (field changes, what the line must name)
     ({"clip": "16"}, "clip: expected an object or null, got a string"),
     ({"name": 7}, "name: expected a string, got an integer"),
     ({"name": "../outside"}, "name: must be a plain folder name"),
+    ({"partitions": ["train", "test", "/abs/x"]}, "partitions: must be a plain folder name"),
+    ({"folds": {"../evil": {"train": ["train"], "test": ["test"]}}}, "folds: must be a plain folder name"),
     ({"classes": "ab"}, "classes: expected a list of strings"),
     ({"preprocess__align": "yes"}, "preprocess.align: expected true or false"),
     ({"folds__main__train": "train"}, "folds.main.train: expected a list of strings"),

@@ -299,7 +299,7 @@ def test_eval_and_predict_wait_once_for_their_answer():
         assert len(fc.report.syncs) == 1 and len(fc.report.uploads) == 5 and not fc.report.blocking_uploads, fc.report.summary()
 
         heads = TorchHeads.__new__(TorchHeads)  # the checkpoint-free part: the model on the device
-        heads.model, heads.device, heads.amp = model.eval(), CUDA, torch.bfloat16
+        heads.model, heads.device, heads.amp, heads.source = model.eval(), CUDA, torch.bfloat16, "model.safetensors"
         fc.report.clear()
         probs = fc.run(lambda: heads.probs(torch.zeros(3, *VIDEO[1:]), "video"))
     assert fc.report.error is None and probs.shape == (3, 7), fc.report.summary()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..adapters import AdapterResult, RawSample
-from ..manifest import Manifest, ManifestError
+from ..manifest import Manifest, ManifestError, check_name
 from .writer import write_json_atomic
 
 PLAN_FILE = "plan.json"
@@ -35,7 +35,8 @@ class ShardTask:
 def plan_shards(samples: list[RawSample], manifest: Manifest) -> list[ShardTask]:
     per = manifest.preprocess.shard_samples
     tasks = []
-    for partition in manifest.partitions:
+    for partition in manifest.partitions:  # checked again here: a Manifest may be built in code
+        check_name(partition, "partitions", manifest.source or manifest.name)
         members = sorted((s for s in samples if s.partition == partition), key=lambda s: s.key)
         for i in range(0, len(members), per):
             tasks.append(ShardTask(f"{partition}-{i // per:05d}", partition, tuple(members[i : i + per])))
@@ -105,6 +106,8 @@ def finalize(manifest: Manifest, out_dir: Path) -> dict[str, Any]:
     if plan.get("manifest") != manifest.name or plan.get("classes") != list(manifest.classes):
         raise ManifestError(f"{plan_path}: written for manifest {plan.get('manifest')!r} with classes {plan.get('classes')}, "
                             f"not {manifest.name!r} with {list(manifest.classes)}")
+    for name in plan["shards"]:  # names read back from a file in the folder: they must stay in it
+        check_name(name, "shards", plan_path)
     missing = [name for name in plan["shards"] if not record_path(out_dir, name).is_file()]
     if missing:
         raise ManifestError(f"{out_dir}: {len(missing)} shard(s) not done yet ({', '.join(missing[:3])}...): run the remaining --part jobs")

@@ -18,6 +18,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from ..safe_io import open_new, write_text
+
 IDX_VERSION = "v1.2"
 
 
@@ -43,7 +45,8 @@ class ShardWriter:
 
     def __enter__(self) -> "ShardWriter":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)
+        self._fh = open_new(self._tmp, "wb")  # a symlink planted at NAME.tar.tmp is refused
+        self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.USTAR_FORMAT)
         return self
 
     def write(self, key: str, components: dict[str, bytes]) -> None:
@@ -68,19 +71,22 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._tar is not None
         self._tar.close()
+        self._fh.close()  # a tar opened on a file object leaves it open
         if exc_type is not None or not self._index:  # failed, or nothing to write: leave no file
             self._tmp.unlink(missing_ok=True)
             return
         idx_tmp = self.idx_path.with_name(self.idx_path.name + ".tmp")
         lines = [f"{IDX_VERSION} {len(self._index)}"]
         lines += [" ".join(f"{ext} {off} {size} {name}" for ext, off, size, name in entry) for entry in self._index]
-        idx_tmp.write_text("\n".join(lines) + "\n")
+        write_text(idx_tmp, "\n".join(lines) + "\n")
         os.replace(self._tmp, self.path)
         os.replace(idx_tmp, self.idx_path)
         self.written = True
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
+    """``path`` via ``PATH.tmp`` and a rename; a symlink planted at the tmp name is refused (the
+    rename replaces a link at ``path`` itself, never its target)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    write_text(tmp, json.dumps(payload, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)

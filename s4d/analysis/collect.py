@@ -15,7 +15,7 @@ from preprocess.manifest import Manifest, ManifestError, load_manifest, load_sfe
 
 from ..checkpoint import load_classifier
 from ..eval.data import eval_loader_config, shard_folder
-from ..eval.protocol import flat_clips, video_mean
+from ..eval.protocol import check_finite, flat_clips, video_mean
 from ..models import Classifier
 from ..runtime import autocast, autocast_dtype, dali_device_id, resolve_device
 
@@ -32,8 +32,9 @@ class Collected:
 
 @torch.no_grad()
 def collect(model: Classifier, batches, device: torch.device) -> Collected:
-    """Features and gates of every sample; a video's test clips are averaged."""
-    feats, labels, gates = [], [], []
+    """Features and gates of every sample; a video's test clips are averaged. NaN or inf
+    features are refused once, at the end, naming the first such sample."""
+    feats, labels, gates, keys = [], [], [], []
     for batch in batches:
         x = batch["pixels"].to(device)
         flat, clips = flat_clips(x)
@@ -44,8 +45,10 @@ def collect(model: Classifier, batches, device: torch.device) -> Collected:
         if per_layer:
             gates.append(torch.stack(per_layer).float().cpu().numpy())
         labels.append(batch["labels"].numpy())
+        keys += list(batch["keys"])
     if not feats:
         raise ManifestError("no samples to analyse")
+    check_finite(np.concatenate(feats), keys, "the encoder")
     return Collected(np.concatenate(feats), np.concatenate(labels), np.concatenate(gates, axis=1) if gates else np.zeros((0, 0, 0)))
 
 

@@ -12,13 +12,17 @@ folds of ``s4d cv`` when RUN is one of its folds).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
+import sys
 from pathlib import Path
 from typing import Any
 
 from preprocess.manifest import read_json_file
+from preprocess.safe_io import open_new, refuse_symlink, write_text
 
-from .format import checkpoint_meta, sidecar
+from .format import checkpoint_meta, read_checkpoint, sidecar
 from .keymap import CheckpointError
 
 WHICH = ("last", "best")
@@ -35,7 +39,8 @@ def export_hub(run: Path, out: Path, which: str = "last") -> Path:
     if not (run / "checkpoints").is_dir() and folds:
         raise ValueError(f"{run}: an s4d cv folder holds one model per fold; export one of them, e.g. {run / folds[0]} "
                          "(its card includes the pooled scores)")
-    ckpt = run / "checkpoints" / f"{which}.safetensors"
+    refuse_symlink(run / "checkpoints")
+    ckpt = refuse_symlink(run / "checkpoints" / f"{which}.safetensors")
     if not ckpt.is_file():
         hint = " (best exists only for runs with --select val or test)" if which == "best" else ""
         raise ValueError(f"{ckpt}: no such checkpoint{hint}")
@@ -47,19 +52,37 @@ def export_hub(run: Path, out: Path, which: str = "last") -> Path:
         raise CheckpointError(f"{sidecar(ckpt)}: missing; a run folder's checkpoints always have their config sidecar")
     if which == "best" and summary is not None and summary.get("selected", {}).get("epoch") != meta.get("epoch"):
         raise ValueError(f"{ckpt}: epoch {meta.get('epoch')} is not the selected epoch of {run / 'summary.json'}")
+    read_checkpoint(ckpt)  # finite weights, unchanged since saved (its sha256): never publish a damaged file
     pooled = _pooled(run)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ckpt, out / "model.safetensors")
-    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (out / "training_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    source = run / "selected" if which == "best" and (run / "selected").is_dir() else run
+    _copy_regular(ckpt, out / "model.safetensors")
+    write_text(out / "model.json", json.dumps(meta, indent=2) + "\n")
+    write_text(out / "training_config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    selected = run / "selected"
+    source = selected if which == "best" and selected.is_dir() and not selected.is_symlink() else run
     for name in ("summary.json", "confusion.png", "recall.png"):
-        if (source / name).is_file():
-            shutil.copyfile(source / name, out / name)
+        if (source / name).is_symlink():  # e.g. a "figure" pointing at a private key: never uploaded
+            print(f"export-hub: skipped {source / name}: a symbolic link, not a file the run wrote", file=sys.stderr)
+        elif (source / name).is_file():
+            _copy_regular(source / name, out / name)
     card = out / "README.md"
     name = f"{run.resolve().parent.name}-{run.name}" if run.name.startswith("fold_") else run.resolve().name
-    card.write_text(model_card(meta, config, summary, which, pooled, name))
+    write_text(card, model_card(meta, config, summary, which, pooled, name))
     return card
+
+
+def _copy_regular(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` only if it is a regular file, following a symlink at neither end."""
+    try:
+        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        refuse_symlink(src)  # ELOOP: say which link
+        raise
+    with os.fdopen(fd, "rb") as fin:
+        if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
+            raise ValueError(f"{src}: not a regular file; refusing to copy it")
+        with open_new(dst, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 def _read_json(path: Path, missing: str = "missing") -> dict[str, Any]:

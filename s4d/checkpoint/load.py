@@ -17,7 +17,7 @@ from torch import nn
 from ..models import Classifier, PretrainMAE
 from ..models.config import EncoderConfig, MAEConfig, ModelConfig
 from ..models.pos_embed import sinusoid_table
-from .format import read_checkpoint
+from .format import check_weights_finite, read_checkpoint
 from .infer import default_classifier_config, infer_encoder_config, infer_mae_config, infer_model_config
 from .keymap import CheckpointError, NativeState, to_native
 
@@ -90,6 +90,13 @@ def _naming(source: str) -> Iterator[None]:
         raise CheckpointError(f"{source}: {err}") from None
 
 
+def _mapped(source: str | os.PathLike) -> NativeState:
+    native = to_native(read_checkpoint(source)[0])
+    if not str(source).endswith(".safetensors"):
+        check_weights_finite(str(source), {**native.tensors, **native.dropped})
+    return native
+
+
 def init_from_pretrained(model: Classifier, source: str | os.PathLike | NativeState) -> LoadReport:
     """Initialise a fine-tuning model's encoder from a pre-trained (MAE / encoder-only) or
     fine-tuned checkpoint. Heads, ``fc_norm`` and experts absent from the source start fresh
@@ -97,7 +104,7 @@ def init_from_pretrained(model: Classifier, source: str | os.PathLike | NativeSt
     place for (a deeper source), is an error."""
     name = str(source) if not isinstance(source, NativeState) else "<state>"
     with _naming(name):
-        native = source if isinstance(source, NativeState) else to_native(read_checkpoint(source)[0])
+        native = source if isinstance(source, NativeState) else _mapped(source)
         _check_pos_tables(native.dropped, model.config.encoder)
         tensors = native.tensors
         unused_extra: list[str] = []
@@ -145,6 +152,8 @@ def load_model(
     with _naming(name):
         raw, stored = read_checkpoint(path)
         native = to_native(raw)
+        if not str(path).endswith(".safetensors"):  # a .safetensors was checked as it was read
+            check_weights_finite(name, {**native.tensors, **native.dropped})
         if target == "mae" and native.kind != "mae":
             raise CheckpointError(f"holds a {native.kind}, not a pre-training (MAE) checkpoint")
         as_mae = native.kind == "mae" and target != "classifier"

@@ -46,14 +46,41 @@ def _write_traceback() -> str:
     import time
     import traceback
 
-    folder = Path(os.environ.get("S4D_LOG_DIR") or Path(tempfile.gettempdir()) / "s4d-logs")
+    name = f"s4d-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"s4d-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        path.write_text(traceback.format_exc())
+        path = _log_folder() / name
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:  # something (a planted link?) has our name: never written through
+            path = Path(tempfile.mkdtemp(prefix="s4d-logs-")) / name
+            fd = os.open(path, flags, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(traceback.format_exc())
         return str(path)
     except OSError:
         return "(no log: the log folder is not writable)"
+
+
+def _log_folder() -> Path:
+    """A folder only this user can use: ``$S4D_LOG_DIR`` or ``$XDG_STATE_HOME/s4d/logs``
+    (default ``~/.local/state/s4d/logs``), created with mode 0700. One that is a symlink, owned
+    by someone else or writable by group or others is refused for a fresh private temporary
+    folder (another user could plant a link there that our write would follow)."""
+    import os
+    import stat
+    import tempfile
+
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    folder = Path(os.environ.get("S4D_LOG_DIR") or Path(state) / "s4d" / "logs")
+    try:
+        folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+        st = os.lstat(folder)
+        owner = os.getuid() if hasattr(os, "getuid") else st.st_uid
+        mine = stat.S_ISDIR(st.st_mode) and st.st_uid == owner and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    except (OSError, RuntimeError):  # RuntimeError: no home directory
+        mine = False
+    return folder if mine else Path(tempfile.mkdtemp(prefix="s4d-logs-"))
 
 
 def print_error(text: object) -> None:

@@ -37,6 +37,8 @@ def predict_cmd(
 
     from preprocess.media import MediaError
 
+    from ..checkpoint.finite import NonFiniteOutput
+
     inputs = inputs or []
     with one_line_errors():
         if bool(inputs) == bool(live):
@@ -53,6 +55,7 @@ def predict_cmd(
             raise ValueError("--plot goes with single files or --out FOLDER, not with a .parquet table")
         predictor = Predictor(PredictConfig(str(checkpoint) if checkpoint else None, hop=hop, stride=stride, align=align, classes=classes,
                                             device=device, onnx=str(onnx) if onnx else None, faces=faces))
+    predictor = _NamingInput(predictor)
     if table:
         _predict_table(predictor, inputs, out)
         return
@@ -67,6 +70,9 @@ def predict_cmd(
             print_error(err)
             failed += 1
             continue
+        except NonFiniteOutput as err:  # NaN answers, naming the input: the model is broken, stop
+            print_error(err)
+            raise typer.Exit(2) from None
         typer.echo(summary_line(result))
         if out is not None:
             typer.echo(f"  windows: {write_output(result, out / f'{path.name}.json' if several else out)}")
@@ -74,6 +80,24 @@ def predict_cmd(
             typer.echo(f"  timeline: {plot_timeline(result, plot / f'{path.name}.png' if several else plot)}")
     if failed:
         raise typer.Exit(2)
+
+
+class _NamingInput:
+    """The predictor, with a NaN or inf answer (``NonFiniteOutput``) naming the input it was for."""
+
+    def __init__(self, predictor) -> None:
+        self._predictor = predictor
+
+    def __getattr__(self, name: str):
+        return getattr(self._predictor, name)
+
+    def __call__(self, path):
+        from ..checkpoint.finite import NonFiniteOutput
+
+        try:
+            return self._predictor(path)
+        except NonFiniteOutput as err:
+            raise NonFiniteOutput(f"{path}: {err}") from None
 
 
 def _predict_live(predictor, source: str) -> None:

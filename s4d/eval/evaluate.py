@@ -13,6 +13,7 @@ from pipelines import Loader, open_dataset
 from preprocess.manifest import ManifestError, load_manifest
 
 from ..checkpoint import load_classifier
+from ..checkpoint.finite import NonFiniteOutput
 from ..runtime import autocast_dtype, dali_device_id
 from ..runtime.dist import setup
 from .data import eval_loader_config, shard_folder
@@ -33,6 +34,13 @@ def head_columns(manifest_classes: tuple[str, ...], head_classes: tuple[str, ...
     return [index.get(canonical(c)) for c in manifest_classes]
 
 
+def shard_of(ds, key: str | None) -> str:
+    """The tar holding sample ``key`` (the shard folder's index), or the dataset's first tar."""
+    loc = ds.reader.locations.get(key) if key is not None else None
+    paths = ds.reader.paths
+    return str(paths[loc.shard]) if loc is not None else (str(Path(paths[0]).parent) if paths else "the test set")
+
+
 def evaluate_checkpoint(
     manifest: str, checkpoint: str, *, out: str, fold: str | None = None, task: str | None = None,
     data_root: str | None = None, backend: str = "auto", batch_size: int = 8, log=print,
@@ -48,7 +56,10 @@ def evaluate_checkpoint(
     ds = open_dataset(m, shard_folder(m, data_root, manifest), fold, "test")
     cfg = eval_loader_config(m, enc, batch_size)
     loader = Loader(ds, cfg, backend=backend, device_id=dali_device_id(device))
-    pred = predict(model, loader.epoch(0), task, device, autocast_dtype("auto", device))  # bf16 on CUDA, as the run's own test
+    try:
+        pred = predict(model, loader.epoch(0), task, device, autocast_dtype("auto", device))  # bf16 on CUDA, as the run's own test
+    except NonFiniteOutput as err:  # name the checkpoint and the shard of the first bad sample
+        raise NonFiniteOutput(f"{checkpoint} on {shard_of(ds, getattr(err, 'key', None))}: {err}") from None
 
     head_names = tuple(model.config.class_names.get(task, ())) or None
     excluded = 0

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import checkpoint_meta, load_classifier
+from ..checkpoint.finite import NonFiniteOutput
 from ..runtime import autocast, autocast_dtype, to_device
 
 
@@ -29,9 +30,10 @@ class TorchHeads:
     @torch.no_grad()
     def probs(self, x: torch.Tensor, task: str) -> np.ndarray:
         """A normalised batch (B, 3, T, H, W) / (B, 3, H, W) -> (B, C) softmax. One wait per
-        batch, for the answer; the input goes up without one (``to_device``)."""
+        batch, for the answer; the input goes up without one (``to_device``). A NaN or inf
+        answer is refused (``finite``), checked on the host copy: no extra wait."""
         with autocast(self.device, self.amp):
-            return self.model(to_device(x, self.device), task).float().softmax(-1).cpu().numpy()
+            return finite(self.model(to_device(x, self.device), task).float().softmax(-1).cpu().numpy(), self.source, task)
 
 
 class OnnxHeads:
@@ -46,4 +48,12 @@ class OnnxHeads:
         self.input = self.session.input
 
     def probs(self, x: torch.Tensor, task: str) -> np.ndarray:
-        return self.session.probs(x.numpy())
+        return finite(self.session.probs(x.numpy()), self.source, task)
+
+
+def finite(probs: np.ndarray, source: str, task: str) -> np.ndarray:
+    """``probs``, or ``NonFiniteOutput`` when any is NaN or inf (the caller names the input)."""
+    if not np.isfinite(probs).all():
+        raise NonFiniteOutput(f"{source}: the {task} head answered NaN or inf; the weights are damaged or the model "
+                              "overflows on this input")
+    return probs

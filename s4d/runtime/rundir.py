@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from preprocess.lock import folder_lock
+from preprocess.safe_io import open_new, refuse_symlink, write_text
 
 from .dist import Dist, barrier, setup
 from .signals import stop_on_sigterm
@@ -57,14 +58,14 @@ def commit_config(cfg: Any, out: Path, d: Dist) -> None:
 def write_config(out: Path, cfg: Any) -> None:
     """The resolved config beside the outputs; a re-run must use the same one to resume."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "config.json"
+    path = refuse_symlink(out / "config.json")
     new = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as they are stored
     if path.is_file():
         old = json.loads(path.read_text())
         diff = sorted(k for k in set(old) | set(new) if k not in _NOT_IDENTITY and old.get(k) != new.get(k))
         if diff:
             raise ValueError(f"{path}: this run was started with different settings ({', '.join(diff)}); use a new --out")
-    path.write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(new, indent=2, sort_keys=True) + "\n")  # a planted symlink is refused
 
 
 # Where data lives, how it is loaded and where it is logged do not change what a run computes.
@@ -73,12 +74,12 @@ _NOT_IDENTITY = {"data_root", "backend", "device", "out", "loader_threads", "ten
 
 def trim_metrics(path: Path, next_epoch: int) -> None:
     """Drop log lines of epochs that were not saved (a hard kill between log and save)."""
-    if path.is_file():
+    if refuse_symlink(path).is_file():
         lines = [x for x in path.read_text().splitlines() if x and json.loads(x)["epoch"] < next_epoch]
-        path.write_text("".join(x + "\n" for x in lines))
+        write_text(path, "".join(x + "\n" for x in lines))
 
 
 def append_metrics(out: Path, record: dict[str, Any]) -> None:
     """One finished epoch's line in ``metrics.jsonl``."""
-    with open(out / "metrics.jsonl", "a") as fh:
+    with open_new(out / "metrics.jsonl", "a") as fh:  # a planted symlink is refused, never appended to
         fh.write(json.dumps(record) + "\n")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from preprocess.manifest import Manifest, load_manifest
+from preprocess.manifest import Manifest, check_name, load_manifest
 
 from ..eval.metrics import scores
 from ..eval.outputs import write_eval
@@ -34,7 +34,7 @@ def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
     commit_config(dataclasses.replace(cfg, fold=None), out, d)  # kept folds must come from the same settings
     per_fold = {}
     for fold in m.folds:
-        fold_out = out / f"fold_{fold}"
+        fold_out = out / f"fold_{check_name(fold, 'folds', m.source or m.name)}"  # stays inside --out
         if (fold_out / "summary.json").is_file():
             log(f"fold {fold}: done before, kept")
         else:

@@ -4,11 +4,12 @@ side by side, honestly labelled, and ``selected/`` holds the selected epoch's ow
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pipelines import Loader
+from preprocess import safe_json
+from preprocess.safe_io import open_new
 
 from ..checkpoint import load_model
 from ..eval.outputs import score_fields, write_eval
@@ -26,7 +27,8 @@ def evaluate_run(run, out: Path, log=print) -> dict[str, Any]:
         summary = {"fold": run.fold, "epochs": run.cfg.epochs, "select": run.cfg.select, "note": "no test partition in this fold",
                    "selected": _selection_fields(run)}
         if run.dist.main:
-            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            with open_new(out / "summary.json", "w") as f:
+                f.write(safe_json.dumps(summary, indent=2) + "\n")
     else:
         test = Loader(run.test_ds, run.test_cfg, rank=run.dist.rank, world=run.dist.world, backend=run.cfg.backend,
                       device_id=run.device_id)
