@@ -28,13 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from preprocess.transfer import to_device
+
 from . import augment_ops
 from .augment_params import (AugParams, draw_randaugment, erase_box, erase_boxes, rrc_box,  # noqa: F401  (re-exported)
                              rrc_boxes)
 from .config import Augment, LoaderConfig
 from .randaug import Plan, apply_batched, apply_sample, plan
 from .randaug_spec import RandAugmentSpec
-from .transfer import to_device
 
 # Bumped whenever the same seed would give different augmentation: recorded in a run's resume
 # fingerprint, so a resumed run never continues with another augmentation unnoticed.
@@ -85,19 +86,14 @@ class BatchAugment:
             self._norm[device] = (scale.float().to(device), bias.float().to(device))
         return self._norm[device]
 
-    def _normalise_(self, x: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    def _normalised(self, x: torch.Tensor, channel_dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``(x / 255 - mean) / std`` into ``out`` (``x`` itself: in place), else into fresh
+        contiguous memory (the batched path's permuted frames would otherwise cost the model's
+        first layer a copy)."""
         shape = [1] * x.dim()
         shape[channel_dim] = 3
         scale, bias = self._normalisers(x.device)
-        return x.mul_(scale.view(shape)).add_(bias.view(shape))
-
-    def _normalised(self, x: torch.Tensor, channel_dim: int) -> torch.Tensor:
-        """Out of place into contiguous memory (the batched path's permuted frames would
-        otherwise cost the model's first layer a copy)."""
-        shape = [1] * x.dim()
-        shape[channel_dim] = 3
-        scale, bias = self._normalisers(x.device)
-        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device) if out is None else out
         return torch.mul(x, scale.view(shape), out=out).add_(bias.view(shape))
 
     def __call__(self, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -127,16 +123,16 @@ class BatchAugment:
                 if x.shape[-2:] != (S, S):
                     x = _resize(x, S, self.aug.rrc_interpolation)
                 out[i].copy_((x.flip(-1) if flips[i] else x).permute(1, 0, 2, 3))  # uint8 -> float in the copy
-                self._erase_(self._normalise_(out[i], 0), erases[i], noise)
+                self._erase_(self._normalised(out[i], 0, out=out[i]), erases[i], noise)
             else:
                 x = batch[i].permute(2, 0, 1)
                 x = x.flip(-1) if flips[i] else x
                 x = apply_sample(x, p, i) if p is not None else x
                 out[i].copy_(x)
                 if self.aug.erase_mode == "zero":
-                    self._normalise_(self._erase_(out[i], erases[i], noise), 0)
+                    self._normalised(self._erase_(out[i], erases[i], noise), 0, out=out[i])
                 else:
-                    self._erase_(self._normalise_(out[i], 0), erases[i], noise)
+                    self._erase_(self._normalised(out[i], 0, out=out[i]), erases[i], noise)
         return out
 
     def _erase_(self, x: torch.Tensor, box: list[int], noise: torch.Generator | None) -> torch.Tensor:

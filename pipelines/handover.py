@@ -22,7 +22,7 @@ from collections import deque
 import numpy as np
 import torch
 
-from .transfer import to_device
+from preprocess.transfer import to_device
 
 
 def dali_to_torch(out) -> torch.Tensor:

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms, nms
 
+from .transfer import to_device
+
 MIN_FACE, THRESHOLDS, FACTOR = 20, (0.6, 0.7, 0.7), 0.709
 NET_CHUNK = 512  # boxes per R-/O-Net call (with their crops), as facenet: bounds memory, waits for nothing
 
@@ -222,11 +224,7 @@ class BatchedMTCNN:
         else:
             a = np.ascontiguousarray(frames)
             t = torch.from_numpy(a if a.flags.writeable else a.copy())  # torch warns on read-only arrays
-        if t.device == self.device:
-            return t
-        if self.device.type == "cuda" and t.device.type == "cpu":  # one non-blocking copy per call
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t.to(self.device)
+        return to_device(t, self.device)  # on a GPU one non-blocking copy per call
 
     @torch.no_grad()
     def detect(self, frames: np.ndarray | torch.Tensor) -> list[Detections]:

@@ -15,7 +15,8 @@ from preprocess.manifest import Manifest, ManifestError, load_manifest, load_sfe
 
 from ..checkpoint import load_classifier
 from ..eval.data import eval_loader_config, shard_folder
-from ..eval.protocol import check_finite, flat_clips, video_mean
+from ..checkpoint.finite import check_finite
+from ..eval.protocol import flat_clips, video_mean
 from ..models import Classifier
 from ..runtime import autocast, autocast_dtype, dali_device_id, resolve_device
 
@@ -48,7 +49,7 @@ def collect(model: Classifier, batches, device: torch.device) -> Collected:
         keys += list(batch["keys"])
     if not feats:
         raise ManifestError("no samples to analyse")
-    check_finite(np.concatenate(feats), keys, "the encoder")
+    check_finite(np.concatenate(feats), "the encoder", keys)
     return Collected(np.concatenate(feats), np.concatenate(labels), np.concatenate(gates, axis=1) if gates else np.zeros((0, 0, 0)))
 
 

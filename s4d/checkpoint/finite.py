@@ -11,11 +11,28 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 
 class NonFiniteOutput(ValueError):
     """A model gave NaN or inf for an input; the message names the input and the weights."""
+
+
+def check_finite(values: np.ndarray, what: str, keys: list[str] | None = None) -> np.ndarray:
+    """``values`` (N, ...) when every row is finite; else ``NonFiniteOutput`` naming ``what``
+    and, given the rows' ``keys``, how many rows and the first one (also in ``err.key``, for
+    the caller to name its shard)."""
+    ok = np.isfinite(values.reshape(len(values), -1)).all(axis=1) if len(values) else np.ones(0, bool)
+    if ok.all():
+        return values
+    if keys is None:
+        raise NonFiniteOutput(f"{what} answered NaN or inf; the weights are damaged or the model overflows on this input")
+    bad = np.flatnonzero(~ok)
+    err = NonFiniteOutput(f"{what} answered NaN or inf for {len(bad)} of {len(ok)} sample(s), first "
+                          f"{keys[bad[0]]!r}; the weights are damaged or the model overflows on this data")
+    err.key = keys[bad[0]]
+    raise err
 
 
 def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:

@@ -8,7 +8,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from ..checkpoint.finite import NonFiniteOutput
+from ..checkpoint.finite import check_finite
 from ..runtime import autocast, to_device
 
 
@@ -40,19 +40,8 @@ def predict(model: torch.nn.Module, batches: Iterable[dict], task: str, device: 
         keys += list(batch["keys"])
         labels.append(batch["labels"].numpy())
     out = torch.cat(probs).cpu().numpy() if probs else np.zeros((0, model.config.heads[task]), np.float32)
-    check_finite(out, keys, f"the {task} head")
+    check_finite(out, f"the {task} head", keys)
     return {"keys": keys, "labels": np.concatenate(labels) if labels else np.zeros(0, np.int64), "probs": out}
-
-
-def check_finite(values: np.ndarray, keys: list[str], what: str) -> None:
-    """One line naming the first sample (and the count) whose row holds NaN or inf."""
-    ok = np.isfinite(values.reshape(len(values), -1)).all(axis=1) if len(values) else np.ones(0, bool)
-    if not ok.all():
-        bad = np.flatnonzero(~ok)
-        err = NonFiniteOutput(f"{what} answered NaN or inf for {len(bad)} of {len(ok)} sample(s), first "
-                              f"{keys[bad[0]]!r}; the weights are damaged or the model overflows on this data")
-        err.key = keys[bad[0]]  # for the caller to name its shard
-        raise err
 
 
 def pool(parts: list[dict]) -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import checkpoint_meta, load_classifier
-from ..checkpoint.finite import NonFiniteOutput
+from ..checkpoint.finite import check_finite
 from ..runtime import autocast, autocast_dtype, to_device
 
 
@@ -31,9 +31,10 @@ class TorchHeads:
     def probs(self, x: torch.Tensor, task: str) -> np.ndarray:
         """A normalised batch (B, 3, T, H, W) / (B, 3, H, W) -> (B, C) softmax. One wait per
         batch, for the answer; the input goes up without one (``to_device``). A NaN or inf
-        answer is refused (``finite``), checked on the host copy: no extra wait."""
+        answer is refused (``check_finite``), checked on the host copy: no extra wait."""
         with autocast(self.device, self.amp):
-            return finite(self.model(to_device(x, self.device), task).float().softmax(-1).cpu().numpy(), self.source, task)
+            return check_finite(self.model(to_device(x, self.device), task).float().softmax(-1).cpu().numpy(),
+                                f"{self.source}: the {task} head")
 
 
 class OnnxHeads:
@@ -48,12 +49,4 @@ class OnnxHeads:
         self.input = self.session.input
 
     def probs(self, x: torch.Tensor, task: str) -> np.ndarray:
-        return finite(self.session.probs(x.numpy()), self.source, task)
-
-
-def finite(probs: np.ndarray, source: str, task: str) -> np.ndarray:
-    """``probs``, or ``NonFiniteOutput`` when any is NaN or inf (the caller names the input)."""
-    if not np.isfinite(probs).all():
-        raise NonFiniteOutput(f"{source}: the {task} head answered NaN or inf; the weights are damaged or the model "
-                              "overflows on this input")
-    return probs
+        return check_finite(self.session.probs(x.numpy()), f"{self.source}: the {task} head")

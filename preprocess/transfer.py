@@ -1,4 +1,5 @@
-"""Host-to-device copies that do not make the host wait."""
+"""Host-to-device copies that do not make the host wait (MTCNN's frames, the augmentation's
+arguments, eval and predict batches, the loaders' pageable sources)."""
 
 from __future__ import annotations
 
