@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .randaug import RandAugmentSpec
+from preprocess.errors import InputError
 
 # Pixel normalisation of every loader output (ImageNet's, as the reference); the MAE's target
 # un-normalisation (``s4d.models.MAEConfig``) reads these.
@@ -32,15 +33,15 @@ class Augment:
             RandAugmentSpec.parse(self.randaugment)  # raises naming the bad part
         for name in ("flip", "erase"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"augment.{name} must be a probability, got {getattr(self, name)}")
+                raise InputError(f"augment.{name} must be a probability, got {getattr(self, name)}")
         if not 0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1:
-            raise ValueError(f"augment.rrc_scale must satisfy 0 < lo <= hi <= 1, got {self.rrc_scale}")
+            raise InputError(f"augment.rrc_scale must satisfy 0 < lo <= hi <= 1, got {self.rrc_scale}")
         if not 0 < self.rrc_ratio[0] <= self.rrc_ratio[1]:
-            raise ValueError(f"augment.rrc_ratio must satisfy 0 < lo <= hi, got {self.rrc_ratio}")
+            raise InputError(f"augment.rrc_ratio must satisfy 0 < lo <= hi, got {self.rrc_ratio}")
         if self.rrc_interpolation not in ("bilinear", "bicubic"):
-            raise ValueError(f"augment.rrc_interpolation must be bilinear or bicubic, got {self.rrc_interpolation!r}")
+            raise InputError(f"augment.rrc_interpolation must be bilinear or bicubic, got {self.rrc_interpolation!r}")
         if self.erase_mode not in ("pixel", "zero"):
-            raise ValueError(f"augment.erase_mode must be pixel or zero, got {self.erase_mode!r}")
+            raise InputError(f"augment.erase_mode must be pixel or zero, got {self.erase_mode!r}")
 
     @property
     def rrc(self) -> bool:
@@ -92,8 +93,8 @@ class LoaderConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "size", "frames", "stride", "image_resize", "views"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"loader.{name} must be positive, got {getattr(self, name)}")
+                raise InputError(f"loader.{name} must be positive, got {getattr(self, name)}")
         if self.num_threads is not None and self.num_threads <= 0:
-            raise ValueError(f"loader.num_threads must be positive, got {self.num_threads}")
+            raise InputError(f"loader.num_threads must be positive, got {self.num_threads}")
         if self.image_resize < self.size:
-            raise ValueError(f"loader.image_resize ({self.image_resize}) must be >= loader.size ({self.size})")
+            raise InputError(f"loader.image_resize ({self.image_resize}) must be >= loader.size ({self.size})")

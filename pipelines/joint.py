@@ -13,12 +13,13 @@ from typing import Iterator
 
 from .loader import Loader
 from .sampling import joint_schedule
+from preprocess.errors import InputError
 
 
 class JointLoader:
     def __init__(self, video: Loader, image: Loader, proportion: float, seed: int = 0) -> None:
         if proportion < 0:
-            raise ValueError(f"proportion must be >= 0, got {proportion}")
+            raise InputError(f"proportion must be >= 0, got {proportion}")
         self.video, self.image, self.proportion, self.seed = video, image, proportion, seed
         per_pass = math.ceil(len(image.ds) / image.world / image.cfg.batch_size)
         self.num_image_batches = round(proportion * per_pass)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from preprocess.errors import InputError
 
 OPS = (
     "AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd",
@@ -26,25 +27,25 @@ class RandAugmentSpec:
 
     def __post_init__(self) -> None:
         if self.num_ops < 0:
-            raise ValueError(f"randaugment: n must be >= 0, got {self.num_ops}")
+            raise InputError(f"randaugment: n must be >= 0, got {self.num_ops}")
         if not 0 <= self.magnitude <= LEVEL_DENOM:
-            raise ValueError(f"randaugment: m must be in 0..10 (timm's scale), got {self.magnitude}")
+            raise InputError(f"randaugment: m must be in 0..10 (timm's scale), got {self.magnitude}")
         if self.magnitude_std < 0 or not 0 <= self.prob <= 1:
-            raise ValueError(f"randaugment: mstd must be >= 0 and p in 0..1, got {self.magnitude_std}, {self.prob}")
+            raise InputError(f"randaugment: mstd must be >= 0 and p in 0..1, got {self.magnitude_std}, {self.prob}")
 
     @staticmethod
     def parse(text: str) -> "RandAugmentSpec":
         parts = text.split("-")
         if parts[0] != "rand":
-            raise ValueError(f"randaugment: {text!r} must start with 'rand-' (timm notation, e.g. rand-m7-n4-mstd0.5-inc1)")
+            raise InputError(f"randaugment: {text!r} must start with 'rand-' (timm notation, e.g. rand-m7-n4-mstd0.5-inc1)")
         values: dict[str, float] = {}
         for part in parts[1:]:
             m = re.fullmatch(r"(mstd|inc|m|n|p)(\d+(?:\.\d+)?)", part)
             if m is None:
-                raise ValueError(f"randaugment: unknown part {part!r} in {text!r} (known: m, n, mstd, p, inc)")
+                raise InputError(f"randaugment: unknown part {part!r} in {text!r} (known: m, n, mstd, p, inc)")
             values[m.group(1)] = float(m.group(2))
         if values.get("inc", 1.0) != 1.0:
-            raise ValueError(f"randaugment: only the increasing op set (inc1) is implemented, got {text!r}")
+            raise InputError(f"randaugment: only the increasing op set (inc1) is implemented, got {text!r}")
         return RandAugmentSpec(magnitude=values.get("m", 10.0), num_ops=int(values.get("n", 2)),
                                magnitude_std=_mstd(values.get("mstd", 0.0)), prob=values.get("p", 0.5))
 

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Iterator
 
 from .safe_io import open_new
+from .errors import InputError
 
 LOCK_NAME = ".s4d.lock"
 
 
-class FolderBusy(ValueError):
+class FolderBusy(InputError):
     """Another process holds the folder; the message names it."""
 
 

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .typed_json import json_fields
+from .errors import InputError
 
 MANIFESTS_DIR = Path(__file__).resolve().parents[1] / "manifests"
 ADAPTERS = ("dfew", "ferv39k", "mafw", "affectnet", "voxceleb2", "csv")
 GEOMETRIES = ("squash", "crop")
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A manifest is malformed; the message names the file and the field."""
 
 

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 from typing import Any
+
+from .errors import InputError
 
 
 def finite(value: Any) -> Any:
@@ -22,6 +26,17 @@ def finite(value: Any) -> Any:
     if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy scalar or array
         return finite(value.tolist())
     return value
+
+
+def read_json(path: str | os.PathLike, what: str = "") -> Any:
+    """JSON from a file someone else may have written or cut short: a file that is not UTF-8 or
+    not JSON is an ``InputError`` naming the file (and ``what`` it is, e.g. "the run's config")
+    instead of a bare ``JSONDecodeError`` that names nothing."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        label = f" ({what})" if what else ""
+        raise InputError(f"{path}{label}: not valid JSON ({err}); restore or delete it") from None
 
 
 def dumps(value: Any, **kwargs: Any) -> str:

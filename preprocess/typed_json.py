@@ -10,6 +10,7 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
+from .errors import InputError
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -66,7 +67,7 @@ def json_type(value: Any) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def json_fields(cls: type, raw: Any, where: str, src: str, error: type[Exception] = ValueError) -> dict[str, Any]:
+def json_fields(cls: type, raw: Any, where: str, src: str, error: type[Exception] = InputError) -> dict[str, Any]:
     """The keys of one JSON object for ``cls``: unknown, missing and mistyped keys are errors
     naming the file, the field, the expected type and what was found."""
     if not isinstance(raw, dict):

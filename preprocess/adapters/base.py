@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from ..manifest import ManifestError
+from ..errors import InputError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
@@ -66,7 +67,7 @@ def sanitise_key(original: str) -> str:
     """WebDataset splits keys at the first dot and treats slashes as paths: keep [A-Za-z0-9_-]."""
     key = _UNSAFE.sub("_", original).strip("_")
     if not key:
-        raise ValueError(f"sample id {original!r} has no usable characters for a key")
+        raise InputError(f"sample id {original!r} has no usable characters for a key")
     return key
 
 

@@ -13,9 +13,10 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from preprocess.errors import InputError
 
 
-class NonFiniteOutput(ValueError):
+class NonFiniteOutput(InputError):
     """A model gave NaN or inf for an input; the message names the input and the weights."""
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from preprocess.errors import InputError
 
 Kind = Literal["classifier", "mae", "encoder"]
 
@@ -35,7 +36,7 @@ _REF_ROUTER = re.compile(r"^(?P<block>(?:.+\.)?blocks\.\d+)\.moe_layer\.router\.
 _ROUTER_NAMES = {"topkroute_linear": "gate", "noise_linear": "noise"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint cannot be read or does not fit; the message names the file or tensor."""
 
 

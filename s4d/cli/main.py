@@ -99,7 +99,7 @@ def one_line_errors() -> Iterator[None]:
         err_console.print("[bold yellow]interrupted:[/] re-run the same command to continue from the last finished step/epoch")
         raise typer.Exit(130) from None
     except (ValueError, FloatingPointError, RuntimeError) as err:  # NonFiniteLoss is a FloatingPointError
-        if not _known(err):
+        if not _known(err):  # a bug: run() reports it with its traceback log (--debug shows it)
             raise
         print_error(err)
         raise typer.Exit(2) from None
@@ -110,12 +110,15 @@ def one_line_errors() -> Iterator[None]:
 
 
 def _known(err: BaseException) -> bool:
-    """Errors that describe bad input: ValueError (ManifestError, ShardError, MediaError,
+    """Errors that describe bad input: ``InputError`` (ManifestError, ShardError, MediaError,
     CheckpointError, ...), a non-finite loss, and the loader's GpuDecodeError (looked up only if
-    the loader ran, so that answering an input error never imports torch)."""
+    the loader ran, so that answering an input error never imports torch). A bare ``ValueError``
+    (from a library, or an invariant of ours) is not the user's fault: it is reported as a bug."""
     import sys
 
-    if isinstance(err, (ValueError, FloatingPointError)):
+    from preprocess.errors import InputError
+
+    if isinstance(err, (InputError, FloatingPointError)):
         return True
     loader = sys.modules.get("pipelines.loader")
     return loader is not None and isinstance(err, loader.GpuDecodeError)

@@ -8,41 +8,124 @@ expert on every token, weighted by its gate; ``models.moe``). The model's metada
 the task, class names, frames, input size, normalisation and the training ``input`` record,
 and ``sha256``: a digest of the initializers (``initializer_digest``) that loading checks, as it
 checks that every floating initializer is finite.
+
+Loading reads the file with ``onnx`` first (no external data: an export is one file) and checks
+the metadata's declared sizes and the graph's input shape against the limits below before
+onnxruntime builds a session or ``predict`` sizes a buffer by them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from preprocess.errors import InputError
+from preprocess.safe_io import refuse_symlink
+
 FORMAT = "s4d-onnx/1"
 META_KEY = "s4d"
 
+# What an export's metadata may declare. s4d's models take 160 or 224 px and 16 frames (debug
+# and demo sizes: 64 px, 4-8 frames); these bounds are twice the largest, so no flag raises
+# them: a file past them was not written by s4d export, and sizing buffers by it could take GBs.
+MAX_SIZE = 448
+MAX_FRAMES = 32
+MAX_CLASSES = 1000
+MAX_NAME_CHARS = 200
+MAX_STORED_SIZE = 1024  # the training frames' stored side (preprocess.size, 160-256 in practice)
+MAX_STRIDE = 64
+MAX_META_CHARS = 1 << 20
+_TASK_RANK = {"video": 5, "image": 4}
+
 
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, task: str = "video") -> Path:
-    """Write ``out`` (.onnx) from ``checkpoint``'s ``task`` head; returns the path."""
+    """Write ``out`` (.onnx; an existing folder: ``out/<checkpoint stem>_<task>.onnx``) from
+    ``checkpoint``'s ``task`` head; returns the path. The file appears whole or not at all: the
+    ``.tmp`` it is built in is removed on any failure."""
     try:
-        import onnx
+        import onnx  # noqa: F401
         import onnxscript  # noqa: F401  (torch's exporter needs it)
     except ImportError:
-        raise ValueError("s4d export needs onnx and onnxscript: pip install 's4d[onnx]'") from None
+        raise InputError("s4d export needs onnx and onnxscript: pip install 's4d[onnx]'") from None
+    from ..checkpoint import load_classifier
+
+    out = export_path(checkpoint, out, task)
+    model = load_classifier(checkpoint).eval()
+    if task not in model.head:
+        raise InputError(f"--task {task}: {checkpoint} has no {task} head (heads: {', '.join(sorted(model.head))})")
+    check_head_trained(checkpoint, model, task)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = refuse_symlink(out.with_name(out.name + ".tmp"))
+    try:
+        _write_onnx(checkpoint, model, task, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failure; after success it is already gone
+    return out
+
+
+def export_path(checkpoint: str | os.PathLike, out: str | os.PathLike, task: str) -> Path:
+    """``--out`` as the file to write: a .onnx name, or an existing folder to write
+    ``<checkpoint stem>_<task>.onnx`` into (as ``cp FILE DIR/`` would). A symbolic link at the
+    file is refused (the replace would not follow it, but a user who planted one meant a target)."""
+    out = Path(out)
+    if out.is_dir():
+        out = out / f"{Path(str(checkpoint)).stem}_{task}.onnx"
+        if out.is_dir():
+            raise InputError(f"--out {out}: is a folder; give a .onnx file name")
+    elif out.suffix != ".onnx":
+        raise InputError(f"--out {out}: use a .onnx file name (or an existing folder to write into)")
+    return refuse_symlink(out)
+
+
+def check_head_trained(checkpoint: str | os.PathLike, model, task: str) -> None:
+    """Refuse the image head of a model trained without still images (``--no-sfer``): s4d
+    records class names only for the heads it trained, and the run's ``config.json`` beside
+    ``checkpoints/`` says ``sfer: false``. A foreign file (no names for any head) is not judged."""
+    names = model.config.class_names
+    untrained = task == "image" and bool(names.get("video")) and not names.get("image")
+    run_config = _run_config(Path(str(checkpoint)))
+    if task == "image" and run_config.get("sfer") is False:
+        untrained = True
+    if untrained:
+        raise InputError(f"{checkpoint}: the image head was never trained (the model was trained with --no-sfer: no "
+                         "class names for it, config sfer: false); export the video head (--task video), which "
+                         "s4d predict also uses for still images")
+
+
+def _run_config(checkpoint: Path) -> dict[str, Any]:
+    """The training config recorded beside a checkpoint: ``RUN/config.json`` for
+    ``RUN/checkpoints/NAME.safetensors``, ``FOLDER/training_config.json`` for an ``s4d
+    export-hub`` folder; ``{}`` where there is none (or it is not a JSON object)."""
+    candidates = [checkpoint.parent / "training_config.json"]
+    if checkpoint.parent.name == "checkpoints":
+        candidates.insert(0, checkpoint.parent.parent / "config.json")
+    for path in candidates:
+        if path.is_file() and not path.is_symlink():
+            try:
+                config = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+                raise InputError(f"{path}: not a readable run config ({_first_line(err)}); restore it, or copy the "
+                                 "checkpoint (with its .json) out of the run folder to export it without") from None
+            return config if isinstance(config, dict) else {}
+    return {}
+
+
+def _write_onnx(checkpoint: str | os.PathLike, model, task: str, tmp: Path) -> None:
+    """Export ``model``'s ``task`` head to ``tmp`` with its metadata (see the module docstring)."""
+    import onnx
     import torch
 
     from pipelines.config import IMAGENET_MEAN, IMAGENET_STD
 
-    from ..checkpoint import checkpoint_meta, load_classifier
+    from ..checkpoint import checkpoint_meta
     from ..checkpoint.finite import NonFiniteOutput
 
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise ValueError(f"--out {out}: use a .onnx file name")
-    model = load_classifier(checkpoint).eval()
-    if task not in model.head:
-        raise ValueError(f"--task {task}: {checkpoint} has no {task} head (heads: {', '.join(sorted(model.head))})")
     names = tuple(model.config.class_names.get(task, ())) or tuple(f"class_{i}" for i in range(model.config.heads[task]))
     enc = model.config.encoder
 
@@ -57,13 +140,11 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, task: str
     shape = (2, 3, enc.num_frames, enc.img_size, enc.img_size) if task == "video" else (2, 3, enc.img_size, enc.img_size)
     example = torch.randn(*shape)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         if not bool(torch.isfinite(Probs().eval()(example)).all()):  # finite weights can still overflow
             raise NonFiniteOutput(f"{checkpoint}: the {task} head answers NaN or inf on a test input; not exported")
         program = torch.onnx.export(Probs().eval(), (example,), input_names=["pixels"], output_names=["probs"],
                                     dynamic_shapes={"pixels": {0: batch}}, dynamo=True, verbose=False)
-    tmp = out.with_name(out.name + ".tmp")
     program.save(str(tmp))
     graph = onnx.load(str(tmp))
     meta = {"format": FORMAT, "task": task, "classes": list(names), "frames": enc.num_frames, "size": enc.img_size,
@@ -71,8 +152,6 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, task: str
             "checkpoint": str(checkpoint), "sha256": initializer_digest(graph)}
     graph.metadata_props.add(key=META_KEY, value=json.dumps(meta))
     onnx.save(graph, str(tmp))
-    os.replace(tmp, out)
-    return out
 
 
 def initializer_digest(model) -> str:
@@ -88,29 +167,143 @@ def initializer_digest(model) -> str:
     return h.hexdigest()
 
 
-def check_initializers(path: Path, recorded: str | None) -> None:
-    """Every floating initializer finite (the first that is not is named) and, where the export
-    recorded one, the initializers' digest unchanged. External data is not followed (onnxruntime
-    has refused it before this runs)."""
+def load_model_proto(path: Path):
+    """The ModelProto of ``path`` without its external data; a file that is not ONNX, or one
+    that keeps initializers in other files (an export is one self-contained file), is refused."""
     try:
         import onnx
-        from onnx import numpy_helper
     except ImportError:
-        raise ValueError("--onnx needs onnx to check the model's weights: pip install 's4d[onnx]'") from None
+        raise InputError("--onnx needs onnx to check the model's weights: pip install 's4d[onnx]'") from None
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf's decode errors
-        raise ValueError(f"{path}: not a readable ONNX model ({str(err).strip().splitlines()[0][:160]})") from None
+        raise InputError(f"{path}: not a readable ONNX model ({_first_line(err)})") from None
+    external = next((i.name for i in model.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL), None)
+    if external is not None:
+        raise InputError(f"{path}: initializer {external} is stored in another file (external data); s4d export "
+                         "writes one self-contained .onnx: export it again")
+    return model
+
+
+def check_initializers(path: Path, recorded: str | None, model=None) -> None:
+    """Every floating initializer finite (the first that is not is named) and, where the export
+    recorded one, the initializers' digest unchanged. External data is refused, never followed
+    (``load_model_proto``)."""
+    from onnx import numpy_helper
+
+    model = load_model_proto(path) if model is None else model
     for init in model.graph.initializer:
         values = numpy_helper.to_array(init)
         if values.dtype.kind in "fc" and values.size and not np.isfinite(values).all():
-            raise ValueError(f"{path}: initializer {init.name} holds NaN or inf values: the model file is damaged; "
+            raise InputError(f"{path}: initializer {init.name} holds NaN or inf values: the model file is damaged; "
                              "export it again (s4d export)")
     if recorded is not None:
         actual = initializer_digest(model)
         if actual != recorded:
-            raise ValueError(f"{path}: has been modified or damaged since s4d export wrote it: sha256 {actual[:16]}... != "
+            raise InputError(f"{path}: has been modified or damaged since s4d export wrote it: sha256 {actual[:16]}... != "
                              f"recorded {str(recorded)[:16]}...; export it again (s4d export)")
+
+
+def read_metadata(path: Path, model) -> dict[str, Any]:
+    """The export's ``s4d`` metadata, checked: ``task`` video|image, 1..MAX_CLASSES class names,
+    ``frames`` and ``size`` within MAX_FRAMES / MAX_SIZE, the ``input`` record's sizes within
+    bounds, and the graph's ``pixels`` input (B, 3, T, H, W) / (B, 3, H, W) agreeing with them."""
+    raw = next((p.value for p in model.metadata_props if p.key == META_KEY), None)
+    if raw is None:
+        raise InputError(f"{path}: not exported by s4d export (no {META_KEY!r} metadata); export it with s4d export")
+    if len(raw) > MAX_META_CHARS:
+        raise InputError(f"{path}: its {META_KEY!r} metadata is {len(raw)} characters (limit {MAX_META_CHARS}); "
+                         "not written by s4d export: export it again")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: its {META_KEY!r} metadata is not valid JSON ({_first_line(err)}); export it again") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise InputError(f"{path}: not exported by s4d export (metadata format is not {FORMAT}); export it with s4d export")
+    _check_fields(path, meta)
+    _check_input_record(path, meta.get("input"))
+    _check_graph_input(path, model, meta)
+    return meta
+
+
+def _bad(path: Path, field: str, value: Any, rule: str) -> InputError:
+    """One line naming the file, the metadata field, its value (shortened) and the rule."""
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return InputError(f"{path}: metadata {field} is {shown}, {rule}; the file is damaged or not written by "
+                      "s4d export: export it again")
+
+
+def _int_in(path: Path, meta: dict[str, Any], field: str, high: int, where: str = "") -> int:
+    """``meta[field]``, a whole number in 1..high (the limit is named, and why no flag raises it)."""
+    value = meta.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise _bad(path, where + field, value, f"must be a whole number from 1 to {high} (the limit: s4d exports take "
+                   "160 or 224 px and 16 frames, so no flag raises it)")
+    return value
+
+
+def _check_fields(path: Path, meta: dict[str, Any]) -> None:
+    if meta.get("task") not in _TASK_RANK:
+        raise _bad(path, "task", meta.get("task"), "must be video or image")
+    _int_in(path, meta, "frames", MAX_FRAMES)
+    _int_in(path, meta, "size", MAX_SIZE)
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_CLASSES:
+        raise _bad(path, "classes", classes if not isinstance(classes, list) else f"{len(classes)} names",
+                   f"must be a list of 1 to {MAX_CLASSES} names")
+    if not all(isinstance(c, str) and 0 < len(c) <= MAX_NAME_CHARS for c in classes):
+        raise _bad(path, "classes", classes, f"must be names of 1 to {MAX_NAME_CHARS} characters")
+    if meta.get("sha256") is not None and not isinstance(meta["sha256"], str):
+        raise _bad(path, "sha256", meta["sha256"], "must be a hex digest")
+
+
+def _check_input_record(path: Path, record: Any) -> None:
+    """The training ``input`` record: ``stored_size`` and ``stride`` bounded, ``crop`` inside the
+    stored frame, ``fps`` and ``margin`` finite (predict sizes its aligned frames by them)."""
+    if record is None:
+        return
+    if not isinstance(record, dict):
+        raise _bad(path, "input", record, "must be an object")
+    if record.get("stored_size") is not None:
+        _int_in(path, record, "stored_size", MAX_STORED_SIZE, "input.")
+    if record.get("stride") is not None:
+        _int_in(path, record, "stride", MAX_STRIDE, "input.")
+    for field in ("fps", "margin"):
+        value = record.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                                  or not 0 <= value <= 1000):
+            raise _bad(path, f"input.{field}", value, "must be a finite number from 0 to 1000")
+    crop = record.get("crop")
+    if crop is not None:
+        side = record.get("stored_size") or MAX_STORED_SIZE
+        ok = (isinstance(crop, list) and len(crop) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in crop)
+              and crop[0] >= 0 and crop[1] >= 0 and crop[2] >= 1 and crop[3] >= 1
+              and crop[0] + crop[2] <= side and crop[1] + crop[3] <= side)
+        if not ok:
+            raise _bad(path, "input.crop", crop, f"must be [top, left, height, width] inside the {side} px stored frame")
+
+
+def _check_graph_input(path: Path, model, meta: dict[str, Any]) -> None:
+    """The graph's ``pixels`` input has the rank of the metadata's task and, where its dims are
+    fixed, the metadata's channels, frames and size (the batch dim may be anything)."""
+    inputs = {i.name: i for i in model.graph.input}
+    if "pixels" not in inputs or "probs" not in {o.name for o in model.graph.output}:
+        raise InputError(f"{path}: the graph has no 'pixels' input or no 'probs' output: not an s4d export; "
+                         "export it with s4d export")
+    dims = inputs["pixels"].type.tensor_type.shape.dim
+    task = meta["task"]
+    want = (3, meta["frames"], meta["size"], meta["size"]) if task == "video" else (3, meta["size"], meta["size"])
+    got = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+    if len(got) != _TASK_RANK[task] or any(g is not None and g != w for g, w in zip(got[1:], want)):
+        shown = ", ".join("?" if g is None else str(g) for g in got)
+        raise InputError(f"{path}: the graph takes pixels ({shown}) but its metadata says a {task} model of "
+                         f"(B, {', '.join(map(str, want))}): the file is damaged or edited; export it again")
+    out = next(o for o in model.graph.output if o.name == "probs").type.tensor_type.shape.dim
+    classes = out[-1].dim_value if len(out) == 2 and out[-1].HasField("dim_value") else None
+    if len(out) != 2 or classes not in (None, len(meta["classes"])):
+        raise InputError(f"{path}: the graph's probs output is not (B, {len(meta['classes'])}) for the "
+                         f"{len(meta['classes'])} class names in its metadata: the file is damaged or edited; export it again")
 
 
 class OnnxClassifier:
@@ -120,27 +313,31 @@ class OnnxClassifier:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ValueError("--onnx needs onnxruntime: pip install 's4d[onnx]'") from None
+            raise InputError("--onnx needs onnxruntime: pip install 's4d[onnx]'") from None
         self.path = Path(path)
         if not self.path.is_file():
-            raise ValueError(f"{self.path}: no such ONNX file")
+            raise InputError(f"{self.path}: no such ONNX file")
+        proto = load_model_proto(self.path)
+        meta = read_metadata(self.path, proto)  # sizes checked before anything is allocated by them
+        check_initializers(self.path, meta.get("sha256"), proto)
+        del proto
         try:
             self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types on a bad file
-            raise ValueError(f"{self.path}: not a readable ONNX model ({str(err).strip().splitlines()[0][:160]})") from None
-        raw = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
-        meta: dict[str, Any] = json.loads(raw) if raw else {}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{self.path}: not exported by s4d export (no {META_KEY!r} metadata)")
-        check_initializers(self.path, meta.get("sha256"))
+            raise InputError(f"{self.path}: not a readable ONNX model ({_first_line(err)})") from None
         self.meta = meta
         self.task: str = meta["task"]
         self.classes: tuple[str, ...] = tuple(meta["classes"])
-        self.frames: int = int(meta["frames"])
-        self.size: int = int(meta["size"])
+        self.frames: int = meta["frames"]
+        self.size: int = meta["size"]
         self.input: dict[str, Any] = dict(meta.get("input") or {})
 
     def probs(self, x: np.ndarray) -> np.ndarray:
         """(B, 3, T, H, W) or (B, 3, H, W) float32 -> (B, C) probabilities (the caller checks
         they are finite, ``heads``)."""
         return self.session.run(["probs"], {"pixels": np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:160] if text else type(err).__name__

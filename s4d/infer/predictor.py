@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from preprocess.adapters.base import IMAGE_EXTS
+from preprocess.errors import InputError
 from preprocess.faces import Face, FaceDetector, fill_nearest
 from preprocess.media import MediaError, iter_video, read_image
 
@@ -77,7 +78,7 @@ class Predictor:
         if task in self._given_names:
             names = self._given_names[task]
             if len(names) != n:
-                raise ValueError(f"--classes gives {len(names)} names but the {task} head has {n} classes")
+                raise InputError(f"--classes gives {len(names)} names but the {task} head has {n} classes; give {n}")
             return names
         stored = tuple(self.heads.class_names.get(task, ()))
         if not stored:
@@ -96,6 +97,7 @@ class Predictor:
         per window, each the moment its last frame is in (memory bounded, see ``live``)."""
         from .live import LiveStream
 
+        self.check_video_head("the live source")
         return LiveStream(self, frames, fps)
 
     def __call__(self, path: str | Path) -> dict[str, Any]:
@@ -238,7 +240,16 @@ class Predictor:
                 out.append(None)
         return out
 
+    def check_video_head(self, source: str | Path) -> None:
+        """Videos need a video head: an exported image head (``s4d export --task image``) is
+        refused naming the model and ``source`` (an input file or a live source)."""
+        if "video" not in self.heads.heads:
+            raise MediaError(f"{source}: {self.heads.source} is an image model (exported with --task image) and "
+                             "classifies still images, not videos; give an image, or export the video head "
+                             "(s4d export --task video)")
+
     def predict_video(self, path: Path) -> dict[str, Any]:
+        self.check_video_head(path)
         task = self.video_task
         fps, people, found = self._people(path)
         n = len(people[0])

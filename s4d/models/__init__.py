@@ -8,6 +8,7 @@ from .mae import MAEOutput, Masks, PretrainMAE, patchify, random_masking
 from .moe import MixtureOfExperts, MoEAux
 from .pos_embed import sinusoid_table
 from .vit import Classifier, ModelAux
+from preprocess.errors import InputError
 
 
 def build_model(config: ModelConfig | str = "s4d", size: str = "base", **kwargs) -> Classifier:
@@ -23,7 +24,7 @@ def build_model(config: ModelConfig | str = "s4d", size: str = "base", **kwargs)
 def build_mae(size: str = "base", **kwargs) -> PretrainMAE:
     """The MAE pre-training model for an encoder size; keyword arguments are ``MAEConfig`` fields."""
     if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
+        raise InputError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
     return PretrainMAE(MAEConfig(encoder=SIZES[size], **{**MAE_DECODERS.get(size, {}), **kwargs}))
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipelines.config import IMAGENET_MEAN, IMAGENET_STD  # the loaders' normalisation, owned by pipelines
+from preprocess.errors import InputError
 
 NoiseKind = Literal["learned", "fixed", "none"]
 Placement = Literal["early", "middle", "later", "alternate"]
@@ -19,7 +20,7 @@ Placement = Literal["early", "middle", "later", "alternate"]
 
 def _positive(name: str, value: float) -> None:
     if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
+        raise InputError(f"{name} must be positive, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,15 @@ class EncoderConfig:
             _positive(f"encoder.{name}", getattr(self, name))
         _positive("encoder.mlp_ratio", self.mlp_ratio)
         if self.img_size % self.patch:
-            raise ValueError(f"encoder.img_size ({self.img_size}) must be a multiple of encoder.patch ({self.patch})")
+            raise InputError(f"encoder.img_size ({self.img_size}) must be a multiple of encoder.patch ({self.patch})")
         if self.num_frames % self.tubelet:
-            raise ValueError(
+            raise InputError(
                 f"encoder.num_frames ({self.num_frames}) must be a multiple of encoder.tubelet ({self.tubelet})"
             )
         if self.dim % self.num_heads:
-            raise ValueError(f"encoder.dim ({self.dim}) must be divisible by encoder.num_heads ({self.num_heads})")
+            raise InputError(f"encoder.dim ({self.dim}) must be divisible by encoder.num_heads ({self.num_heads})")
         if not 0.0 <= self.drop_path < 1.0:
-            raise ValueError(f"encoder.drop_path must be in [0, 1), got {self.drop_path}")
+            raise InputError(f"encoder.drop_path must be in [0, 1), got {self.drop_path}")
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -86,7 +87,7 @@ def moe_block_indices(depth: int, count: int, position: Placement = "later") -> 
     ending at the last one (1, 3, ..., 11 for 6 of 12).
     """
     if not 0 < count <= depth:
-        raise ValueError(f"moe block count must be in 1..{depth}, got {count}")
+        raise InputError(f"moe block count must be in 1..{depth}, got {count}")
     if position == "later":
         return tuple(range(depth - count, depth))
     if position == "early":
@@ -96,9 +97,9 @@ def moe_block_indices(depth: int, count: int, position: Placement = "later") -> 
         return tuple(range(start, start + count))
     if position == "alternate":
         if 2 * count - 1 > depth:
-            raise ValueError(f"alternate placement of {count} blocks needs depth >= {2 * count - 1}, got {depth}")
+            raise InputError(f"alternate placement of {count} blocks needs depth >= {2 * count - 1}, got {depth}")
         return tuple(sorted(depth - 1 - 2 * i for i in range(count)))
-    raise ValueError(f"moe position must be early|middle|later|alternate, got {position!r}")
+    raise InputError(f"moe position must be early|middle|later|alternate, got {position!r}")
 
 
 @dataclass(frozen=True)
@@ -125,18 +126,18 @@ class MoEConfig:
         object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
         _positive("moe.num_experts", self.num_experts)
         if not 0 < self.top_k <= self.num_experts:
-            raise ValueError(f"moe.top_k must be in 1..num_experts ({self.num_experts}), got {self.top_k}")
+            raise InputError(f"moe.top_k must be in 1..num_experts ({self.num_experts}), got {self.top_k}")
         _positive("moe.hidden_ratio", self.hidden_ratio)
         if self.noise not in ("learned", "fixed", "none"):
-            raise ValueError(f"moe.noise must be learned|fixed|none, got {self.noise!r}")
+            raise InputError(f"moe.noise must be learned|fixed|none, got {self.noise!r}")
         if self.noise_std < 0:
-            raise ValueError(f"moe.noise_std must be >= 0, got {self.noise_std}")
+            raise InputError(f"moe.noise_std must be >= 0, got {self.noise_std}")
         if self.capacity_factor is not None:
             _positive("moe.capacity_factor", self.capacity_factor)
         if self.balance_loss_weight < 0:
-            raise ValueError(f"moe.balance_loss_weight must be >= 0, got {self.balance_loss_weight}")
+            raise InputError(f"moe.balance_loss_weight must be >= 0, got {self.balance_loss_weight}")
         if len(set(self.blocks)) != len(self.blocks) or any(b < 0 for b in self.blocks):
-            raise ValueError(f"moe.blocks must be distinct non-negative indices, got {self.blocks}")
+            raise InputError(f"moe.blocks must be distinct non-negative indices, got {self.blocks}")
 
     def hidden_dim(self, dim: int) -> int:
         return int(dim * self.hidden_ratio)
@@ -159,21 +160,21 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if not self.heads:
-            raise ValueError("heads must name at least one task, e.g. {'video': 7}")
+            raise InputError("heads must name at least one task, e.g. {'video': 7}")
         for task, n in self.heads.items():
             if n <= 0:
-                raise ValueError(f"heads.{task} must be a positive class count, got {n}")
+                raise InputError(f"heads.{task} must be a positive class count, got {n}")
         for name, moe in (("moae", self.moae), ("moe_ffn", self.moe_ffn)):
             if moe is not None and any(b >= self.encoder.depth for b in moe.blocks):
-                raise ValueError(f"{name}.blocks {moe.blocks} out of range for encoder.depth {self.encoder.depth}")
+                raise InputError(f"{name}.blocks {moe.blocks} out of range for encoder.depth {self.encoder.depth}")
         for task, names in self.class_names.items():
             if task not in self.heads:
-                raise ValueError(f"class_names.{task}: no head named {task!r} (heads: {sorted(self.heads)})")
+                raise InputError(f"class_names.{task}: no head named {task!r} (heads: {sorted(self.heads)})")
             if len(names) != self.heads[task]:
-                raise ValueError(f"class_names.{task} has {len(names)} names but heads.{task} is {self.heads[task]}")
+                raise InputError(f"class_names.{task} has {len(names)} names but heads.{task} is {self.heads[task]}")
         object.__setattr__(self, "class_names", {k: tuple(v) for k, v in self.class_names.items()})
         if not 0.0 <= self.head_dropout < 1.0:
-            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+            raise InputError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "classifier", **dataclasses.asdict(self)}
@@ -212,11 +213,11 @@ class MAEConfig:
         for name in ("decoder_dim", "decoder_depth", "decoder_heads"):
             _positive(name, getattr(self, name))
         if self.decoder_dim % self.decoder_heads:
-            raise ValueError(f"decoder_dim ({self.decoder_dim}) must be divisible by decoder_heads ({self.decoder_heads})")
+            raise InputError(f"decoder_dim ({self.decoder_dim}) must be divisible by decoder_heads ({self.decoder_heads})")
         for name in ("mask_ratio_video", "mask_ratio_image"):
             r = getattr(self, name)
             if not 0.0 <= r < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {r}")
+                raise InputError(f"{name} must be in [0, 1), got {r}")
         object.__setattr__(self, "pixel_mean", tuple(self.pixel_mean))
         object.__setattr__(self, "pixel_std", tuple(self.pixel_std))
 
@@ -235,7 +236,7 @@ def _reject_unknown(cls: type, d: dict[str, Any], where: str) -> None:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}")
+        raise InputError(f"{where}: unknown field(s) {unknown}")
 
 
 def _checked(cls: type, d: dict[str, Any], where: str) -> dict[str, Any]:
@@ -280,9 +281,9 @@ def model_config(
     other keyword arguments are ``MoEConfig`` fields.
     """
     if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
+        raise InputError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
+        raise InputError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
     enc = SIZES[size]
     count = moe_count if moe_count is not None else enc.depth // 2
     blocks = moe_block_indices(enc.depth, count, moe_position)

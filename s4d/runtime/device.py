@@ -19,6 +19,7 @@ import contextlib
 import os
 
 import torch
+from preprocess.errors import InputError
 
 AMP_MODES = ("auto", "bf16", "off")
 
@@ -41,15 +42,15 @@ def resolve_device(name: str) -> torch.device:
         dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     elif name == "cpu" or name.startswith("cuda"):
         if name.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: no CUDA device is available here")
+            raise InputError(f"--device {name}: no CUDA device is available here")
         try:
             dev = torch.device(name)
         except RuntimeError:
-            raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}") from None
+            raise InputError(f"--device must be auto, cpu or cuda[:N], got {name!r}") from None
         if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
     else:
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+        raise InputError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
     if dev.type == "cuda":
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
@@ -68,7 +69,7 @@ def enable_tf32() -> None:
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """bf16 autocast (no loss scaling needed) or None for fp32."""
     if amp not in AMP_MODES:
-        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
+        raise InputError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     return torch.bfloat16

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from .dist import Dist
+from preprocess.errors import InputError
 
 MARKER = ".s4d-shared-check"
 # How long a node keeps looking before it declares the folder not shared: NFS clients may answer
@@ -26,7 +27,7 @@ MARKER = ".s4d-shared-check"
 WAIT_S = 10.0
 
 
-class RunFolderNotShared(ValueError):
+class RunFolderNotShared(InputError):
     """The run folder is not one folder for every node (one line naming it)."""
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from ..runtime.device import AMP_MODES
 from .optim import OptimConfig
 from .select import SELECT_METRICS, SELECT_MODES
+from preprocess.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -48,17 +49,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:  # fp16 would need loss scaling; bf16 does not
-            raise ValueError(f"amp must be auto, bf16 or off, got {self.amp!r}")
+            raise InputError(f"amp must be auto, bf16 or off, got {self.amp!r}")
         if self.epochs <= 0 or self.video_batch <= 0 or self.image_batch <= 0 or self.accum <= 0:
-            raise ValueError("epochs, video_batch, image_batch and accum must be positive")
+            raise InputError("epochs, video_batch, image_batch and accum must be positive")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+            raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.select not in SELECT_MODES:
-            raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}")
+            raise InputError(f"select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}")
         if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+            raise InputError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.select_metric not in SELECT_METRICS:
-            raise ValueError(f"select_metric must be one of {', '.join(SELECT_METRICS)}, got {self.select_metric!r}")
+            raise InputError(f"select_metric must be one of {', '.join(SELECT_METRICS)}, got {self.select_metric!r}")
         _check_wandb(self.wandb)
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,9 +91,9 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "video_batch", "image_batch"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"pretrain.{name} must be positive, got {getattr(self, name)}")
+                raise InputError(f"pretrain.{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"pretrain.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+            raise InputError(f"pretrain.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         _check_wandb(self.wandb)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,4 +102,4 @@ class PretrainConfig:
 
 def _check_wandb(project: str | None) -> None:
     if project is not None and (not project.strip() or any(c in project for c in "/\\#?%:")):
-        raise ValueError(f"--wandb must be a W&B project name (no / \\ # ? % :), got {project!r}")
+        raise InputError(f"--wandb must be a W&B project name (no / \\ # ? % :), got {project!r}")

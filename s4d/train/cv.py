@@ -5,7 +5,6 @@ mean and std beside it, for the last epochs and (``select`` val/test) the select
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ from ..runtime.tracking import Tracker
 from .config import TrainConfig
 from .finetune import train
 from .select import TEST_SELECTED
+from preprocess.errors import InputError
+from preprocess.safe_json import read_json
 
 
 def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
         else:
             log(f"fold {fold}: training")
             train(dataclasses.replace(cfg, fold=fold, out=str(fold_out)), log=log)
-        per_fold[fold] = json.loads((fold_out / "summary.json").read_text())
+        per_fold[fold] = read_json(fold_out / "summary.json", f"fold {fold}'s summary")
     if not d.main:
         return {}
     last = _pool_folds(out, m, "predictions.parquet", {f: per_fold[f] for f in m.folds})
@@ -96,7 +97,7 @@ def _pool_folds(out: Path, m: Manifest, name: str, fold_scores: dict[str, dict])
     probs = np.concatenate([np.stack([t[f"p_{c}"] for c in m.classes], axis=1) for t in tables])
     keys = [k for t in tables for k in t["key"]]
     if len(set(keys)) != len(keys):
-        raise ValueError("a video was tested in more than one fold: the folds overlap")
+        raise InputError("a video was tested in more than one fold: the folds overlap")
     pooled = scores(labels, probs.argmax(1), len(m.classes))
     uars = [s["uar"] for s in fold_scores.values()]
     wars = [s["war"] for s in fold_scores.values()]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from timm.optim import param_groups_layer_decay
 from timm.scheduler import CosineLRScheduler
+from preprocess.errors import InputError
 
 _EXPERT_BIAS = re.compile(r"(^|\.)experts\.b\d+$")  # stacked (E, H) / (E, D) biases of MoAE / MoE experts
 
@@ -36,12 +37,12 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.base_lr <= 0 or self.reference_batch <= 0:
-            raise ValueError("optim.base_lr and optim.reference_batch must be positive")
+            raise InputError("optim.base_lr and optim.reference_batch must be positive")
         if not 0 < self.layer_decay <= 1:
-            raise ValueError(f"optim.layer_decay must be in (0, 1], got {self.layer_decay}")
+            raise InputError(f"optim.layer_decay must be in (0, 1], got {self.layer_decay}")
         for name in ("weight_decay", "warmup_epochs", "min_lr", "warmup_lr"):
             if getattr(self, name) < 0:
-                raise ValueError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
+                raise InputError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
 
     def lr(self, global_batch: int) -> float:
         return self.base_lr * global_batch / self.reference_batch

@@ -26,6 +26,9 @@ from ..checkpoint import save_checkpoint
 from ..eval.metrics import scores
 from ..eval.protocol import pool, predict
 from ..runtime.dist import Dist, gather
+from preprocess.errors import InputError
+from preprocess.safe_io import write_text
+from preprocess.safe_json import read_json
 
 SELECT_MODES = ("last", "val", "test")
 SELECT_METRICS = ("uar", "war")
@@ -52,12 +55,12 @@ def record_holdout(path: Path, keys: list[str], fraction: float, seed: int) -> N
     """Write the held-out keys beside the run, or check them against the ones it started with."""
     new = {"fraction": fraction, "seed": seed, "keys": list(keys)}
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = read_json(path, "the held-out split")
         if old != new:
-            raise ValueError(f"{path}: the held-out split differs from the one this run started with (the training data "
+            raise InputError(f"{path}: the held-out split differs from the one this run started with (the training data "
                              f"changed?); use a new --out")
         return
-    path.write_text(json.dumps(new, indent=1) + "\n")
+    write_text(path, json.dumps(new, indent=1) + "\n")  # a planted symlink is refused
 
 
 class Selector:
@@ -108,9 +111,9 @@ class Selector:
         if self.epoch is None:
             return
         meta = self.path.with_suffix(".json")
-        on_disk = json.loads(meta.read_text()).get("epoch") if meta.is_file() and self.path.is_file() else None
+        on_disk = read_json(meta, "the best checkpoint's config").get("epoch") if meta.is_file() and self.path.is_file() else None
         if on_disk == self.epoch:
             return
         if self.epoch != resumed_epoch:
-            raise ValueError(f"{self.path}: holds epoch {on_disk} but the run's state selected epoch {self.epoch}; start a new --out")
+            raise InputError(f"{self.path}: holds epoch {on_disk} but the run's state selected epoch {self.epoch}; start a new --out")
         self.save_best(model, extra)
