@@ -24,6 +24,7 @@ from .augment import BatchAugment, epoch_generator, rrc_box
 from .config import LoaderConfig
 from .dataset import ShardDataset
 from .handover import CopyGuard, dali_to_torch
+from .header import check_declared_size, max_stored_pixels
 from .plan import Batch, epoch_batches
 
 _NOTICE_SHOWN = False
@@ -84,6 +85,8 @@ class Loader:
         self._pending: Iterator[tuple[Batch, list[np.ndarray]]] = iter(())
         self._crop_gen = torch.Generator()
         self._copies = CopyGuard()
+        self.max_pixels = max_stored_pixels(ds.manifest.preprocess.size)  # per stored frame, checked before decoding
+        self._source_error: ShardError | None = None  # raised inside DALI's external source; re-raised as is
 
     def batches(self, epoch: int) -> list[Batch]:
         return epoch_batches(self.ds, self.cfg, epoch=epoch, rank=self.rank, world=self.world, num_samples=self.num_samples)
@@ -92,13 +95,21 @@ class Loader:
         return len(self.batches(0))
 
     def _bytes(self, pos: int) -> np.ndarray:
+        """A sample's stored bytes, for either backend, after its header's declared frame size
+        is checked against ``max_pixels`` (nothing is decoded yet): a ``ShardError`` naming the
+        shard and key otherwise."""
         key = self.ds.keys[pos]
         try:
-            return self.ds.reader.get(key, self.ds.media_ext)
+            data = self.ds.reader.get(key, self.ds.media_ext)
         except ShardError:
             raise
         except (OSError, ValueError) as err:
             raise ShardError(f"{self._shard_of(key)}: cannot read sample {key} ({err})") from None
+        try:
+            check_declared_size(data, self.video, self.max_pixels)
+        except ValueError as err:
+            raise ShardError(f"{self._shard_of(key)}: sample {key} {err}") from None
+        return data
 
     def _shard_of(self, key: str) -> str:
         """The tar holding a sample, for error messages ("?" if the index does not know it)."""
@@ -143,7 +154,11 @@ class Loader:
 
     def _dali_source(self):
         """Called by DALI (possibly ahead of the consumer): the next batch of the epoch."""
-        batch, data = next(self._pending)  # StopIteration ends DALI's epoch
+        try:
+            batch, data = next(self._pending)  # StopIteration ends DALI's epoch
+        except ShardError as err:  # DALI would wrap it in its own RuntimeError; _dali_batches raises it as is
+            self._source_error = err
+            raise
         labels = [np.asarray(self.ds.labels[p], dtype=np.int64) for p in batch.positions]
         if not self.video:
             return (data, labels, *self._image_crops(len(data))) if self.cfg.train else (data, labels)
@@ -202,7 +217,8 @@ class Loader:
                 outs = self._run()
             except RuntimeError as err:
                 self._pipe = None  # a failed pipeline cannot continue; rebuild next epoch
-                raise self._decode_failure(batch, err) from None
+                source_error, self._source_error = self._source_error, None
+                raise (source_error or self._decode_failure(batch, err)) from None
             tensors = [dali_to_torch(o) for o in outs]  # train: uint8 (B,T,S,S,3) / (B,S,S,3)
             pixels = tensors[0] if self.cfg.train or not self.video else torch.stack(tensors[:2], dim=1)
             if self.video and not self.cfg.train and self.cfg.random_clip:  # the eval graph decodes the one start twice
@@ -244,7 +260,7 @@ class Loader:
                 if self.video:  # the very frames this batch asked for
                     n = int(self.ds.frames[p])
                     for s in np.atleast_1d(batch.starts[j]):
-                        decode_clip(data, clip_indices(int(s), n, self.cfg.frames, self.cfg.stride))
+                        decode_clip(data, clip_indices(int(s), n, self.cfg.frames, self.cfg.stride), self.max_pixels)
                 else:
                     decode_image(data)
             except (ValueError, OSError, ShardError):
@@ -266,7 +282,7 @@ class Loader:
                 try:
                     if self.video:
                         n = int(self.ds.frames[p])
-                        decoded = [decode_clip(data, clip_indices(int(s), n, self.cfg.frames, self.cfg.stride))
+                        decoded = [decode_clip(data, clip_indices(int(s), n, self.cfg.frames, self.cfg.stride), self.max_pixels)
                                    for s in np.atleast_1d(batch.starts[j])]
                         if self.cfg.train:  # one decoded clip; BatchAugment makes the views
                             items.append(tf(decoded[0]))

@@ -15,13 +15,17 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from preprocess.media import decoder_options
+
 from .augment import rrc_box
 from .config import LoaderConfig
 
 
-def decode_clip(data: np.ndarray, indices: np.ndarray) -> np.ndarray:
+def decode_clip(data: np.ndarray, indices: np.ndarray, max_pixels: int | None = None) -> np.ndarray:
     """(len(indices), H, W, 3) uint8 RGB; decodes up to the last index needed and converts only
-    the frames asked for (the RGB conversion costs more than decoding small clips)."""
+    the frames asked for (the RGB conversion costs more than decoding small clips). With
+    ``max_pixels``, the decoder refuses a frame far larger (libavcodec's own check, before it
+    allocates the frame; ``preprocess.media.decoder_options``)."""
     import av
 
     wanted = {int(i) for i in indices}
@@ -29,6 +33,8 @@ def decode_clip(data: np.ndarray, indices: np.ndarray) -> np.ndarray:
     count = 0
     try:
         with av.open(io.BytesIO(data.tobytes())) as container:
+            if max_pixels is not None:
+                container.streams.video[0].codec_context.options = decoder_options(max_pixels)
             for count, frame in enumerate(container.decode(video=0), 1):
                 if count - 1 in wanted:
                     frames[count - 1] = frame.to_ndarray(format="rgb24")

@@ -14,13 +14,16 @@ Alignment levels the eye line; already face-cropped data uses the same warps wit
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 import cv2
 import numpy as np
 
+from .errors import InputError
 from .media import MediaError
 
 Geometry = Literal["squash", "crop"]
@@ -141,7 +144,7 @@ class FaceDetector:
         try:
             from facenet_pytorch import MTCNN
         except ImportError:  # not a dependency: its metadata pins torch<2.3, numpy<2, Pillow<10.3, which would break the resolve
-            raise ValueError(f"face detection (MTCNN) needs facenet-pytorch, installed without its outdated pins: {FACENET_INSTALL}"
+            raise InputError(f"face detection (MTCNN) needs facenet-pytorch, installed without its outdated pins: {FACENET_INSTALL}"
                              " (or run with --no-align on face crops)") from None
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -160,18 +163,51 @@ class FaceDetector:
     def detect_all(self, frames: np.ndarray) -> list[list[Face]]:
         """(T, H, W, 3) uint8 RGB -> per frame, every face at or above ``min_prob``, most
         confident first."""
+        return self.detect_all_stream(iter(frames))
+
+    def detect_stream(self, frames: Iterable[np.ndarray]) -> list[Face | None]:
+        """``detect`` over frames as they are decoded: each (H, W, 3) frame is shrunk to the
+        detection size on arrival, so memory holds one full frame and one batch of small ones."""
+        return [faces[0] if faces else None for faces in self.detect_all_stream(frames)]
+
+    def detect_all_stream(self, frames: Iterable[np.ndarray]) -> list[list[Face]]:
+        """``detect_all`` over an iterable of (H, W, 3) uint8 RGB frames of one size, batch by batch
+        (the same batches, hence the same faces, as over the stacked frames)."""
         out: list[list[Face]] = []
-        h, w = frames.shape[1:3]
+        chunk: list[np.ndarray] = []
+        scale = 1.0
+        for frame in frames:
+            if not chunk and not out:
+                scale = self._scale(*frame.shape[:2])
+            chunk.append(self._shrink(frame, scale))
+            if len(chunk) == self.batch_size:
+                out += self._detect_small(np.stack(chunk), scale)
+                chunk = []
+        if chunk:
+            out += self._detect_small(np.stack(chunk), scale)
+        return out
+
+    def _scale(self, h: int, w: int) -> float:
+        """Shrink factor to the detection size (at most ``max_side``); too small frames are a ``MediaError``."""
         if min(h, w) * min(1.0, self.max_side / max(h, w)) < MIN_DETECT_SIDE:
             raise MediaError(f"frames of {w}x{h} are too small (or too thin) for face detection")
-        scale = min(1.0, self.max_side / max(h, w))
-        size = (round(w * scale), round(h * scale))
-        for i in range(0, len(frames), self.batch_size):
-            chunk = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) if scale < 1 else f for f in frames[i : i + self.batch_size]])
-            for d in self.batched.detect(chunk):
-                p = d.probs_K.astype(np.float64)
-                out.append([Face(tuple(float(v) / scale for v in d.boxes_K4[j]), float(p[j]), d.points_K52[j].astype(np.float64) / scale)
-                            for j in np.argsort(-np.nan_to_num(p, nan=-1.0), kind="stable") if p[j] >= self.min_prob])
+        return min(1.0, self.max_side / max(h, w))
+
+    @staticmethod
+    def _shrink(frame: np.ndarray, scale: float) -> np.ndarray:
+        """(H, W, 3) -> (round(H * scale), round(W * scale), 3), the detector's input."""
+        if scale >= 1:
+            return frame
+        h, w = frame.shape[:2]
+        return cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+
+    def _detect_small(self, chunk: np.ndarray, scale: float) -> list[list[Face]]:
+        """(B, h, w, 3) shrunk frames -> per frame, faces in the full frame's coordinates."""
+        out = []
+        for d in self.batched.detect(chunk):
+            p = d.probs_K.astype(np.float64)
+            out.append([Face(tuple(float(v) / scale for v in d.boxes_K4[j]), float(p[j]), d.points_K52[j].astype(np.float64) / scale)
+                        for j in np.argsort(-np.nan_to_num(p, nan=-1.0), kind="stable") if p[j] >= self.min_prob])
         return out
 
 
@@ -197,10 +233,20 @@ def fill_nearest(faces: list[Face | None]) -> list[Face]:
     return [faces[i] if faces[i] is not None else faces[int(idx[np.argmin(np.abs(idx - i))])] for i in range(len(faces))]
 
 
-def align_clip(frames: np.ndarray, faces: list[Face | None], margin: float, size: int, min_face_frames: int,
-               geometry: Geometry = "crop", min_face_fraction: float = 0.0) -> AlignedClip:
-    """The span from the first to the last frame with a face, aligned (frames between without a
-    face borrow the nearest detection). Kept when it holds ``min_face_frames`` face frames (one
+@dataclass(frozen=True)
+class ClipPlan:
+    """Where a clip's face is, from detection alone (no pixels): ``span`` [first, last + 1) of
+    the source frames, the face to align each frame of the span with, and the counts."""
+
+    span: tuple[int, int]
+    faces: list[Face]  # one per frame of the span; frames without a face borrow the nearest detection
+    faces_found: int
+    faces_filled: int
+
+
+def plan_clip(faces: list[Face | None], min_face_frames: int, min_face_fraction: float = 0.0) -> ClipPlan:
+    """The span from the first to the last frame with a face (frames between without a face
+    borrow the nearest detection). Kept when it holds ``min_face_frames`` face frames (one
     training window; the clip's length if shorter) and, optionally, ``min_face_fraction`` of
     all frames; otherwise ``NotEnoughFaces`` says how many face frames were found."""
     found_at = [i for i, f in enumerate(faces) if f is not None]
@@ -210,6 +256,22 @@ def align_clip(frames: np.ndarray, faces: list[Face | None], margin: float, size
             f"{min_face_fraction:.0%} of the frames (min_face_fraction)"
         raise NotEnoughFaces(f"a face in {len(found_at)} of {len(faces)} frames; a clip needs {rule}")
     a, b = found_at[0], found_at[-1] + 1
-    filled = fill_nearest(list(faces[a:b]))
-    aligned = np.stack([align(fr, f, margin, size, geometry) for fr, f in zip(frames[a:b], filled)])
-    return AlignedClip(aligned, len(found_at), (b - a) - len(found_at), (a, b))
+    return ClipPlan((a, b), fill_nearest(list(faces[a:b])), len(found_at), (b - a) - len(found_at))
+
+
+def align_span(frames: Iterable[np.ndarray], plan: ClipPlan, margin: float, size: int, geometry: Geometry = "crop") -> np.ndarray:
+    """(b - a, size, size, 3) uint8: the frames of ``plan.span`` aligned, taken from ``frames``
+    as they come (a second decoding pass; frames after the span are not read). Fewer frames
+    than the span is a ``MediaError`` (the source changed between the passes)."""
+    a, b = plan.span
+    out = [align(fr, face, margin, size, geometry) for fr, face in zip(itertools.islice(frames, a, b), plan.faces)]
+    if len(out) != b - a:
+        raise MediaError(f"the second decoding pass gave {a + len(out)} frames, the first at least {b} (the file changed?)")
+    return np.stack(out)
+
+
+def align_clip(frames: np.ndarray, faces: list[Face | None], margin: float, size: int, min_face_frames: int,
+               geometry: Geometry = "crop", min_face_fraction: float = 0.0) -> AlignedClip:
+    """``plan_clip`` + ``align_span`` over frames already in memory, (T, H, W, 3) uint8."""
+    plan = plan_clip(faces, min_face_frames, min_face_fraction)
+    return AlignedClip(align_span(iter(frames), plan, margin, size, geometry), plan.faces_found, plan.faces_filled, plan.span)

@@ -61,8 +61,19 @@ def shards(
     min_face_frames: Annotated[Optional[int], typer.Option(min=1, help="With alignment: keep a clip with at least this many face "
                                                                       "frames, stored over the span where the face is "
                                                                       "(default: one training window, frames x stride).")] = None,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, envvar="S4D_MAX_PIXELS",
+                                            help="Refuse (as a skipped sample) a video or image whose header declares more "
+                                                 "pixels per frame (width x height), before decoding it.")] = 4096 * 4096,
+    max_frames: Annotated[int, typer.Option("--max-frames", min=1, envvar="S4D_MAX_FRAMES",
+                                            help="Refuse (as a skipped sample) a video or frame folder that declares or "
+                                                 "holds more frames.")] = 100_000,
 ) -> None:
     """Preprocess a raw dataset into WebDataset shards (resumable: re-run to continue)."""
+    import os
+
+    from preprocess.media import FRAMES_ENV, PIXELS_ENV
+
+    os.environ[PIXELS_ENV], os.environ[FRAMES_ENV] = str(max_pixels), str(max_frames)  # read by every worker process
     from preprocess.lock import folder_lock
     from preprocess.manifest import load_manifest
     from preprocess.own_data import manifest_from_csv
