@@ -4,7 +4,6 @@ experts?)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,11 @@ from preprocess.manifest import ManifestError
 
 from ..models import Classifier
 from ..plots import plot_experts
+from .outputs import write_result
 
 
-def analyze_experts(collected: dict[str, Any], out: Path, title: str) -> dict[str, Any]:
+def analyze_experts(collected: dict[str, Any], out: Path, title: str, *, force: bool = False) -> dict[str, Any]:
+    """``experts.json`` and ``experts.png`` in ``out`` (a folder of kind analyze; earlier ones replaced only with ``force``)."""
     model: Classifier = collected["model"]
     if model.config.moae is None:
         raise ManifestError("this model has no MoAE layers (a plain ViT baseline): nothing to analyse")
@@ -29,7 +30,6 @@ def analyze_experts(collected: dict[str, Any], out: Path, title: str) -> dict[st
         v, i = by_task["video"], by_task["image"]
         tv = 0.5 * np.abs(v / v.sum(1, keepdims=True) - i / i.sum(1, keepdims=True)).sum(1)
         result["task_difference"] = dict(zip(map(str, layers), tv.round(6).tolist()))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "experts.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, "experts", result, force=force)
     result["plot"] = str(plot_experts(out / "experts.png", layers, by_task, title))
     return result

@@ -3,6 +3,7 @@ and shuffled within each clip."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from ..eval.data import eval_loader_config, shard_folder
 from ..eval.metrics import scores
 from ..eval.protocol import predict
 from ..runtime import autocast_dtype, dali_device_id, resolve_device
+from .outputs import write_result
 
 
 def shuffle_frames(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -62,3 +64,8 @@ def frame_order_test(checkpoint: str, manifest: str, *, fold: str | None = None,
     b = scores(y, np.concatenate(shuffled), len(m.classes))
     return {"classes": list(m.classes), "count": int(len(y)), "uar": a["uar"], "uar_shuffled": b["uar"],
             "recall": dict(zip(m.classes, a["recall"])), "recall_shuffled": dict(zip(m.classes, b["recall"]))}
+
+
+def write_frame_order(result: dict[str, Any], out: Path, *, force: bool = False) -> Path:
+    """``frame_order.json`` (``frame_order_test``'s result) in ``out``, a folder of kind analyze."""
+    return write_result(out, "order", result, force=force)

@@ -3,7 +3,6 @@ feature per class) of the video classes and the still-image classes (the paper's
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 from preprocess.manifest import ManifestError
 
 from ..plots import plot_relevance
+from .outputs import write_result
 
 
 def class_centres(features: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
@@ -29,7 +29,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b.T
 
 
-def analyze_relevance(collected: dict[str, Any], out: Path, title: str) -> dict[str, Any]:
+def analyze_relevance(collected: dict[str, Any], out: Path, title: str, *, force: bool = False) -> dict[str, Any]:
+    """``relevance.json`` and ``relevance.png`` in ``out`` (a folder of kind analyze; earlier ones replaced only with ``force``)."""
     tasks = collected["tasks"]
     if "image" not in tasks:
         raise ManifestError("the manifest names no still-image (sfer) source: task relevance needs both")
@@ -42,7 +43,6 @@ def analyze_relevance(collected: dict[str, Any], out: Path, title: str) -> dict[
               "closest_image_class": {c: (i_names[int(np.nanargmax(row))] if not np.isnan(row).all() else None)
                                       for c, row in zip(v_names, sim)},
               "samples": {"video": int(len(v["data"].labels)), "image": int(len(i["data"].labels))}}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "relevance.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, "relevance", result, force=force)
     result["plot"] = str(plot_relevance(out / "relevance.png", np.nan_to_num(sim), v_names, i_names, title))
     return result

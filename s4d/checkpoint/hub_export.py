@@ -19,31 +19,37 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from preprocess.errors import InputError
 from preprocess.manifest import read_json_file
 from preprocess.safe_io import open_new, refuse_symlink, write_text
 
+from ..runtime.ownership import check, claim
 from .format import checkpoint_meta, read_checkpoint, sidecar
 from .keymap import CheckpointError
 
 WHICH = ("last", "best")
 
 
-def export_hub(run: Path, out: Path, which: str = "last") -> Path:
-    """Write the upload folder ``out`` for ``run``'s ``which`` checkpoint; returns the card."""
+def export_hub(run: Path, out: Path, which: str = "last", *, force: bool = False) -> Path:
+    """Write the upload folder ``out`` for ``run``'s ``which`` checkpoint; returns the card.
+    ``out`` holds only what this export writes (``runtime.ownership``, kind export-hub): a new
+    or empty folder, or with ``force`` one of an earlier export, whose files are removed first
+    (no stale figure stays); never a training run's folder."""
     run, out = Path(run), Path(out)
     if which not in WHICH:
-        raise ValueError(f"--checkpoint must be last or best, got {which!r}")
+        raise InputError(f"--checkpoint must be last or best, got {which!r}")
     if not run.is_dir():
-        raise ValueError(f"{run}: no such run folder")
+        raise InputError(f"{run}: no such run folder")
+    check(out, "export-hub", force=force)  # refused before the work
     folds = sorted(p.name for p in run.glob("fold_*") if (p / "checkpoints").is_dir())
     if not (run / "checkpoints").is_dir() and folds:
-        raise ValueError(f"{run}: an s4d cv folder holds one model per fold; export one of them, e.g. {run / folds[0]} "
+        raise InputError(f"{run}: an s4d cv folder holds one model per fold; export one of them, e.g. {run / folds[0]} "
                          "(its card includes the pooled scores)")
     refuse_symlink(run / "checkpoints")
     ckpt = refuse_symlink(run / "checkpoints" / f"{which}.safetensors")
     if not ckpt.is_file():
         hint = " (best exists only for runs with --select val or test)" if which == "best" else ""
-        raise ValueError(f"{ckpt}: no such checkpoint{hint}")
+        raise InputError(f"{ckpt}: no such checkpoint{hint}")
     config = _read_json(run / "config.json")
     pretrain = "mixture" in config
     summary = None if pretrain else _read_json(run / "summary.json", "the run has not finished: run the same command to finish it")
@@ -51,10 +57,10 @@ def export_hub(run: Path, out: Path, which: str = "last") -> Path:
     if not meta:
         raise CheckpointError(f"{sidecar(ckpt)}: missing; a run folder's checkpoints always have their config sidecar")
     if which == "best" and summary is not None and summary.get("selected", {}).get("epoch") != meta.get("epoch"):
-        raise ValueError(f"{ckpt}: epoch {meta.get('epoch')} is not the selected epoch of {run / 'summary.json'}")
+        raise InputError(f"{ckpt}: epoch {meta.get('epoch')} is not the selected epoch of {run / 'summary.json'}")
     read_checkpoint(ckpt)  # finite weights, unchanged since saved (its sha256): never publish a damaged file
     pooled = _pooled(run)
-    out.mkdir(parents=True, exist_ok=True)
+    claim(out, "export-hub", force=force)  # created and marked; an earlier export's files removed (force)
     _copy_regular(ckpt, out / "model.safetensors")
     write_text(out / "model.json", json.dumps(meta, indent=2) + "\n")
     write_text(out / "training_config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -80,15 +86,18 @@ def _copy_regular(src: Path, dst: Path) -> None:
         raise
     with os.fdopen(fd, "rb") as fin:
         if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
-            raise ValueError(f"{src}: not a regular file; refusing to copy it")
+            raise InputError(f"{src}: not a regular file; refusing to copy it")
         with open_new(dst, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 def _read_json(path: Path, missing: str = "missing") -> dict[str, Any]:
     if not path.is_file():
-        raise ValueError(f"{path}: {missing}")
-    return read_json_file(path)
+        raise InputError(f"{path}: {missing}")
+    value = read_json_file(path)
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _pooled(run: Path) -> dict[str, Any] | None:
@@ -96,7 +105,7 @@ def _pooled(run: Path) -> dict[str, Any] | None:
     parent = run.parent / "summary.json"
     if not run.name.startswith("fold_") or not parent.is_file():
         return None
-    summary = read_json_file(parent)
+    summary = _read_json(parent)
     return summary if run.name[len("fold_"):] in summary.get("folds", {}) else None
 
 

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from .main import app, one_line_errors
-from .options import BackendOpt, CheckpointOpt, DataRootOpt, DeviceOpt, FoldOpt, ManifestOpt, OutOpt, default_out
+from .options import (AnalyzeOutOpt, BackendOpt, CheckpointOpt, DataRootOpt, DeviceOpt, EvalOutOpt, FoldOpt, ForceOpt, ManifestOpt,
+                      default_out)
 
 
 @app.command("eval")
@@ -19,42 +19,49 @@ def eval_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Our .safetensors or the authors' fine-tuned file.")],
     fold: Annotated[Optional[str], typer.Option(help="Fold whose test set to use (default: the first).")] = None,
     task: Annotated[Optional[str], typer.Option(help="Head to use: video | image (default: the manifest's modality).")] = None,
-    out: OutOpt = None,
+    out: EvalOutOpt = None,
     data_root: DataRootOpt = None,
     backend: BackendOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Test protocol on a manifest's test set: UAR, WAR, per-class recall, confusion matrix."""
+    from preprocess.manifest import load_manifest
+
     from ..eval.evaluate import evaluate_checkpoint
 
     with one_line_errors():
-        target = out or default_out("eval", manifest, fold)
+        target = out or default_out("eval", manifest, load_manifest(manifest).fold_name(fold))
         evaluate_checkpoint(manifest, str(checkpoint), out=str(target), fold=fold, task=task,
-                            data_root=str(data_root) if data_root else None, backend=backend, log=typer.echo)
+                            data_root=str(data_root) if data_root else None, backend=backend, force=force, log=typer.echo)
     typer.echo(f"outputs in {target}")
 
 
 analyze_app = typer.Typer(no_args_is_help=True, help="The paper's analyses of a trained model, as PNG + JSON.")
 app.add_typer(analyze_app, name="analyze")
-AnalyzeOutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNG + JSON (default runs/analyze-<manifest>).")]
 LimitOpt = Annotated[int, typer.Option(help="At most this many samples per task (a random, fixed subset).")]
 
 
-def _analyze(kind: str, checkpoint: Path, manifest: str, fold, out, data_root, limit: int, backend: str, device: str) -> None:
+def _analyze(kind: str, checkpoint: Path, manifest: str, fold, out, data_root, limit: int, backend: str, device: str,
+             force: bool) -> None:
+    from preprocess.errors import InputError
+
     from ..analysis.collect import collect_tasks
     from ..analysis.experts import analyze_experts
+    from ..analysis.outputs import check_out
     from ..analysis.relevance import analyze_relevance
     from ..runtime import resolve_device
 
     with one_line_errors():
         if limit < 1:
-            raise ValueError(f"--limit must be at least 1, got {limit}")
+            raise InputError(f"--limit must be at least 1, got {limit}")
         resolve_device(device)
         target = out or default_out("analyze", manifest)
+        check_out(target, kind, force=force)  # refused before the work
         collected = collect_tasks(str(checkpoint), manifest, fold=fold, data_root=str(data_root) if data_root else None,
                                   limit=limit, backend=backend, device=device)
         ckpt = Path(checkpoint)
         title = f"{ckpt.parent.parent.name if ckpt.parent.name == 'checkpoints' else ckpt.stem} on {Path(manifest).stem}"
-        result = (analyze_experts if kind == "experts" else analyze_relevance)(collected, target, title)
+        result = (analyze_experts if kind == "experts" else analyze_relevance)(collected, target, title, force=force)
     if kind == "experts" and "task_difference" in result:
         diff = ", ".join(f"block {b}: {v:.2f}" for b, v in result["task_difference"].items())
         typer.echo(f"routing difference video vs image (0 = same experts, 1 = disjoint): {diff}")
@@ -66,49 +73,53 @@ def _analyze(kind: str, checkpoint: Path, manifest: str, fold, out, data_root, l
 @analyze_app.command("experts")
 def analyze_experts_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: FoldOpt = None,
                         out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = 1000, backend: BackendOpt = "auto",
-                        device: DeviceOpt = "auto") -> None:
+                        device: DeviceOpt = "auto", force: ForceOpt = False) -> None:
     """Mean gate weight of each expert per MoAE layer, video vs still-image inputs (Fig. 5)."""
-    _analyze("experts", checkpoint, manifest, fold, out, data_root, limit, backend, device)
+    _analyze("experts", checkpoint, manifest, fold, out, data_root, limit, backend, device, force)
 
 
 @analyze_app.command("relevance")
 def analyze_relevance_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: FoldOpt = None,
                           out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = 1000, backend: BackendOpt = "auto",
-                          device: DeviceOpt = "auto") -> None:
+                          device: DeviceOpt = "auto", force: ForceOpt = False) -> None:
     """Cosine similarity of class centres, video classes x still-image classes (Fig. 4)."""
-    _analyze("relevance", checkpoint, manifest, fold, out, data_root, limit, backend, device)
+    _analyze("relevance", checkpoint, manifest, fold, out, data_root, limit, backend, device, force)
 
 
 @analyze_app.command("order")
 def analyze_order_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: FoldOpt = None,
-                      out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, backend: BackendOpt = "auto", device: DeviceOpt = "auto") -> None:
+                      out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, backend: BackendOpt = "auto", device: DeviceOpt = "auto",
+                      force: ForceOpt = False) -> None:
     """Does the model use time? Test-set recall with frames in order vs shuffled within each clip."""
-    from ..analysis.order import frame_order_test
+    from ..analysis.order import frame_order_test, write_frame_order
+    from ..analysis.outputs import check_out
     from ..runtime import resolve_device
 
     with one_line_errors():
         resolve_device(device)
+        target = out or default_out("analyze", manifest)
+        check_out(target, "order", force=force)  # refused before the work
         result = frame_order_test(str(checkpoint), manifest, fold=fold, data_root=str(data_root) if data_root else None,
                                   backend=backend, device=device)
-        target = out or default_out("analyze", manifest)
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "frame_order.json").write_text(json.dumps(result, indent=2) + "\n")
+        written = write_frame_order(result, target, force=force)
     typer.echo(f"UAR {100 * result['uar']:.1f}% in order, {100 * result['uar_shuffled']:.1f}% with frames shuffled")
     for c in result["classes"]:
         typer.echo(f"  {c}: {100 * result['recall'][c]:.1f}% -> {100 * result['recall_shuffled'][c]:.1f}%")
-    typer.echo(f"written: {target / 'frame_order.json'}")
+    typer.echo(f"written: {written}")
 
 
 @analyze_app.command("scores")
 def analyze_scores_cmd(
     run: Annotated[Path, typer.Argument(help="Output folder of s4d eval, train or cv (with summary.json).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the figures (default: the run folder).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the figures, not a training run's folder "
+                                                                    "(default RUN/analysis).")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Confusion matrix and per-class recall bars of an evaluation (Fig. 7)."""
     from ..analysis.scores import analyze_scores
 
     with one_line_errors():
-        result = analyze_scores(run, out)
+        result = analyze_scores(run, out, force=force)
     typer.echo(f"UAR {100 * result['uar']:.2f}: " + " and ".join(result["plots"]))
     if result["most_confused"]:
         mc = result["most_confused"]

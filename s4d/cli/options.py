@@ -11,6 +11,12 @@ import typer
 
 ManifestOpt = Annotated[str, typer.Option("--manifest", "-m", help="Video manifest name (in manifests/) or path (own data: DIR/manifest.json).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/<manifest>[-<fold>]).")]
+EvalOutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the outputs, not a training run's "
+                                                                        "(default runs/eval-<manifest>-<fold>).")]
+AnalyzeOutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNG + JSON, not a training run's "
+                                                                           "(default runs/analyze-<manifest>).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace this command's earlier outputs in --out (never a training "
+                                                        "run's files, never a file this command does not write).")]
 VariantOpt = Annotated[str, typer.Option(help="s4d | vit | vit-mtl | vit-moe")]
 SizeOpt = Annotated[str, typer.Option(help="debug | small | base")]
 EpochsOpt = Annotated[int, typer.Option(min=1, help="Training epochs.")]
@@ -44,16 +50,20 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | c
 
 
 def default_out(kind: str, manifest: str, fold: str | None = None) -> Path:
-    """Where a command writes when ``--out`` is not given: ``runs/<manifest>[-<fold>]`` for a
-    training run (own data: the folder name of DIR/manifest.json), ``runs/eval-<manifest>-<fold>``
-    for an evaluation, ``runs/<kind>-<manifest>`` for pre-training and analyses."""
+    """Where a command writes when ``--out`` is not given, as its ``--help`` says:
+    ``runs/<manifest>[-<fold>]`` for a training run, ``runs/eval-<manifest>-<fold>`` for an
+    evaluation (``fold``: the fold it scores, resolved by the caller: the manifest's first when
+    ``--fold`` is not given), ``runs/<kind>-<manifest>`` for pre-training and analyses.
+    ``<manifest>``: its name, or for own data the folder name of DIR/manifest.json."""
     path = Path(manifest)
+    name = path.parent.name if path.name == "manifest.json" else path.stem
     if kind == "train":
-        name = path.parent.name if path.name == "manifest.json" else path.stem
         return Path("runs") / (name if fold is None else f"{name}-{fold}")
     if kind == "eval":
-        return Path("runs") / f"eval-{path.stem}-{fold or 'main'}"
-    return Path("runs") / f"{kind}-{path.stem}"
+        if fold is None:
+            raise ValueError("default_out('eval'): the caller resolves the fold")  # internal invariant
+        return Path("runs") / f"eval-{name}-{fold}"
+    return Path("runs") / f"{kind}-{name}"
 
 
 def train_config(*, manifest: str, out: Path | None, fold: str | None, variant: str, size: str, epochs: int, video_batch: int,

@@ -102,13 +102,13 @@ def demo_timeline(root: Path, ckpt: str, seed: int) -> dict:
 def demo_analyses(root: Path, ckpt: str, manifest: str, data: str, backend: str) -> dict:
     from ..analysis.collect import collect_tasks
     from ..analysis.experts import analyze_experts
-    from ..analysis.order import frame_order_test
+    from ..analysis.order import frame_order_test, write_frame_order
     from ..analysis.relevance import analyze_relevance
 
     out = root / "analysis"
     collected = collect_tasks(ckpt, manifest, data_root=data, backend=backend)
-    experts = analyze_experts(collected, out, "demo model: mean gate weight per expert")
-    relevance = analyze_relevance(collected, out, "demo model: class-centre cosine similarity")
+    experts = analyze_experts(collected, out, "demo model: mean gate weight per expert", force=True)
+    relevance = analyze_relevance(collected, out, "demo model: class-centre cosine similarity", force=True)
     order = frame_order_test(ckpt, manifest, data_root=data, backend=backend)
-    (out / "frame_order.json").write_text(json.dumps(order, indent=2) + "\n")
+    write_frame_order(order, out, force=True)  # a re-run demo replaces its own analyses
     return {"experts": experts, "relevance": relevance, "frame_order": order}
