@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from preprocess.errors import InputError
 from preprocess.manifest import Manifest, ManifestError
 from preprocess.shards.encoding import component_ext
 from preprocess.shards.folder import read_index
 from preprocess.shards.reader import ShardReader
-from preprocess.shards.verify import verify_shards
+from preprocess.shards.verify import spot_check, verify_shards
 
 
 @dataclass
@@ -50,12 +51,14 @@ class ShardDataset:
 
 def open_dataset(manifest: Manifest, folder: str | os.PathLike, fold: str | None = None, role: str = "train") -> ShardDataset:
     """Samples of ``role`` (train/test/val) in ``fold`` (default: the manifest's first fold),
-    sorted by key; the shards are checked against ``shards.json`` first."""
+    sorted by key. The shards are checked against ``shards.json`` first (``verify_shards``'s
+    cheap checks: every listed tar present with its recorded size), then a few records per
+    shard against ``index.parquet`` (``spot_check``)."""
     folder = Path(folder)
     summary = verify_shards(manifest, folder)
     fold = manifest.fold_name(fold)
     if role not in ("train", "test", "val"):
-        raise ValueError(f"role must be train, test or val, got {role!r}")
+        raise InputError(f"role must be train, test or val, got {role!r}")
     partitions = set(getattr(manifest.folds[fold], role))
     table = read_index(folder, ["key", "shard", "partition", "label", "frames"])
     rows = sorted(
@@ -67,10 +70,12 @@ def open_dataset(manifest: Manifest, folder: str | os.PathLike, fold: str | None
     missing = sorted(set(shards) - listed)
     if missing:
         raise ManifestError(f"{folder}: index.parquet names shards not in shards.json: {missing[:3]}")
+    reader = ShardReader([folder / s for s in shards])
+    spot_check(folder / "index.parquet", reader, rows, len(manifest.classes))  # labels swapped in index.parquet stop here, cheaply
     return ShardDataset(
         manifest,
         [r[0] for r in rows],
         np.asarray([r[2] for r in rows], dtype=np.int64),
         np.asarray([r[3] for r in rows], dtype=np.int64),
-        ShardReader([folder / s for s in shards]),
+        reader,
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .manifest import Manifest, ManifestError, load_manifest, parse_manifest, read_json_file
+from .shards.folder import read_index
 from .shards.verify import verify_shards
+from .shards.version import SUMMARY_FIELD, check_version
 
 
 def _resolve(target: str, data_root: str | Path | None) -> tuple[Path, Manifest | None]:
@@ -34,15 +36,29 @@ def verify_folder(target: str, data_root: str | Path | None = None) -> str:
             "its tar; every index.parquet row matches its sample's own record")
 
 
-def describe(target: str, data_root: str | Path | None = None) -> str:
-    import pyarrow.parquet as pq
+ROW_COLUMNS = ["partition", "label", "frames", "faces_found", "faces_filled"]
 
+
+def _unverified_summary(path: Path) -> dict:
+    """``shards.json`` without its manifest: its version and the fields ``describe`` reads."""
+    summary = read_json_file(path)
+    if not isinstance(summary, dict):
+        raise ManifestError(f"{path}: must be a JSON object; re-run `s4d shards` to rewrite it")
+    check_version(path, summary.get(SUMMARY_FIELD))
+    missing = sorted({"manifest", "classes", "shards", "counts", "problems"} - set(summary))
+    if missing:
+        raise ManifestError(f"{path}: missing field(s) {missing}; re-run `s4d shards` to rewrite it")
+    return summary
+
+
+def describe(target: str, data_root: str | Path | None = None) -> str:
     folder, manifest = _resolve(target, data_root)
     index, summary_path = folder / "index.parquet", folder / "shards.json"
     if not index.is_file() or not summary_path.is_file():
         raise ManifestError(f"{folder}: no index.parquet/shards.json (run `s4d shards` first)")
-    summary = verify_shards(manifest, folder) if manifest is not None else read_json_file(summary_path)  # the cheap checks
-    rows = pq.read_table(index).to_pylist()
+    summary = verify_shards(manifest, folder) if manifest is not None else _unverified_summary(summary_path)  # the cheap checks
+    table = read_index(folder, ROW_COLUMNS)
+    rows = [dict(zip(ROW_COLUMNS, values)) for values in zip(*(table[c] for c in ROW_COLUMNS))]
     classes = summary["classes"]
     lines = [f"{summary['manifest']}: {len(rows)} samples, {len(summary['shards'])} shards, "
              f"{sum(s['bytes'] for s in summary['shards']) / 1e6:.1f} MB in {folder}"]

@@ -4,7 +4,11 @@ The unit of work is a shard. ``plan_shards`` sorts each partition's samples by k
 them into fixed groups (``preprocess.shard_samples``), so the plan is a pure function of the
 sample list: every process, host and re-run agrees on which sample goes into which shard.
 A shard is finished when its record (``NAME.record.json``, written last) exists; re-running
-skips finished shards, and an interrupted shard leaves only ``*.tmp`` files that are redone.
+checks each finished shard against its record (tar present, size, sha256; ``.idx`` equal to
+the tar's members) before trusting it: a missing or corrupt tar is encoded again from the raw
+data, a missing or garbage ``.idx`` is rewritten from its tar, and a stale ``shards.json`` /
+``index.parquet`` is removed until ``finalize`` rewrites it. An interrupted shard leaves only
+``*.tmp`` files that are redone.
 ``--part i/n`` takes shards i, i+n, i+2n, ...; ``shards.folder.finalize`` merges all records
 into ``index.parquet`` and ``shards.json`` once every shard is done.
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,13 +25,14 @@ import numpy as np
 
 from .adapters import RawSample, list_samples
 from .children import Stopped, die_with_parent, stop_on_signals, stop_pool
-from .faces import FaceDetector, NotEnoughFaces, align, align_clip, crop_box, fit_frame
+from .errors import InputError
+from .faces import FaceDetector, NotEnoughFaces, align, align_span, crop_box, fit_frame, plan_clip
 from .manifest import Manifest, check_name
-from .media import MediaError, read_frame_folder, read_image, read_video
+from .media import Limits, MediaError, open_frames, read_image
 from .safe_json import dumps
 from .shards.encoding import CLIP_EXT, encode_clip, encode_image, pack_info
-from .shards.folder import ShardTask, check_plan, plan_shards, record_path
-from .shards.writer import ShardWriter, sha256, write_json_atomic
+from .shards.folder import ShardTask, check_plan, plan_shards, record_path, shard_damage, stale_summary
+from .shards.writer import ShardWriter, rebuild_index, sha256, write_json_atomic
 
 
 def parse_part(text: str, env: dict[str, str] | None = None) -> tuple[int, int]:
@@ -40,9 +45,9 @@ def parse_part(text: str, env: dict[str, str] | None = None) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"--part must look like i/n (e.g. 0/4) or auto, got {text!r}") from None
+        raise InputError(f"--part must look like i/n (e.g. 0/4) or auto, got {text!r}") from None
     if not 0 <= i < n:
-        raise ValueError(f"--part {text}: need 0 <= i < n")
+        raise InputError(f"--part {text}: need 0 <= i < n")
     return i, n
 
 
@@ -53,13 +58,13 @@ def _slurm_part(env: dict[str, str]) -> tuple[int, int]:
         step = int(env.get("SLURM_ARRAY_TASK_STEP") or 1)
         last = int(env["SLURM_ARRAY_TASK_MAX"]) if env.get("SLURM_ARRAY_TASK_MAX") else None
     except (KeyError, ValueError):
-        raise ValueError("--part auto: not a SLURM job array task (SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT "
+        raise InputError("--part auto: not a SLURM job array task (SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT "
                          "unset or not numbers); give --part i/n") from None
     offset = task - first
     regular = step > 1 and offset % step == 0 and (last is None or (last - first) // step + 1 == count)
     index = offset // step if regular else offset  # a stepped range: 0-30:10 is tasks 0, 1, 2, 3
     if count < 1 or not 0 <= index < count:
-        raise ValueError(f"--part auto: this SLURM array task's index {index} (SLURM_ARRAY_TASK_ID {task} - "
+        raise InputError(f"--part auto: this SLURM array task's index {index} (SLURM_ARRAY_TASK_ID {task} - "
                          f"SLURM_ARRAY_TASK_MIN {first}) is outside the part count {count} (SLURM_ARRAY_TASK_COUNT): "
                          f"parts would be skipped; submit a contiguous array (--array=0-{max(count - 1, 0)}) or give --part i/n")
     return index, count
@@ -98,13 +103,14 @@ class SampleProcessor:
             row.update(frames=1, fps=0.0, faces_found=found, faces_filled=0)
             return {"jpg": encode_image(out, pre.quality), "info": pack_info(s.label, 1, 0.0, found), "json": _json(row)}, row
 
-        frames, fps = read_video(s.source) if s.kind == "video" else read_frame_folder(s.source, pre.frames_fps)
-        if pre.align:
+        limits = Limits.from_env(frames=True)  # declared sizes are checked before decoding; frames stream one at a time
+        fps, frames = open_frames(s.source, s.kind, pre.frames_fps, limits)
+        if pre.align:  # pass 1 keeps only the faces, pass 2 decodes again and crops the face's span
             window = self.m.clip.frames * self.m.clip.stride if self.m.clip else 1
-            clip = align_clip(frames, self.detector.detect(frames), pre.margin, pre.size, pre.min_face_frames or window,
-                              pre.geometry, pre.min_face_fraction)
-            out, found, filled = clip.frames, clip.faces_found, clip.faces_filled
-            row["face_span"] = list(clip.span)  # source frames kept: where the face is
+            plan = plan_clip(self.detector.detect_stream(frames), pre.min_face_frames or window, pre.min_face_fraction)
+            out = align_span(open_frames(s.source, s.kind, pre.frames_fps, limits)[1], plan, pre.margin, pre.size, pre.geometry)
+            found, filled = plan.faces_found, plan.faces_filled
+            row["face_span"] = list(plan.span)  # source frames kept: where the face is
         else:
             out, found, filled = np.stack([fit_frame(f, pre.size, pre.geometry) for f in frames]), 0, 0
         row.update(frames=len(out), fps=fps, faces_found=found, faces_filled=filled)
@@ -190,6 +196,7 @@ class RunSummary:
     done_now: int
     pending: list[str]
     problems: int
+    repaired: list[str] = field(default_factory=list)  # one line per finished shard found damaged and redone
 
 
 # GPU memory one `s4d shards` worker needs on CUDA (an estimate; no GPU measured it yet:
@@ -232,11 +239,15 @@ def run_shards(
     part: tuple[int, int] = (0, 1),
     device: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    on_repair: Callable[[str], None] | None = print,
 ) -> RunSummary:
+    """Write this part's shards that are not done into ``out_dir``; finished shards are checked
+    first and repaired (``repair_finished``), each repair said in one line to ``on_repair``."""
     adapter = list_samples(raw_root, manifest)
     tasks = plan_shards(adapter.samples, manifest)
     check_plan(out_dir, manifest, tasks, adapter)
     mine = tasks[part[0] :: part[1]]
+    repaired = repair_finished(out_dir, [t.name for t in mine], on_repair)
     todo = [t for t in mine if not record_path(out_dir, t.name).is_file()]
     done_before = len(mine) - len(todo)
     if on_progress:
@@ -249,7 +260,48 @@ def run_shards(
         raise ShardsInterrupted(f"interrupted ({stop.name}): {done} of {len(mine)} shard(s) done in {out_dir}; "
                                 "re-run the same command to resume") from None
     pending = [t.name for t in tasks if not record_path(out_dir, t.name).is_file()]
-    return RunSummary(len(tasks), done_before, len(todo), pending, problems)
+    return RunSummary(len(tasks), done_before, len(todo), pending, problems, repaired)
+
+
+MERGED = ("shards.json", "index.parquet")  # rewritten by finalize from the records
+
+
+def repair_finished(out_dir: Path, names: list[str], on_repair: Callable[[str], None] | None = None) -> list[str]:
+    """Check the finished shards among ``names`` (``shard_damage``: reads every tar) and undo
+    the damaged ones: a bad ``.idx`` alone is rewritten from its tar; otherwise the record, tar
+    and ``.idx`` are removed, record first, so the shard is written again from the raw data.
+    The merged ``shards.json`` / ``index.parquet`` go before a tar, so they never list a removed file.
+    A ``shards.json`` that still lists a missing tar of another part is removed too (``stale_summary``).
+    Returns one line per repair (also handed to ``on_repair``)."""
+    lines = []
+    for name in names:
+        if not record_path(out_dir, name).is_file():
+            continue
+        damage = shard_damage(out_dir, name)
+        if damage is None:
+            continue
+        what, why = damage
+        tar = out_dir / f"{name}.tar"
+        if what == "index":
+            rebuild_index(tar)
+            lines.append(f"{tar.with_suffix('.idx')}: rebuilt from {tar.name} ({why})")
+        else:
+            for merged in MERGED:
+                (out_dir / merged).unlink(missing_ok=True)
+            for path in (record_path(out_dir, name), tar, tar.with_suffix(".idx")):
+                path.unlink(missing_ok=True)
+            lines.append(f"{tar}: encoding the shard again from the raw data ({why})")
+        if on_repair is not None:
+            on_repair(lines[-1])
+    stale = stale_summary(out_dir)  # damage in another --part's shards: the merge is stale until that part re-runs
+    if stale is not None:
+        for merged in MERGED:
+            (out_dir / merged).unlink(missing_ok=True)
+        lines.append(f"{out_dir / 'shards.json'}: removed with index.parquet ({stale}); re-run the part that holds it, "
+                     "then the merge rewrites both")
+        if on_repair is not None:
+            on_repair(lines[-1])
+    return lines
 
 
 def _write_all(manifest: Manifest, todo: list[ShardTask], out_dir: Path, workers: int, device: str | None,
@@ -282,5 +334,5 @@ def _write_all(manifest: Manifest, todo: list[ShardTask], out_dir: Path, workers
     return problems
 
 
-class ShardsInterrupted(ValueError):
+class ShardsInterrupted(InputError):
     """SIGTERM or Ctrl-C stopped ``s4d shards``; the message says what is done and how to resume."""

@@ -169,11 +169,8 @@ def test_corrupt_shard_is_named(clip_shards, tmp_path):
     tar.write_bytes(tar.read_bytes()[:-2048])
     with pytest.raises(ManifestError, match="train-00000.tar: .* bytes, shards.json says"):
         open_dataset(m, broken, role="train")
-    shutil.copy(out / "train-00000.tar", tar)
-    data = bytearray(tar.read_bytes())
-    for i in range(600, len(data) - 1024, 7):  # scramble the payload, keep size and index valid
-        data[i] ^= 0x5A
-    tar.write_bytes(bytes(data))
+    shutil.rmtree(broken)
+    broken = _scrambled_copy(out, tmp_path)  # the clips' payload scrambled; size, index and .info records kept
     ds = open_dataset(m, broken, role="train")
     with pytest.raises(ShardError, match="train-00000.tar"):
         list(Loader(ds, cfg(False), backend="torch").epoch(0))
@@ -281,15 +278,19 @@ def test_abandoned_epoch_does_not_leak_batches_into_the_next(clip_shards):
 
 
 def _scrambled_copy(out, tmp_path):
-    """A copy of the shard folder whose first training tar has its sample bytes scrambled."""
+    """A copy of the shard folder whose first training tar has its clips' bytes scrambled (the
+    .info records kept: a scrambled record is caught when the set is opened)."""
     import shutil
+    from preprocess.shards.reader import read_index
 
     broken = tmp_path / "broken"
     shutil.copytree(out, broken)
     tar = broken / "train-00000.tar"
     data = bytearray(tar.read_bytes())
-    for i in range(600, len(data) - 1024, 7):
-        data[i] ^= 0x5A
+    for parts in read_index(tar.with_suffix(".idx"), len(data)).values():
+        off, size = parts["webm"]
+        for i in range(off, off + size, 7):
+            data[i] ^= 0x5A
     tar.write_bytes(bytes(data))
     return broken
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tarfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..adapters import AdapterResult, RawSample
-from ..manifest import Manifest, ManifestError, check_name
+from ..manifest import Manifest, ManifestError, check_name, read_json_file
+from .version import FORMAT_VERSION, SUMMARY_FIELD, check_version, index_metadata, index_version
 from .writer import write_json_atomic
 
 PLAN_FILE = "plan.json"
@@ -62,8 +64,10 @@ def check_plan(out_dir: Path, manifest: Manifest, tasks: list[ShardTask], adapte
     if path.is_file():
         try:
             old = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ManifestError(f"{path}: unreadable ({err}); remove it and the shards beside it, or use a new --out") from None
+        if not isinstance(old, dict):
+            raise ManifestError(f"{path}: not a JSON object; remove it and the shards beside it, or use a new --out")
         if isinstance(old.get("preprocess"), dict):  # written before a setting existed: made with its old behaviour
             old["preprocess"] = {**LEGACY_SETTINGS, **old["preprocess"]}
         for field in ("manifest", "classes", "preprocess", "shards"):
@@ -88,10 +92,18 @@ def _changes(old: Any, new: Any) -> str:
 
 
 def read_index(folder: Path, columns: list[str]) -> dict[str, list]:
-    """Columns of a finished folder's ``index.parquet`` (one row per sample), as lists."""
+    """Columns of a finished folder's ``index.parquet`` (one row per sample), as lists; its
+    format version is checked, and an unreadable file or missing column is one line naming it."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(Path(folder) / "index.parquet", columns=columns).to_pydict()
+    path = Path(folder) / "index.parquet"
+    try:
+        index_version(path, pq.read_schema(path).metadata)
+        return pq.read_table(path, columns=columns).to_pydict()
+    except (OSError, pa.ArrowException, KeyError) as err:
+        raise ManifestError(f"{path}: unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}); "
+                            "re-run `s4d shards --merge-only` to rewrite it") from None
 
 
 def finalize(manifest: Manifest, out_dir: Path) -> dict[str, Any]:
@@ -102,7 +114,9 @@ def finalize(manifest: Manifest, out_dir: Path) -> dict[str, Any]:
     plan_path = out_dir / PLAN_FILE
     if not plan_path.is_file():
         raise ManifestError(f"{out_dir}: no {PLAN_FILE}; run the shards step first")
-    plan = json.loads(plan_path.read_text())
+    plan = read_json_file(plan_path)
+    if not isinstance(plan, dict) or not isinstance(plan.get("shards"), dict):
+        raise ManifestError(f"{plan_path}: not a shard plan; remove it and the shards beside it, or use a new --out")
     if plan.get("manifest") != manifest.name or plan.get("classes") != list(manifest.classes):
         raise ManifestError(f"{plan_path}: written for manifest {plan.get('manifest')!r} with classes {plan.get('classes')}, "
                             f"not {manifest.name!r} with {list(manifest.classes)}")
@@ -111,16 +125,20 @@ def finalize(manifest: Manifest, out_dir: Path) -> dict[str, Any]:
     missing = [name for name in plan["shards"] if not record_path(out_dir, name).is_file()]
     if missing:
         raise ManifestError(f"{out_dir}: {len(missing)} shard(s) not done yet ({', '.join(missing[:3])}...): run the remaining --part jobs")
-    records = [json.loads(record_path(out_dir, name).read_text()) for name in plan["shards"]]
+    records = [read_json_file(record_path(out_dir, name)) for name in plan["shards"]]
+    for name, rec in zip(plan["shards"], records):
+        check_record_files(out_dir, name, rec)
+    _refuse_newer_summary(out_dir / "shards.json")
     rows = [r for rec in records for r in rec["samples"]]
     problems = plan["listing_problems"] + [p for rec in records for p in rec["problems"]]
     counts = Counter(r["partition"] for r in rows)
     columns = ["key", "shard", "partition", "label", "frames", "fps", "faces_found", "faces_filled", "source", "original_id"]
     table = pa.table({c: [r[c] for r in rows] for c in columns}) if rows else pa.table({c: [] for c in columns})
     tmp = out_dir / "index.parquet.tmp"
-    pq.write_table(table, tmp)
+    pq.write_table(table.replace_schema_metadata(index_metadata()), tmp)
     os.replace(tmp, out_dir / "index.parquet")
     summary = {
+        SUMMARY_FIELD: FORMAT_VERSION,
         "manifest": manifest.name,
         "shards": [
             {k: rec[k] for k in ("file", "partition", "count", "bytes", "sha256")} for rec in records if rec["file"]
@@ -135,6 +153,83 @@ def finalize(manifest: Manifest, out_dir: Path) -> dict[str, Any]:
     }
     write_json_atomic(out_dir / "shards.json", summary)
     return summary
+
+
+def check_record_files(out_dir: Path, name: str, record: Any) -> None:
+    """Shard ``name``'s record (parsed JSON) and the tar it names must agree (present, the
+    recorded size), so ``shards.json`` never lists a file that is not there. Cheap: no hashing."""
+    path = record_path(out_dir, name)
+    if not isinstance(record, dict) or not isinstance(record.get("samples"), list) or not isinstance(record.get("problems"), list):
+        raise ManifestError(f"{path}: not a shard record; delete it and re-run `s4d shards` to rebuild the shard")
+    if not record.get("file"):
+        return
+    tar = out_dir / check_name(record["file"], "file", path)
+    size = tar.stat().st_size if tar.is_file() else None
+    if size != record.get("bytes"):
+        what = "missing" if size is None else f"{size} bytes, its record says {record.get('bytes')}"
+        raise ManifestError(f"{tar}: {what}; re-run `s4d shards` (without --merge-only) to rebuild it")
+
+
+def shard_damage(out_dir: Path, name: str) -> tuple[str, str] | None:
+    """Is finished shard ``name`` (its record exists) still what its record says? None when it is;
+    else (what to redo, why): ``("shard", why)`` when the record is unreadable or its tar is
+    missing, of another size or another sha256 (the samples must be encoded again), or
+    ``("index", why)`` when only the ``.idx`` is missing or does not match the tar (rebuilt from it).
+    Reads every byte of the tar (sha256): for re-runs of ``s4d shards``, not for every open."""
+    from .writer import entries_from_tar, index_text, sha256
+
+    path = record_path(out_dir, name)
+    try:
+        record = read_json_file(path)
+        check_record_files(out_dir, name, record)
+    except ManifestError as err:
+        return "shard", str(err).removeprefix(f"{out_dir}{os.sep}").split(";")[0]
+    if not record["file"]:
+        return None  # every sample failed: no tar to check
+    tar = out_dir / record["file"]
+    if sha256(tar) != record.get("sha256"):
+        return "shard", f"{tar.name}: sha256 differs from its record (corrupt)"
+    idx = tar.with_suffix(".idx")
+    try:
+        expected = index_text(entries_from_tar(tar))
+    except (OSError, tarfile.TarError) as err:
+        return "shard", f"{tar.name}: not a readable tar ({err})"
+    try:
+        actual = idx.read_text() if idx.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        actual = ""
+    if actual != expected:
+        return "index", f"{idx.name} is missing" if actual is None else f"{idx.name} does not match {tar.name}"
+    return None
+
+
+def stale_summary(out_dir: Path) -> str | None:
+    """Why ``shards.json`` no longer describes the folder (a tar it lists is missing or of
+    another size), or None. Cheap: sizes only. An unreadable or foreign file is left to the
+    merge, which rewrites it."""
+    try:
+        summary = json.loads((out_dir / "shards.json").read_text())
+        listed = [(s["file"], s["bytes"]) for s in summary["shards"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    for file, size in listed:
+        path = out_dir / str(file)
+        if path.parent != out_dir or not path.is_file():
+            return f"lists {file}, which is missing"
+        if path.stat().st_size != size:
+            return f"lists {file} with {size} bytes, it has {path.stat().st_size}"
+    return None
+
+
+def _refuse_newer_summary(path: Path) -> None:
+    """Do not overwrite a ``shards.json`` written by a newer s4d (an unreadable one is replaced)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    found = old.get(SUMMARY_FIELD) if isinstance(old, dict) else None
+    if isinstance(found, int) and not isinstance(found, bool) and found > FORMAT_VERSION:
+        check_version(path, found)
 
 
 def kept_and_skipped(summary: dict[str, Any]) -> dict[str, tuple[int, int]]:

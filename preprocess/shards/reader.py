@@ -13,10 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ..errors import InputError
 
 
-class ShardError(ValueError):
+class ShardError(InputError):
     """A shard or its index is missing, truncated or inconsistent; the message names it."""
+
+
+REBUILD_IDX = "delete it and re-run `s4d shards` to rebuild it from its tar"  # what to do about a bad .idx
 
 
 @dataclass(frozen=True)
@@ -26,29 +30,45 @@ class Location:
 
 
 def read_index(idx_path: Path, tar_size: int) -> dict[str, dict[str, tuple[int, int]]]:
-    """Parse a v1.2 index: key -> {ext: (offset, size)}; checks offsets fit the tar."""
+    """Parse a v1.2 index: key -> {ext: (offset, size)}; checks offsets fit the tar.
+
+    A garbage index is blamed on itself (the tar's size is checked against ``shards.json``
+    before this runs); the message says to delete it and re-run ``s4d shards``, which rebuilds
+    it from the tar."""
     try:
         lines = idx_path.read_text().splitlines()
     except OSError as err:
-        raise ShardError(f"{idx_path}: cannot read DALI index ({err.strerror})") from None
+        raise ShardError(f"{idx_path}: cannot read DALI index ({err.strerror}); {REBUILD_IDX}") from None
+    except UnicodeDecodeError:
+        raise ShardError(f"{idx_path}: DALI index is not text (garbage); {REBUILD_IDX}") from None
     if not lines or not lines[0].startswith("v1.2 "):
-        raise ShardError(f"{idx_path}: not a v1.2 DALI index")
+        raise ShardError(f"{idx_path}: not a v1.2 DALI index; {REBUILD_IDX}")
     out: dict[str, dict[str, tuple[int, int]]] = {}
     for n, line in enumerate(lines[1:], start=2):
-        fields = line.split()
-        if len(fields) % 4:
-            raise ShardError(f"{idx_path}:{n}: malformed index line")
-        parts = {}
-        key = None
-        for i in range(0, len(fields), 4):
-            ext, off, size, name = fields[i], int(fields[i + 1]), int(fields[i + 2]), fields[i + 3]
-            if off + size > tar_size:
-                raise ShardError(f"{idx_path.with_suffix('.tar')}: truncated (sample {name} ends at byte {off + size}, file has {tar_size})")
-            key = name[: -len(ext) - 1]
-            parts[ext] = (off, size)
+        key, parts = _index_line(idx_path, n, line, tar_size)
         if key is not None:
             out[key] = parts
     return out
+
+
+def _index_line(idx_path: Path, n: int, line: str, tar_size: int) -> tuple[str | None, dict[str, tuple[int, int]]]:
+    """One sample's line ``ext offset size name ...`` -> (key, {ext: (offset, size)})."""
+    fields = line.split()
+    if len(fields) % 4:
+        raise ShardError(f"{idx_path}:{n}: malformed index line; {REBUILD_IDX}")
+    parts: dict[str, tuple[int, int]] = {}
+    key = None
+    for i in range(0, len(fields), 4):
+        ext, off, size, name = fields[i], fields[i + 1], fields[i + 2], fields[i + 3]
+        if not (off.isdigit() and size.isdigit()) or not name.endswith(f".{ext}"):
+            raise ShardError(f"{idx_path}:{n}: malformed index line; {REBUILD_IDX}")
+        off, size = int(off), int(size)
+        if off + size > tar_size:
+            raise ShardError(f"{idx_path}:{n}: sample {name} ends at byte {off + size} but {idx_path.with_suffix('.tar').name} "
+                             f"has {tar_size} bytes (the index does not fit its tar); {REBUILD_IDX}")
+        key = name[: -len(ext) - 1]
+        parts[ext] = (off, size)
+    return key, parts
 
 
 class ShardReader:

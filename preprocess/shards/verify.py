@@ -13,18 +13,20 @@ naming the file (and the sample).
 from __future__ import annotations
 
 import os
-import tarfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ..manifest import Manifest, ManifestError, read_json_file
 from .encoding import unpack_info
-from .reader import ShardError, read_index
-from .writer import sha256
+from .reader import REBUILD_IDX, ShardError, ShardReader, read_index
+from .version import SUMMARY_FIELD, check_version, index_version
+from .writer import entries_from_tar, sha256
 
 SHARD_FIELDS = {"file": str, "partition": str, "count": int, "bytes": int, "sha256": str}
 INDEX_COLUMNS = ("key", "shard", "partition", "label", "frames")
+INFO_BYTES = 16  # four little-endian int32 (encoding.pack_info)
+SPOT_CHECKS = 3  # records per shard compared with index.parquet on every open (first, middle, last)
 
 
 def _summary(path: Path, manifest: Manifest) -> dict[str, Any]:
@@ -33,6 +35,7 @@ def _summary(path: Path, manifest: Manifest) -> dict[str, Any]:
     summary = read_json_file(path)
     if not isinstance(summary, dict):
         raise ManifestError(f"{path}: must be a JSON object; re-run `s4d shards` to rewrite it")
+    check_version(path, summary.get(SUMMARY_FIELD))
     missing = sorted({"manifest", "classes", "shards", "counts"} - set(summary))
     if missing:
         raise ManifestError(f"{path}: missing field(s) {missing}; re-run `s4d shards` to rewrite it")
@@ -63,7 +66,9 @@ def _index(path: Path) -> dict[str, list]:
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as err:
-        raise ManifestError(f"{path}: unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+        raise ManifestError(f"{path}: unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
+                            "re-run `s4d shards --merge-only` to rewrite it") from None
+    index_version(path, table.schema.metadata)
     missing = [c for c in INDEX_COLUMNS if c not in table.column_names]
     if missing:
         raise ManifestError(f"{path}: column(s) {missing} missing")
@@ -125,12 +130,11 @@ def _deep(manifest: Manifest, folder: Path, summary: dict[str, Any], index: dict
             entries = read_index(tar.with_suffix(".idx"), tar.stat().st_size)
         except ShardError as err:
             raise ManifestError(str(err)) from None
-        with tarfile.open(tar) as tf:
-            members = {m.name: (m.offset_data, m.size) for m in tf.getmembers() if m.isfile()}
+        members = {name: (off, size) for entry in entries_from_tar(tar) for _, off, size, name in entry}
         indexed = {f"{key}.{ext}": part for key, parts in entries.items() for ext, part in parts.items()}
         if indexed != members:
             wrong = sorted(set(indexed.items()) ^ set(members.items()))[:2]
-            raise ManifestError(f"{tar.with_suffix('.idx')}: does not match {tar.name} (e.g. {wrong})")
+            raise ManifestError(f"{tar.with_suffix('.idx')}: does not match {tar.name} (e.g. {wrong}); {REBUILD_IDX}")
         with open(tar, "rb") as fh:
             for key, parts in entries.items():
                 if key not in rows or rows[key][0] != shard["file"]:
@@ -139,11 +143,57 @@ def _deep(manifest: Manifest, folder: Path, summary: dict[str, Any], index: dict
                     raise ManifestError(f"{tar}: sample {key} has no info record")
                 seen.add(key)
                 fh.seek(parts["info"][0])
-                info = unpack_info(fh.read(parts["info"][1]))
+                info = _info(fh.read(parts["info"][1]), tar, key)
                 _, label, frames = rows[key]
                 if (info["label"], info["frames"]) != (label, frames):
-                    raise ManifestError(f"{folder / 'index.parquet'}: sample {key}: label {label}, {frames} frames, but its own "
-                                        f"record in {tar.name} says label {info['label']}, {info['frames']} frames")
+                    raise label_mismatch(folder / "index.parquet", key, label, frames, info, tar.name)
     missing = sorted(set(rows) - seen)
     if missing:
         raise ManifestError(f"{folder / 'index.parquet'}: sample(s) {missing[:3]} are not in the shards they are listed under")
+
+
+def label_mismatch(index_path: Path, key: str, label: int, frames: int, info: dict[str, int], shard: str) -> ManifestError:
+    """The one-line error for an index row that disagrees with its sample's own ``.info`` record."""
+    return ManifestError(f"{index_path}: sample {key}: label {label}, {frames} frames, but its own record in {shard} says "
+                         f"label {info['label']}, {info['frames']} frames; re-run `s4d shards --merge-only` to rewrite "
+                         "index.parquet from the shard records (`s4d inspect --verify` checks every sample)")
+
+
+def _info(raw: bytes, tar: Path, key: str) -> dict[str, int]:
+    """A sample's ``.info`` record (16 bytes) unpacked; any other size is one line naming the tar."""
+    if len(raw) != INFO_BYTES:
+        raise ManifestError(f"{tar}: sample {key}: .info record is {len(raw)} bytes, not {INFO_BYTES} (corrupt shard or .idx); "
+                            "re-run `s4d shards` to repair the folder")
+    return unpack_info(raw)
+
+
+def spot_positions(n: int, k: int = SPOT_CHECKS) -> list[int]:
+    """At most ``k`` distinct positions in ``range(n)``, evenly spaced, first and last included."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+
+
+def spot_check(index_path: Path, reader: ShardReader, rows: list[tuple[str, str, int, int]], classes: int,
+               k: int = SPOT_CHECKS) -> None:
+    """Cheap check of ``index.parquet`` against the shards, for every open: per shard, ``k``
+    of its ``rows`` (key, shard file, label, frames) are read through the ``.idx`` offsets and
+    their ``.info`` record compared (a few small reads per shard; no hashing). A record that
+    cannot be right (label outside ``classes``, no frames) is a ``ShardError`` naming the tar;
+    a disagreement is a ``ManifestError`` naming ``index.parquet`` and the shard."""
+    by_shard: dict[str, list[tuple[str, int, int]]] = {}
+    for key, shard, label, frames in rows:
+        by_shard.setdefault(shard, []).append((key, label, frames))
+    for shard, members in by_shard.items():
+        for i in spot_positions(len(members), k):
+            key, label, frames = members[i]
+            loc = reader.locations.get(key)
+            if loc is None or reader.paths[loc.shard].name != shard or "info" not in loc.parts:
+                raise ManifestError(f"{index_path}: sample {key} is listed under {shard}, but {shard} has no such sample "
+                                    "(by its .idx); re-run `s4d shards` to repair the folder")
+            info = _info(bytes(reader.get(key, "info")), reader.paths[loc.shard], key)
+            if not -1 <= info["label"] < classes or info["frames"] < 1:
+                raise ShardError(f"{reader.paths[loc.shard]}: sample {key}: its .info record is garbage (label {info['label']}, "
+                                 f"{info['frames']} frames): the tar is corrupt; re-run `s4d shards` to rebuild it")
+            if (info["label"], info["frames"]) != (label, frames):
+                raise label_mismatch(index_path, key, label, frames, info, shard)

@@ -76,12 +76,47 @@ class ShardWriter:
             self._tmp.unlink(missing_ok=True)
             return
         idx_tmp = self.idx_path.with_name(self.idx_path.name + ".tmp")
-        lines = [f"{IDX_VERSION} {len(self._index)}"]
-        lines += [" ".join(f"{ext} {off} {size} {name}" for ext, off, size, name in entry) for entry in self._index]
-        write_text(idx_tmp, "\n".join(lines) + "\n")
+        write_text(idx_tmp, index_text(self._index))
         os.replace(self._tmp, self.path)
         os.replace(idx_tmp, self.idx_path)
         self.written = True
+
+
+Entry = list[tuple[str, int, int, str]]  # one sample: (ext, data offset, size, member name) per component
+
+
+def index_text(entries: list[Entry]) -> str:
+    """The ``.idx`` file (DALI ``wds2idx`` v1.2) for ``entries``, one per sample in tar order."""
+    lines = [f"{IDX_VERSION} {len(entries)}"]
+    lines += [" ".join(f"{ext} {off} {size} {name}" for ext, off, size, name in entry) for entry in entries]
+    return "\n".join(lines) + "\n"
+
+
+def entries_from_tar(tar: Path) -> list[Entry]:
+    """The index entries of a shard read back from its members (a sample's components are
+    consecutive members ``KEY.EXT``, as ``ShardWriter`` writes them). Raises ``tarfile.TarError``
+    or ``OSError`` for an unreadable tar."""
+    entries: list[Entry] = []
+    last = None
+    with tarfile.open(tar) as tf:
+        for m in tf.getmembers():
+            if not m.isfile():
+                continue
+            key, _, ext = m.name.partition(".")
+            if key != last:
+                entries.append([])
+                last = key
+            entries[-1].append((ext, m.offset_data, m.size, m.name))
+    return entries
+
+
+def rebuild_index(tar: Path) -> None:
+    """Rewrite ``NAME.idx`` from ``NAME.tar`` (atomically): a deleted or garbage index is redone
+    from the tar without re-encoding anything."""
+    idx = tar.with_suffix(".idx")
+    tmp = idx.with_name(idx.name + ".tmp")
+    write_text(tmp, index_text(entries_from_tar(tar)))
+    os.replace(tmp, idx)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
