@@ -239,3 +239,19 @@ def test_a_training_run_marks_its_folder_and_refuses_an_eval_folder(tmp_path):
         mark_run(tmp_path / "ev", "train")
     with pytest.raises(InputError, match="holds a training run"):
         mark_run(tmp_path / "old", "pretrain")
+
+
+def test_predict_refuses_to_write_into_a_training_run(tmp_path):
+    """``predict --out RUN/x.json`` would put a file among a run's own: refused in one line
+    before any model or input is read (the checkpoint named does not even exist)."""
+    from .test_bad_inputs import one_error_line, s4d
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("")
+    before = sorted(p.name for p in run.iterdir())
+    rc, _, err = s4d("predict", tmp_path / "missing.mp4", "-c", tmp_path / "missing.safetensors", "--out", run / "x.json")
+    line = one_error_line(err)
+    assert rc == 2 and str(run) in line and "holds a training run" in line, line
+    assert sorted(p.name for p in run.iterdir()) == before

@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from preprocess.errors import InputError
+
 from .main import app, err_console, one_line_errors, print_error
 
 
@@ -42,17 +44,24 @@ def predict_cmd(
     inputs = inputs or []
     with one_line_errors():
         if bool(inputs) == bool(live):
-            raise ValueError("give input files (or folders, lists) or --live SOURCE, not both" if inputs else
+            raise InputError("give input files (or folders, lists) or --live SOURCE, not both" if inputs else
                              "give input files (or folders, lists) or --live SOURCE")
         if live and (out is not None or plot is not None):
-            raise ValueError("--live prints its results as JSON lines on stdout; --out and --plot go with files")
+            raise InputError("--live prints its results as JSON lines on stdout; --out and --plot go with files")
     several = len(inputs) > 1
     table = out is not None and out.suffix.lower() == ".parquet"
     with one_line_errors():
         if out is not None and not several and not table and out.suffix.lower() not in (".json", ".csv"):
-            raise ValueError(f"--out {out}: use a .json or .csv file name (or .parquet for a table of many files)")
+            raise InputError(f"--out {out}: use a .json or .csv file name (or .parquet for a table of many files)")
         if table and plot is not None:
-            raise ValueError("--plot goes with single files or --out FOLDER, not with a .parquet table")
+            raise InputError("--plot goes with single files or --out FOLDER, not with a .parquet table")
+        if not table:
+            _refuse_folders_and_lists(inputs)
+        from ..runtime.ownership import guard
+
+        for flag, given, folder in _destinations(out, plot, several=several and not table):
+            guard(folder, "predict")  # never into a training run's, an eval's or a shard folder
+            _probe_writable(flag, given, folder)
         predictor = Predictor(PredictConfig(str(checkpoint) if checkpoint else None, hop=hop, stride=stride, align=align, classes=classes,
                                             device=device, onnx=str(onnx) if onnx else None, faces=faces))
     predictor = _NamingInput(predictor)
@@ -74,12 +83,49 @@ def predict_cmd(
             print_error(err)
             raise typer.Exit(2) from None
         typer.echo(summary_line(result))
-        if out is not None:
-            typer.echo(f"  windows: {write_output(result, out / f'{path.name}.json' if several else out)}")
-        if plot is not None:
-            typer.echo(f"  timeline: {plot_timeline(result, plot / f'{path.name}.png' if several else plot)}")
+        with one_line_errors():  # a write that fails now (a full disk): one line naming the file, not a traceback
+            if out is not None:
+                typer.echo(f"  windows: {write_output(result, out / f'{path.name}.json' if several else out)}")
+            if plot is not None:
+                typer.echo(f"  timeline: {plot_timeline(result, plot / f'{path.name}.png' if several else plot)}")
     if failed:
         raise typer.Exit(2)
+
+
+def _refuse_folders_and_lists(inputs: list[Path]) -> None:
+    """Without a .parquet table, inputs are media files: a folder or a .txt list of inputs is
+    refused up front (naming it), before any file is predicted."""
+    for path in inputs:
+        if path.is_dir():
+            raise InputError(f"{path} is a folder: give --out RESULTS.parquet to predict every video and image in it")
+        if path.suffix.lower() == ".txt" and path.is_file():
+            raise InputError(f"{path} is a list of inputs: give --out RESULTS.parquet to predict the files it lists")
+
+
+def _destinations(out: Path | None, plot: Path | None, *, several: bool) -> list[tuple[str, Path, Path]]:
+    """(flag, the path given, the folder predict writes into) for --out and --plot: the path
+    itself for several inputs (a folder of per-file outputs), else its parent folder (a file,
+    or a .parquet table beside its parts folder)."""
+    given = [("--out", out), ("--plot", plot)]
+    return [(flag, path, path if several else path.parent) for flag, path in given if path is not None]
+
+
+def _probe_writable(flag: str, given: Path, folder: Path) -> None:
+    """Create ``folder`` (and parents) and a probe file in it, then remove the probe: a
+    read-only or impossible destination is one InputError naming it before any input is read."""
+    import os
+
+    from preprocess.safe_io import open_new
+
+    probe = folder / f".s4d-write-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open_new(probe, "x"):
+            pass
+        probe.unlink()
+    except OSError as err:
+        where = "" if folder == given else f" (its folder {folder})"
+        raise InputError(f"{flag} {given}: cannot write there{where}: {err.strerror or err}; choose a writable place") from None
 
 
 class _NamingInput:
@@ -93,9 +139,10 @@ class _NamingInput:
 
     def __call__(self, path):
         from ..checkpoint.finite import NonFiniteOutput
+        from ..infer.many import predict_file
 
         try:
-            return self._predictor(path)
+            return predict_file(self._predictor, path)
         except NonFiniteOutput as err:
             raise NonFiniteOutput(f"{path}: {err}") from None
 
@@ -109,7 +156,7 @@ def _predict_live(predictor, source: str) -> None:
 
     with one_line_errors():
         fps, frames = iter_live(source)
-    results = predictor.stream(frames, fps)
+        results = predictor.stream(frames, fps)  # an image model is refused here
     with one_line_errors():
         try:
             for line in results:
@@ -129,7 +176,7 @@ def _predict_table(predictor, inputs: list[Path], out: Path) -> None:
     with one_line_errors():
         files, problems = list_inputs(inputs)
         if not files and not problems:
-            raise ValueError(f"no videos or images in {', '.join(map(str, inputs))}")
+            raise InputError(f"no videos or images in {', '.join(map(str, inputs))}")
         with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                       console=err_console, transient=True) as bar:
             task = bar.add_task("predict: files", total=len(files))
@@ -147,7 +194,8 @@ def _predict_table(predictor, inputs: list[Path], out: Path) -> None:
 @app.command("export")
 def export_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="A fine-tuned checkpoint (ours or the authors').")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write, or an existing folder to write "
+                                                         "CHECKPOINT-STEM_TASK.onnx into.")],
     task: Annotated[str, typer.Option(help="The head to export: video | image.")] = "video",
 ) -> None:
     """Export one head as ONNX: dynamic batch, class names and input settings in its metadata
@@ -156,7 +204,7 @@ def export_cmd(
 
     with one_line_errors():
         if task not in ("video", "image"):
-            raise ValueError(f"--task must be video or image, got {task!r}")
+            raise InputError(f"--task must be video or image, got {task!r}")
         path = export_onnx(checkpoint, out, task)
     typer.echo(f"wrote {path} ({task} head)")
 
@@ -166,12 +214,13 @@ def export_hub_cmd(
     run: Annotated[Path, typer.Argument(help="A run folder of s4d train or pretrain (one fold of s4d cv: RUN/fold_<f>).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The folder to write (then: huggingface-cli upload OWNER/REPO DIR).")],
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="last | best (the epoch --select val/test chose).")] = "last",
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier export in --out (it then holds only this one).")] = False,
 ) -> None:
     """Write a folder ready to upload to the Hugging Face Hub: model.safetensors + model.json,
     the training config, the run's scores and figures, and a model card that labels every
-    score by how its checkpoint was chosen."""
+    score by how its checkpoint was chosen. --out must be new, empty, or (--force) an earlier export."""
     from ..checkpoint.hub_export import export_hub
 
     with one_line_errors():
-        card = export_hub(run, out, checkpoint)
+        card = export_hub(run, out, checkpoint, force=force)
     typer.echo(f"wrote {card.parent} (model card {card.name}); upload: huggingface-cli upload OWNER/REPO {card.parent}")

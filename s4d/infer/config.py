@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from preprocess.errors import InputError
 from preprocess.manifest import ManifestError, load_manifest, load_sfer
 
 
@@ -25,23 +26,23 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         if self.faces not in ("main", "all"):
-            raise ValueError(f"--faces must be main or all, got {self.faces!r}")
+            raise InputError(f"--faces must be main or all, got {self.faces!r}")
         if (self.checkpoint is None) == (self.onnx is None):
-            raise ValueError("give exactly one of --checkpoint and --onnx")
+            raise InputError("give exactly one of --checkpoint and --onnx")
         for name in ("hop", "stride"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1 frame, got {value}")
+                raise InputError(f"--{name} must be at least 1 frame, got {value}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+            raise InputError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 0.0 < self.min_face_fraction <= 1.0:
-            raise ValueError(f"min_face_fraction must be in (0, 1], got {self.min_face_fraction}")
+            raise InputError(f"min_face_fraction must be in (0, 1], got {self.min_face_fraction}")
         if self.max_gap_s < 0 or self.min_track_s < 0:
-            raise ValueError(f"max_gap_s and min_track_s must be >= 0, got {self.max_gap_s} and {self.min_track_s}")
+            raise InputError(f"max_gap_s and min_track_s must be >= 0, got {self.max_gap_s} and {self.min_track_s}")
         if not 0.0 < self.min_prob <= 1.0:
-            raise ValueError(f"min_prob must be in (0, 1], got {self.min_prob}")
+            raise InputError(f"min_prob must be in (0, 1], got {self.min_prob}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+            raise InputError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
 
 
 def parse_classes(spec: str) -> dict[str, tuple[str, ...]]:
@@ -56,5 +57,5 @@ def parse_classes(spec: str) -> dict[str, tuple[str, ...]]:
         return {m.modality: m.classes, **({"image": sfer.classes} if sfer else {})}
     names = tuple(c.strip() for c in spec.split(","))
     if any(not c for c in names):
-        raise ValueError(f"--classes {spec!r}: empty class name")
+        raise InputError(f"--classes {spec!r}: empty class name")
     return {"video": names}

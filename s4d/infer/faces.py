@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from pipelines.config import IMAGENET_MEAN, IMAGENET_STD
+from preprocess.errors import InputError
 from preprocess.faces import Face, align, fit_frame
 from preprocess.manifest import GEOMETRIES
 
@@ -29,7 +30,7 @@ class FacePrep:
 
     def __post_init__(self) -> None:
         if self.geometry not in GEOMETRIES:
-            raise ValueError(f"input.geometry must be squash or crop, got {self.geometry!r}")
+            raise InputError(f"input.geometry must be squash or crop, got {self.geometry!r}")
 
     @classmethod
     def from_settings(cls, recorded: dict[str, Any], size: int) -> "FacePrep":

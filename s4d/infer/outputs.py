@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from preprocess.errors import InputError
+from preprocess.safe_io import open_new, write_text
+
 
 def no_face_segments(rows: list[dict[str, Any]], num_frames: int, fps: float) -> list[list[float]]:
     """[start_s, end_s] runs of frames that windows cover but no window with a face covers."""
@@ -27,10 +30,10 @@ def write_output(result: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        write_text(path, json.dumps(result, indent=2) + "\n")
     elif path.suffix.lower() == ".csv":
         tracks = "tracks" in result  # --faces all: a track column first
-        with path.open("w", newline="") as f:
+        with open_new(path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow([*(["track"] if tracks else []), "start_s", "end_s", "face", "top", *result["classes"]])
             for r in result["windows"]:
@@ -38,7 +41,7 @@ def write_output(result: dict[str, Any], path: str | Path) -> Path:
                 w.writerow([*([r.get("track", "")] if tracks else []), r.get("start_s", ""), r.get("end_s", ""), int(r["face"]),
                             r.get("top", ""), *(f"{p[c]:.6f}" if c in p else "" for c in result["classes"])])
     else:
-        raise ValueError(f"--out {path}: use a .json or .csv file name")
+        raise InputError(f"--out {path}: use a .json or .csv file name")
     return path
 
 
