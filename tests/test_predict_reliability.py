@@ -218,3 +218,22 @@ def test_a_folder_or_list_without_a_table_is_refused_by_name(tmp_path, target, s
     line = one_error_line(err)
     assert rc == 2 and f"{tmp_path / target} {says}" in line and "no such file" not in line
     assert text == ""  # refused before a.webm was predicted
+
+
+@pytest.mark.parametrize("field,value", [("stored_size", 100_000), ("stride", 10_000), ("crop", [0, 0, 9000, 9000]),
+                                         ("fps", float("inf"))])
+def test_a_checkpoint_config_declaring_huge_input_is_refused_before_sizing(tmp_path, field, value):
+    """The ``input`` record in a checkpoint's JSON config sizes predict's aligned frames: it is
+    bounded like an ONNX file's metadata, one line naming the JSON file and the field."""
+    import json
+
+    from preprocess.errors import InputError
+    from s4d.infer import PredictConfig, Predictor
+
+    ckpt = debug_checkpoint(tmp_path)
+    meta_path = ckpt.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta["input"][field] = value
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=f"{meta_path}: metadata input.{field} is .*checkpoint's JSON config is damaged"):
+        Predictor(PredictConfig(str(ckpt), device="cpu"))

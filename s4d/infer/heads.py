@@ -5,6 +5,7 @@ record, and the probabilities of a batch."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,9 @@ import torch
 
 from ..checkpoint import checkpoint_meta, load_classifier
 from ..checkpoint.finite import check_finite
+from ..checkpoint.format import sidecar
 from ..runtime import autocast, autocast_dtype, to_device
+from .onnx import check_input_record
 
 
 class TorchHeads:
@@ -26,6 +29,8 @@ class TorchHeads:
         self.heads: dict[str, int] = dict(self.model.config.heads)
         self.class_names: dict[str, tuple[str, ...]] = {t: tuple(n) for t, n in self.model.config.class_names.items()}
         self.input: dict[str, Any] = checkpoint_meta(checkpoint).get("input") or {}
+        check_input_record(sidecar(Path(checkpoint)), self.input or None,  # predict sizes its frames by it
+                           fix="the checkpoint's JSON config is damaged or edited: restore it beside its weights")
 
     @torch.no_grad()
     def probs(self, x: torch.Tensor, task: str) -> np.ndarray:

@@ -221,25 +221,27 @@ def read_metadata(path: Path, model) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise InputError(f"{path}: not exported by s4d export (metadata format is not {FORMAT}); export it with s4d export")
     _check_fields(path, meta)
-    _check_input_record(path, meta.get("input"))
+    check_input_record(path, meta.get("input"))
     _check_graph_input(path, model, meta)
     return meta
 
 
-def _bad(path: Path, field: str, value: Any, rule: str) -> InputError:
-    """One line naming the file, the metadata field, its value (shortened) and the rule."""
+ONNX_FIX = "the file is damaged or not written by s4d export: export it again"
+
+
+def _bad(path: Path, field: str, value: Any, rule: str, fix: str = ONNX_FIX) -> InputError:
+    """One line naming the file, the metadata field, its value (shortened), the rule and the fix."""
     shown = repr(value)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return InputError(f"{path}: metadata {field} is {shown}, {rule}; the file is damaged or not written by "
-                      "s4d export: export it again")
+    return InputError(f"{path}: metadata {field} is {shown}, {rule}; {fix}")
 
 
-def _int_in(path: Path, meta: dict[str, Any], field: str, high: int, where: str = "") -> int:
+def _int_in(path: Path, meta: dict[str, Any], field: str, high: int, where: str = "", fix: str = ONNX_FIX) -> int:
     """``meta[field]``, a whole number in 1..high (the limit is named, and why no flag raises it)."""
     value = meta.get(field)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-        raise _bad(path, where + field, value, f"must be a whole number from 1 to {high} (the limit: s4d exports take "
-                   "160 or 224 px and 16 frames, so no flag raises it)")
+        raise _bad(path, where + field, value, f"must be a whole number from 1 to {high} (the limit: s4d models take "
+                   "160 or 224 px and 16 frames, so no flag raises it)", fix)
     return value
 
 
@@ -258,22 +260,23 @@ def _check_fields(path: Path, meta: dict[str, Any]) -> None:
         raise _bad(path, "sha256", meta["sha256"], "must be a hex digest")
 
 
-def _check_input_record(path: Path, record: Any) -> None:
+def check_input_record(path: Path, record: Any, fix: str = ONNX_FIX) -> None:
     """The training ``input`` record: ``stored_size`` and ``stride`` bounded, ``crop`` inside the
-    stored frame, ``fps`` and ``margin`` finite (predict sizes its aligned frames by them)."""
+    stored frame, ``fps`` and ``margin`` finite (predict sizes its aligned frames by them). Also
+    checked in a checkpoint's JSON config (``TorchHeads``), with that file's ``fix``."""
     if record is None:
         return
     if not isinstance(record, dict):
-        raise _bad(path, "input", record, "must be an object")
+        raise _bad(path, "input", record, "must be an object", fix)
     if record.get("stored_size") is not None:
-        _int_in(path, record, "stored_size", MAX_STORED_SIZE, "input.")
+        _int_in(path, record, "stored_size", MAX_STORED_SIZE, "input.", fix)
     if record.get("stride") is not None:
-        _int_in(path, record, "stride", MAX_STRIDE, "input.")
+        _int_in(path, record, "stride", MAX_STRIDE, "input.", fix)
     for field in ("fps", "margin"):
         value = record.get(field)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
                                   or not 0 <= value <= 1000):
-            raise _bad(path, f"input.{field}", value, "must be a finite number from 0 to 1000")
+            raise _bad(path, f"input.{field}", value, "must be a finite number from 0 to 1000", fix)
     crop = record.get("crop")
     if crop is not None:
         side = record.get("stored_size") or MAX_STORED_SIZE
@@ -281,7 +284,7 @@ def _check_input_record(path: Path, record: Any) -> None:
               and crop[0] >= 0 and crop[1] >= 0 and crop[2] >= 1 and crop[3] >= 1
               and crop[0] + crop[2] <= side and crop[1] + crop[3] <= side)
         if not ok:
-            raise _bad(path, "input.crop", crop, f"must be [top, left, height, width] inside the {side} px stored frame")
+            raise _bad(path, "input.crop", crop, f"must be [top, left, height, width] inside the {side} px stored frame", fix)
 
 
 def _check_graph_input(path: Path, model, meta: dict[str, Any]) -> None:
