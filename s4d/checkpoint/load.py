@@ -5,9 +5,11 @@ always refused; fixed position tables are checked, not loaded."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from contextlib import contextmanager
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal
 
@@ -17,7 +19,7 @@ from torch import nn
 from ..models import Classifier, PretrainMAE
 from ..models.config import EncoderConfig, MAEConfig, ModelConfig
 from ..models.pos_embed import sinusoid_table
-from .format import check_weights_finite, read_checkpoint
+from .format import check_weights_finite, read_checkpoint, sidecar
 from .infer import default_classifier_config, infer_encoder_config, infer_mae_config, infer_model_config
 from .keymap import CheckpointError, NativeState, to_native
 
@@ -45,6 +47,66 @@ class LoadReport:
         if self.dropped:
             parts.append(f"position tables recomputed ({', '.join(self.dropped)})")
         return "; ".join(parts)
+
+
+# The most parameters a checkpoint's config may ask for before anything is allocated (the base
+# model has ~0.1 billion; 2 billion float32 parameters are 8 GB).
+MAX_PARAMS = 2_000_000_000
+
+
+def _stored_config(stored: dict[str, Any]) -> ModelConfig | MAEConfig:
+    return MAEConfig.from_dict(stored) if stored.get("kind") == "mae" else ModelConfig.from_dict(stored)
+
+
+def check_stored_config(path: str, stored: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """Before a model is built from a checkpoint's JSON config: the config's size is bounded
+    (``MAX_PARAMS``, estimated from the encoder alone before the exact count) and every tensor
+    the config implies has the shape the file holds. The model is built on the ``meta`` device
+    (shapes, no memory). Errors name the file, the tensor, the JSON field and both shapes."""
+    cfg = _stored_config(stored)
+    enc = cfg.encoder
+    meta_json = sidecar(Path(path)).name
+    if 12 * enc.dim * enc.dim * enc.depth > MAX_PARAMS:  # a ViT block's weights, a lower bound
+        raise CheckpointError(f"{meta_json}: encoder.dim {enc.dim} and encoder.depth {enc.depth} ask for more than "
+                              f"{MAX_PARAMS:,} parameters; refusing to allocate (is this the file's own config?)")
+    with torch.device("meta"):
+        model = PretrainMAE(cfg) if isinstance(cfg, MAEConfig) else Classifier(cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    count = sum(math.prod(shape) for shape in expected.values())
+    if count > MAX_PARAMS:
+        raise CheckpointError(f"{meta_json}: its config asks for {count:,} parameters, more than {MAX_PARAMS:,}; refusing to allocate")
+    flat = _flatten(stored)
+    for key, shape in expected.items():
+        if key in tensors and tuple(tensors[key].shape) != shape:
+            actual = tuple(tensors[key].shape)
+            field_ = _field_for(flat, shape, actual)
+            raise CheckpointError(f"tensor {key} has shape {actual} in the file but {meta_json} ({field_}) gives {shape}; "
+                                  "the weights and their .json do not belong together: use the matching pair")
+    blocks = {int(m[1]) for k in tensors if (m := re.match(r"^(?:encoder\.)?blocks\.(\d+)\.", k))}
+    lacking = [k for k in expected if (m := re.match(r"^(?:encoder\.)?blocks\.(\d+)\.", k)) and int(m[1]) not in blocks]
+    if lacking:
+        raise CheckpointError(f"tensor {lacking[0]} is not in the file (its blocks: {len(blocks)}) but {meta_json} "
+                              f"(encoder.depth {enc.depth}) implies it; the weights and their .json do not belong together")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _field_for(flat: dict[str, Any], expected: tuple[int, ...], actual: tuple[int, ...]) -> str:
+    """The JSON field most likely behind a shape mismatch: one whose value is a differing size."""
+    sizes = [e for e, a in zip(expected, actual) if e != a] or list(expected)
+    for size in sizes:
+        for name, value in flat.items():
+            if isinstance(value, int) and not isinstance(value, bool) and value == size and value > 1:
+                return f"{name} {value}"
+    return "config " + ", ".join(f"{n} {v}" for n, v in flat.items() if n.startswith("encoder.") and n.endswith(("dim", "depth")))
 
 
 def _short(names: list[str], limit: int = 4) -> str:
@@ -161,6 +223,8 @@ def load_model(
             want = "MAEConfig" if as_mae else "ModelConfig"
             raise CheckpointError(f"config is a {type(config).__name__} but this load builds a {'PretrainMAE' if as_mae else 'Classifier'} (pass a {want})")
         stored_kind = stored.get("kind") if stored else None
+        if stored_kind in ("mae", "classifier") and config is None:
+            check_stored_config(name, stored, native.tensors)
 
         if as_mae:
             cfg = config or (MAEConfig.from_dict(stored) if stored_kind == "mae" else infer_mae_config(native.tensors, **geometry))

@@ -15,8 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from preprocess.errors import InputError
+from preprocess.safe_io import replace, write_point
+
 from ..checkpoint import load_model, save_checkpoint
-from .dist import Dist, gather
+from ..checkpoint.format import finish_torn_save
+from .dist import Dist, barrier, gather
 
 
 def _rng_state() -> dict[str, Any]:
@@ -51,30 +55,45 @@ class Checkpointer:
         self.selection: dict[str, Any] | None = None  # the best-so-far of model selection, as resumed
         self.fingerprint: dict[str, Any] | None = None  # what the run trains on; a resume must match it
         self.notes: list[str] = []  # what resume repaired, for the log
+        self.history: list[dict[str, Any]] | None = None  # every saved epoch's metrics line (None: a state from before)
 
-    def save(self, epoch: int, step: int, extra: dict[str, Any] | None = None, selection: dict[str, Any] | None = None) -> None:
+    def save(self, epoch: int, step: int, extra: dict[str, Any] | None = None, selection: dict[str, Any] | None = None,
+             record: dict[str, Any] | None = None) -> None:
         """Every rank contributes its RNG states (Mixup and masks differ per rank); rank 0 writes
-        ``state.pt.tmp``, then the weights, then renames the state: a kill in between leaves a
-        ``.tmp`` whose epoch matches the weights, which ``resume`` promotes."""
+        ``state.pt.tmp``, then the weights (two files, two renames), then renames the state: the
+        commit. A kill after any of these writes resumes exactly (``resume``): before the weights'
+        first rename, from the previous epoch; after it, from this one. ``record`` (the epoch's
+        ``metrics.jsonl`` line) travels in the state with those of the earlier epochs, so a kill
+        before the line is appended, or one that cuts a line short, loses nothing: the resume
+        writes them."""
         rngs = gather(_rng_state(), self.dist)
         if not self.dist.main:  # every rank holds the same weights and optimizer state
             return
         state = {"epoch": epoch, "step": step, "world": self.dist.world, "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": rngs, "selection": selection, "fingerprint": self.fingerprint}
+                 "scheduler": self.scheduler.state_dict(), "rng": rngs, "selection": selection, "fingerprint": self.fingerprint,
+                 "history": [*(self.history or []), json.loads(json.dumps(record))] if record is not None else self.history}
         tmp = self.state_path.with_name("state.pt.tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         try:
             torch.save(state, tmp)
+            write_point(f"write {tmp}")
             save_checkpoint(self.model, self.ckpt, extra={"epoch": epoch, **(extra or {})})
+            replace(tmp, self.state_path)
         except Exception as err:  # a full disk or quota (torch reports it as a RuntimeError, safetensors as its own error)
             detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
             raise OSError(f"{tmp.parent}: cannot write the epoch {epoch + 1} checkpoint ({detail}); free space, then "
                           "re-run the same command: it resumes from the last complete epoch") from None
-        os.replace(tmp, self.state_path)
+        self.history = state["history"]
 
     def resume(self) -> tuple[int, int]:
-        """(next epoch, global step) from the saved state, or (0, 0)."""
+        """(next epoch, global step) from the saved state, or (0, 0). A save cut short is first
+        completed (the weights renamed, their sidecar not: ``finish_torn_save``; the weights and
+        sidecar renamed, the state not: the state is promoted) or, before its weights were
+        renamed, forgotten: the previous epoch's files stand."""
         tmp = self.state_path.with_name("state.pt.tmp")
+        if self.dist.main:
+            finish_torn_save(self.ckpt)
+        barrier(self.dist)
         if not self.state_path.is_file() and not tmp.is_file():
             return 0, 0
         weights_epoch = _weights_epoch(self.ckpt) if self.ckpt.is_file() else None
@@ -91,25 +110,28 @@ class Checkpointer:
                 pending = None
             if pending is not None and pending["epoch"] == weights_epoch:  # killed after the weights, before the rename
                 state = pending
+                if self.dist.main:
+                    replace(tmp, self.state_path)
             if state is None and weights_epoch is None:  # the first save never completed: start afresh
                 return 0, 0
         if state is None or state["epoch"] != weights_epoch:
-            raise ValueError(f"{self.state_path.parent}: weights (epoch {weights_epoch}) and optimizer state "
+            raise InputError(f"{self.state_path.parent}: weights (epoch {weights_epoch}) and optimizer state "
                              f"(epoch {None if state is None else state['epoch']}) do not match; start a new --out")
         if state["world"] != self.dist.world:
-            raise ValueError(f"{self.state_path}: saved by {state['world']} process(es); resume with the same number "
+            raise InputError(f"{self.state_path}: saved by {state['world']} process(es); resume with the same number "
                              f"(now {self.dist.world}) for an exact continuation")
         old = state.get("fingerprint")
         if old is not None and self.fingerprint is not None and old != self.fingerprint:
             diff = ", ".join(f"{k}: {old.get(k)} -> {self.fingerprint.get(k)}" for k in sorted(set(old) | set(self.fingerprint))
                              if old.get(k) != self.fingerprint.get(k))
-            raise ValueError(f"{self.state_path}: the run started on other data or settings ({diff}); resuming would not "
+            raise InputError(f"{self.state_path}: the run started on other data or settings ({diff}); resuming would not "
                              "continue the same run: restore them, or start a new --out")
         self.model.load_state_dict(load_model(self.ckpt).state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"][self.dist.rank])
         self.selection = state.get("selection")
+        self.history = state.get("history")
         return state["epoch"] + 1, state["step"]
 
 
@@ -138,14 +160,14 @@ def data_fingerprint(datasets: dict[str, Any], backends: dict[str, str]) -> dict
 
 def _read_state(path: Path) -> dict[str, Any]:
     """A ``state.pt`` read without executing anything (``weights_only``); any failure is one
-    ValueError naming the file."""
+    InputError naming the file."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, zero bytes, or not ours (a planted pickle is refused here)
-        raise ValueError(f"{path}: unreadable as an s4d training state ({type(err).__name__}: "
+        raise InputError(f"{path}: unreadable as an s4d training state ({type(err).__name__}: "
                          f"{str(err).strip().splitlines()[0][:120] if str(err).strip() else 'no detail'})") from None
     if not isinstance(state, dict) or not {"epoch", "step", "world", "optimizer", "scheduler", "rng"} <= set(state):
-        raise ValueError(f"{path}: not an s4d training state (keys missing)")
+        raise InputError(f"{path}: not an s4d training state (keys missing)")
     return state
 
 
@@ -154,4 +176,4 @@ def _weights_epoch(ckpt: Path) -> int | None:
     try:
         return json.loads(meta.read_text()).get("epoch")
     except (OSError, ValueError, AttributeError) as err:
-        raise ValueError(f"{meta}: unreadable checkpoint metadata ({type(err).__name__}); start a new --out") from None
+        raise InputError(f"{meta}: unreadable checkpoint metadata ({type(err).__name__}); start a new --out") from None

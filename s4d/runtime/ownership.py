@@ -148,17 +148,24 @@ def _few(names: list[str], most: int = 4) -> str:
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def mark_run(folder: Path, kind: str) -> None:
-    """For a training run itself (``kind``: train or pretrain; rank 0, once its settings are
-    committed): refuse a folder holding another command's outputs or another kind's marker,
-    then write the marker if it is missing (runs made before markers get one on resume)."""
-    from preprocess.shards.writer import write_json_atomic
-
+def check_run(folder: Path, kind: str) -> None:
+    """For a training run (``kind``: train or pretrain), on every rank before anything is
+    written: refuse a folder holding another command's outputs or another kind's marker.
+    Reads only, so all ranks of a run on a shared folder refuse together."""
     folder = Path(folder)
     owner = kind_of(folder)
     marked = read_marker(folder) if folder.is_dir() else None
     if (owner is not None and owner not in RUN_KINDS) or (marked is not None and marked != kind):
         raise InputError(f"{folder}: holds {whose(marked or owner)}; s4d {kind} needs a run folder of its own: pick another --out")
-    if marked is None:
+
+
+def mark_run(folder: Path, kind: str) -> None:
+    """``check_run``, then (rank 0, once the run's settings are committed) the marker, written
+    if missing: runs made before markers get one on resume."""
+    from preprocess.shards.writer import write_json_atomic
+
+    folder = Path(folder)
+    check_run(folder, kind)
+    if (read_marker(folder) if folder.is_dir() else None) is None:
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / MARKER, {"kind": kind, "format_version": FORMAT_VERSION})

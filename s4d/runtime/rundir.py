@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from preprocess.errors import InputError
 from preprocess.lock import folder_lock
-from preprocess.safe_io import open_new, refuse_symlink, write_text
+from preprocess.safe_io import open_new, refuse_symlink, write_point, write_text, write_text_atomic
 
 from .dist import Dist, barrier, setup
+from .ownership import check_run, mark_run
 from .signals import stop_on_sigterm
 
 
@@ -50,7 +52,10 @@ def commit_config(cfg: Any, out: Path, d: Dist) -> None:
     from .shared_fs import check_shared_folder
 
     check_shared_folder(out, d)
+    kind = "pretrain" if hasattr(cfg, "mixture") else "train"
+    check_run(out, kind)  # every rank reads the shared folder: an eval's or a shard folder is refused by all
     if d.main:
+        mark_run(out, kind)
         write_config(out, cfg)
     barrier(d)
 
@@ -61,25 +66,75 @@ def write_config(out: Path, cfg: Any) -> None:
     path = refuse_symlink(out / "config.json")
     new = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as they are stored
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = _read_config(path)
         diff = sorted(k for k in set(old) | set(new) if k not in _NOT_IDENTITY and old.get(k) != new.get(k))
         if diff:
-            raise ValueError(f"{path}: this run was started with different settings ({', '.join(diff)}); use a new --out")
-    write_text(path, json.dumps(new, indent=2, sort_keys=True) + "\n")  # a planted symlink is refused
+            raise InputError(f"{path}: this run was started with different settings ({', '.join(diff)}); use a new --out")
+    write_text_atomic(path, json.dumps(new, indent=2, sort_keys=True) + "\n")  # a planted symlink is refused
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """A run's ``config.json``; damage is one line naming it (the folder cannot be resumed safely)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not a readable run config ({type(err).__name__}: {str(err)[:120]}); "
+                         "restore it, or start a new --out") from None
+    if not isinstance(old, dict):
+        raise InputError(f"{path}: not a readable run config (not a JSON object); restore it, or start a new --out")
+    return old
 
 
 # Where data lives, how it is loaded and where it is logged do not change what a run computes.
 _NOT_IDENTITY = {"data_root", "backend", "device", "out", "loader_threads", "tensorboard", "wandb"}
 
 
-def trim_metrics(path: Path, next_epoch: int) -> None:
-    """Drop log lines of epochs that were not saved (a hard kill between log and save)."""
-    if refuse_symlink(path).is_file():
-        lines = [x for x in path.read_text().splitlines() if x and json.loads(x)["epoch"] < next_epoch]
-        write_text(path, "".join(x + "\n" for x in lines))
+def restore_metrics(path: Path, next_epoch: int, saved: list[dict[str, Any]] | None, log=print) -> None:
+    """Make ``metrics.jsonl`` hold exactly one line per saved epoch ``0..next_epoch-1``: drop
+    lines of epochs that were not saved, drop a last line cut short by a kill or a full disk (one
+    ``log`` line names the file), and write back, from the checkpoint's copy (``saved``: every
+    saved epoch's line, None for a state written before it was kept), any saved epoch's line
+    that is missing (a kill between the save and the line). Rewritten only if it changes."""
+    refuse_symlink(path)
+    text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    records = {r["epoch"]: r for r in _metrics_records(path, text, log) if r["epoch"] < next_epoch}
+    missing = [r for r in saved or [] if r["epoch"] < next_epoch and r["epoch"] not in records]
+    if missing:
+        records.update({r["epoch"]: r for r in missing})
+        log(f"{path}: restored the line(s) of epoch {', '.join(str(r['epoch'] + 1) for r in missing)} from the checkpoint "
+            "(the run was stopped before writing them)")
+    new = "".join(json.dumps(records[e]) + "\n" for e in sorted(records))
+    if new != text:
+        write_text_atomic(path, new)
+
+
+def _metrics_records(path: Path, text: str, log) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl``; an unreadable last line is dropped with one ``log`` line,
+    an unreadable line before it is one InputError naming the file and line."""
+    lines = text.splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError("not an epoch record")
+        except ValueError as err:
+            if number == len(lines):
+                log(f"{path}: dropped its last line, cut short (a kill or a full disk); the run resumes and writes it again")
+                break
+            raise InputError(f"{path}: line {number} is not an epoch record ({str(err)[:80]}); "
+                             "repair or remove the file to resume") from None
+        records.append(record)
+    return records
 
 
 def append_metrics(out: Path, record: dict[str, Any]) -> None:
     """One finished epoch's line in ``metrics.jsonl``."""
     with open_new(out / "metrics.jsonl", "a") as fh:  # a planted symlink is refused, never appended to
         fh.write(json.dumps(record) + "\n")
+    write_point(f"append {out / 'metrics.jsonl'}")
+
+
+def trim_metrics(path: Path, next_epoch: int, log=print) -> None:
+    """Drop log lines of epochs that were not saved (``restore_metrics`` without a saved line)."""
+    restore_metrics(path, next_epoch, None, log)

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..runtime.checkpointer import Checkpointer
 from ..runtime.dist import Dist, barrier, mean
-from ..runtime.rundir import append_metrics, trim_metrics
+from ..runtime.rundir import append_metrics, restore_metrics
 from ..runtime.signals import uninterrupted
 from ..runtime.tracking import Tracker
 from .select import TEST_SELECTED, Selector
@@ -28,7 +28,7 @@ def run_epochs(one_epoch, checkpointer: Checkpointer, out: Path, epochs: int, d:
     for note in checkpointer.notes:
         log(note)
     if d.main:
-        trim_metrics(out / "metrics.jsonl", start)
+        restore_metrics(out / "metrics.jsonl", start, checkpointer.history, log)
     if selector is not None:
         selector.restore(checkpointer.selection, start - 1, checkpointer.model, extra or {})
         barrier(d)
@@ -43,7 +43,7 @@ def run_epochs(one_epoch, checkpointer: Checkpointer, out: Path, epochs: int, d:
             record.update(selector.evaluate(checkpointer.model, epoch))
         record["seconds"] = round(time.perf_counter() - t0, 3)
         with uninterrupted():
-            checkpointer.save(epoch, step, extra, selection=selector.state() if selector else None)
+            checkpointer.save(epoch, step, extra, selection=selector.state() if selector else None, record=record)
             if selector is not None and selector.improved:
                 selector.save_best(checkpointer.model, extra or {})
             if d.main:
