@@ -31,8 +31,9 @@ from .manifest import Manifest, check_name
 from .media import Limits, MediaError, open_frames, read_image
 from .safe_json import dumps
 from .shards.encoding import CLIP_EXT, encode_clip, encode_image, pack_info
-from .shards.folder import ShardTask, check_plan, plan_shards, record_path, shard_damage, stale_summary
-from .shards.writer import ShardWriter, rebuild_index, sha256, write_json_atomic
+from .shards.folder import ShardTask, check_plan, plan_shards, record_path
+from .shards.repair import repair_finished
+from .shards.writer import ShardWriter, sha256, write_json_atomic
 
 
 def parse_part(text: str, env: dict[str, str] | None = None) -> tuple[int, int]:
@@ -261,47 +262,6 @@ def run_shards(
                                 "re-run the same command to resume") from None
     pending = [t.name for t in tasks if not record_path(out_dir, t.name).is_file()]
     return RunSummary(len(tasks), done_before, len(todo), pending, problems, repaired)
-
-
-MERGED = ("shards.json", "index.parquet")  # rewritten by finalize from the records
-
-
-def repair_finished(out_dir: Path, names: list[str], on_repair: Callable[[str], None] | None = None) -> list[str]:
-    """Check the finished shards among ``names`` (``shard_damage``: reads every tar) and undo
-    the damaged ones: a bad ``.idx`` alone is rewritten from its tar; otherwise the record, tar
-    and ``.idx`` are removed, record first, so the shard is written again from the raw data.
-    The merged ``shards.json`` / ``index.parquet`` go before a tar, so they never list a removed file.
-    A ``shards.json`` that still lists a missing tar of another part is removed too (``stale_summary``).
-    Returns one line per repair (also handed to ``on_repair``)."""
-    lines = []
-    for name in names:
-        if not record_path(out_dir, name).is_file():
-            continue
-        damage = shard_damage(out_dir, name)
-        if damage is None:
-            continue
-        what, why = damage
-        tar = out_dir / f"{name}.tar"
-        if what == "index":
-            rebuild_index(tar)
-            lines.append(f"{tar.with_suffix('.idx')}: rebuilt from {tar.name} ({why})")
-        else:
-            for merged in MERGED:
-                (out_dir / merged).unlink(missing_ok=True)
-            for path in (record_path(out_dir, name), tar, tar.with_suffix(".idx")):
-                path.unlink(missing_ok=True)
-            lines.append(f"{tar}: encoding the shard again from the raw data ({why})")
-        if on_repair is not None:
-            on_repair(lines[-1])
-    stale = stale_summary(out_dir)  # damage in another --part's shards: the merge is stale until that part re-runs
-    if stale is not None:
-        for merged in MERGED:
-            (out_dir / merged).unlink(missing_ok=True)
-        lines.append(f"{out_dir / 'shards.json'}: removed with index.parquet ({stale}); re-run the part that holds it, "
-                     "then the merge rewrites both")
-        if on_repair is not None:
-            on_repair(lines[-1])
-    return lines
 
 
 def _write_all(manifest: Manifest, todo: list[ShardTask], out_dir: Path, workers: int, device: str | None,

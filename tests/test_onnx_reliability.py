@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("onnxruntime", reason="the onnx extra (pip install 's4d[onnx]') is not installed")
 pytest.importorskip("onnxscript", reason="the onnx extra (pip install 's4d[onnx]') is not installed")
@@ -19,7 +18,8 @@ from onnx import TensorProto, helper  # noqa: E402
 from preprocess.errors import InputError  # noqa: E402
 from s4d import build_model, save_checkpoint  # noqa: E402
 from s4d.infer import PredictConfig, Predictor  # noqa: E402
-from s4d.infer.onnx import FORMAT, MAX_SIZE, META_KEY, OnnxClassifier, export_onnx  # noqa: E402
+from s4d.infer.onnx import OnnxClassifier, export_onnx  # noqa: E402
+from s4d.infer.onnx_checks import FORMAT, MAX_SIZE, META_KEY  # noqa: E402
 from tests.media_factory import write_image  # noqa: E402
 from tests.test_bad_inputs import one_error_line, s4d  # noqa: E402
 from tests.test_predict import NAMES, debug_checkpoint, demo_video  # noqa: E402

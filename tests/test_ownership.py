@@ -1,4 +1,4 @@
-"""One owner per output folder (``s4d.runtime.ownership``): ``eval``, ``analyze`` and
+"""One owner per output folder (``preprocess.ownership``): ``eval``, ``analyze`` and
 ``export-hub`` never write into a training run's folder or another command's, refuse their own
 earlier outputs unless ``--force``, and ``--force`` removes only files the command writes."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from preprocess.errors import InputError
-from s4d.runtime.ownership import MARKER, check, claim, guard, kind_of
+from preprocess.ownership import MARKER, check, claim, guard, kind_of
 from tests.test_bad_inputs import GOOD, one_error_line
 
 
@@ -229,7 +229,7 @@ def test_analyses_share_one_folder_and_eval_force_replaces_its_outputs(tmp_path)
 
 
 def test_a_training_run_marks_its_folder_and_refuses_an_eval_folder(tmp_path):
-    from s4d.runtime.ownership import mark_run
+    from preprocess.ownership import mark_run
 
     fake_run(tmp_path / "old")  # made before markers: gets one on resume
     mark_run(tmp_path / "old", "train")

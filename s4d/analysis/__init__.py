@@ -2,7 +2,7 @@
 manifest's test split and its still-image source), ``experts`` (Fig. 5), ``relevance``
 (Fig. 4), ``order`` (frames in order vs shuffled) and ``scores`` (Fig. 7). Figures live in
 ``s4d.plots``. Each writes only its own files (``WRITES``) into a folder of kind ``analyze``
-(``s4d.runtime.ownership``): never into a training run's folder."""
+(``preprocess.ownership``): never into a training run's folder."""
 
 # The files each analysis writes: --force replaces these, and only these.
 WRITES: dict[str, tuple[str, ...]] = {

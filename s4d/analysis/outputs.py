@@ -1,4 +1,4 @@
-"""Where an analysis writes: its folder claimed for kind ``analyze`` (``runtime.ownership``:
+"""Where an analysis writes: its folder claimed for kind ``analyze`` (``preprocess.ownership``:
 never a training run's, earlier files of the same analysis replaced only with ``force``) and
 its JSON written as strict JSON without following a symlink."""
 
@@ -10,7 +10,7 @@ from typing import Any
 from preprocess.safe_io import write_text
 from preprocess.safe_json import dumps
 
-from ..runtime.ownership import check, claim
+from preprocess.ownership import check, claim
 from . import WRITES
 
 

@@ -13,7 +13,7 @@ from preprocess.errors import InputError
 from preprocess.manifest import ManifestError, read_json_file
 
 from ..plots import plot_scores
-from ..runtime.ownership import SUBFOLDER
+from preprocess.ownership import SUBFOLDER
 from .outputs import claim_out
 
 

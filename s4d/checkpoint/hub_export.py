@@ -23,7 +23,7 @@ from preprocess.errors import InputError
 from preprocess.manifest import read_json_file
 from preprocess.safe_io import open_new, refuse_symlink, write_text
 
-from ..runtime.ownership import check, claim
+from preprocess.ownership import check, claim
 from .format import checkpoint_meta, read_checkpoint, sidecar
 from .keymap import CheckpointError
 
@@ -32,7 +32,7 @@ WHICH = ("last", "best")
 
 def export_hub(run: Path, out: Path, which: str = "last", *, force: bool = False) -> Path:
     """Write the upload folder ``out`` for ``run``'s ``which`` checkpoint; returns the card.
-    ``out`` holds only what this export writes (``runtime.ownership``, kind export-hub): a new
+    ``out`` holds only what this export writes (``preprocess.ownership``, kind export-hub): a new
     or empty folder, or with ``force`` one of an earlier export, whose files are removed first
     (no stale figure stays); never a training run's folder."""
     run, out = Path(run), Path(out)

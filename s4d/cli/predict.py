@@ -57,10 +57,11 @@ def predict_cmd(
             raise InputError("--plot goes with single files or --out FOLDER, not with a .parquet table")
         if not table:
             _refuse_folders_and_lists(inputs)
-        from ..runtime.ownership import guard
+        from preprocess.ownership import guard
 
         for flag, given, folder in _destinations(out, plot, several=several and not table):
-            guard(folder, "predict")  # never into a training run's, an eval's or a shard folder
+            if folder.is_dir():  # never into a training run's, an eval's or a shard folder
+                guard(folder, "predict")
             _probe_writable(flag, given, folder)
         predictor = Predictor(PredictConfig(str(checkpoint) if checkpoint else None, hop=hop, stride=stride, align=align, classes=classes,
                                             device=device, onnx=str(onnx) if onnx else None, faces=faces))
@@ -171,7 +172,8 @@ def _predict_table(predictor, inputs: list[Path], out: Path) -> None:
     """Folders, lists and files into one resumable table, with a progress bar over files."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-    from ..infer.many import list_inputs, predict_many
+    from ..infer.inputs import list_inputs
+    from ..infer.many import predict_many
 
     with one_line_errors():
         files, problems = list_inputs(inputs)

@@ -16,7 +16,7 @@ from ..checkpoint import load_classifier
 from ..checkpoint.finite import NonFiniteOutput
 from ..runtime import autocast_dtype, dali_device_id
 from ..runtime.dist import setup
-from ..runtime.ownership import check, claim
+from preprocess.ownership import check, claim
 from .data import eval_loader_config, shard_folder
 from .outputs import score_fields, write_eval
 from .protocol import predict
@@ -47,7 +47,7 @@ def evaluate_checkpoint(
     data_root: str | None = None, backend: str = "auto", batch_size: int = 8, force: bool = False, log=print,
 ) -> dict[str, Any]:
     """Score ``checkpoint``'s ``task`` head on ``manifest``'s test split of ``fold`` and write
-    ``out`` (``write_eval``). ``out`` must be an eval folder (``runtime.ownership``): never a
+    ``out`` (``write_eval``). ``out`` must be an eval folder (``preprocess.ownership``): never a
     training run's; one holding earlier eval outputs only with ``force``, which replaces them."""
     m = load_manifest(manifest)
     _, device = setup()

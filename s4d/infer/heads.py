@@ -15,7 +15,7 @@ from ..checkpoint import checkpoint_meta, load_classifier
 from ..checkpoint.finite import check_finite
 from ..checkpoint.format import sidecar
 from ..runtime import autocast, autocast_dtype, to_device
-from .onnx import check_input_record
+from .onnx_checks import check_input_record
 
 
 class TorchHeads:

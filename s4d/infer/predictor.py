@@ -8,6 +8,8 @@ then resizes and normalises them as the eval loader does. Windows of ``frames`` 
 training stride slide by ``hop``; a window with too few face frames is reported as "no face"
 and never classified. The clip-level answer is the mean over the windows with a face.
 """
+# Long file: one class, Predictor; its two streaming passes over a video (detect and track, then
+# align only the frames the windows need) and the image path share its state and helpers.
 
 from __future__ import annotations
 

@@ -15,10 +15,10 @@ import torch
 
 from preprocess.errors import InputError
 from preprocess.lock import folder_lock
-from preprocess.safe_io import open_new, refuse_symlink, write_point, write_text, write_text_atomic
+from preprocess.safe_io import open_new, refuse_symlink, write_point, write_text_atomic
 
 from .dist import Dist, barrier, setup
-from .ownership import check_run, mark_run
+from preprocess.ownership import check_run, mark_run
 from .signals import stop_on_sigterm
 
 

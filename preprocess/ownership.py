@@ -27,8 +27,8 @@ import json
 import os
 from pathlib import Path
 
-from preprocess.errors import InputError
-from preprocess.safe_io import refuse_symlink
+from .errors import InputError
+from .safe_io import refuse_symlink
 
 MARKER = ".s4d-owner.json"
 FORMAT_VERSION = 1
@@ -130,7 +130,7 @@ def claim(folder: Path, kind: str, *, force: bool, writes: tuple[str, ...] | Non
     """``check``, then make ``folder`` ours: created if missing, the earlier outputs that
     ``force`` replaces removed (never a file we do not write), the marker written. Returns
     ``folder``."""
-    from preprocess.shards.writer import write_json_atomic
+    from .shards.writer import write_json_atomic
 
     folder = Path(folder)
     earlier = check(folder, kind, force=force, writes=writes)
@@ -162,7 +162,7 @@ def check_run(folder: Path, kind: str) -> None:
 def mark_run(folder: Path, kind: str) -> None:
     """``check_run``, then (rank 0, once the run's settings are committed) the marker, written
     if missing: runs made before markers get one on resume."""
-    from preprocess.shards.writer import write_json_atomic
+    from .shards.writer import write_json_atomic
 
     folder = Path(folder)
     check_run(folder, kind)
