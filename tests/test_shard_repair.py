@@ -17,21 +17,9 @@ from preprocess.shards.reader import ShardError
 from preprocess.shards.verify import verify_shards
 from preprocess.shards.version import FORMAT_VERSION, INDEX_META_KEY
 
-from .media_factory import moving_square, write_video
-from .test_bad_inputs import one_error_line, s4d
+from .test_bad_inputs import one_error_line, raw, s4d  # noqa: F401  (raw: the same tiny raw videos, a fixture)
 
 SHARDS_ARGS = ("--no-align", "--size", "32", "--frames", "4", "--stride", "1", "-j", "1")
-
-
-@pytest.fixture(scope="module")
-def raw(tmp_path_factory):
-    raw = tmp_path_factory.mktemp("raw")
-    rows = ["path,label,split"]
-    for i in range(4):
-        write_video(raw / f"v{i}.webm", moving_square(6, 32, 32, seed=i))
-        rows.append(f"v{i}.webm,{'ab'[i % 2]},{'train' if i < 3 else 'test'}")
-    (raw / "list.csv").write_text("\n".join(rows) + "\n")
-    return raw
 
 
 @pytest.fixture(scope="module")
