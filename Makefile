@@ -10,10 +10,11 @@ FACENET := facenet-pytorch>=2.6,<3
 # DALI wheel by NVIDIA driver: cuda130 needs driver >= 580, cuda120 >= 525 (make install DALI=cuda120)
 DALI ?= cuda130
 
-.PHONY: help install test test-all demo bench $(BENCHES) shards clean
+.PHONY: help install lint test test-all demo bench $(BENCHES) shards clean
 
 help:
 	@echo "make test         set up .venv (first run) and run the CPU test suite"
+	@echo "make lint         ruff: the format check and the lint (.ci/run runs it before the tests)"
 	@echo "make demo         the whole system on a generated dataset (~7 min on 2 CPU cores)"
 	@echo "make bench        every benchmark (model step vs reference, codec, preprocessing, data, training, scaling); BENCHMARKS.md"
 	@echo "make test-all     also the slow tests"
@@ -26,6 +27,10 @@ $(STAMP): pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check --quiet .
+	$(BIN)/ruff check --quiet .
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

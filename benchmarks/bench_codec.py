@@ -149,8 +149,15 @@ def sample_starts(rng: np.random.Generator, n_frames: int, seq: int, stride: int
     return rng.integers(0, max(n_frames - span, 0) + 1, size=count)
 
 
-def build_pipeline(encoded: list[bytes], n_frames: list[int], args, rng: np.random.Generator,
-                   record: list | None = None, fixed_start: int | None = None, pad_mode: str | None = None):
+def build_pipeline(
+    encoded: list[bytes],
+    n_frames: list[int],
+    args,
+    rng: np.random.Generator,
+    record: list | None = None,
+    fixed_start: int | None = None,
+    pad_mode: str | None = None,
+):
     """Synchronous DALI pipeline: external_source (encoded bytes + per-sample start frame)
     -> fn.decoders.video(start_frame, sequence_length, stride, pad_mode)."""
     arrays = [np.frombuffer(b, dtype=np.uint8) for b in encoded]
@@ -167,12 +174,20 @@ def build_pipeline(encoded: list[bytes], n_frames: list[int], args, rng: np.rand
             record.append((idx, starts))
         return [arrays[i] for i in idx], [np.array(s, dtype=np.int32) for s in starts]
 
-    @pipeline_def(batch_size=args.batch, num_threads=args.threads, device_id=0 if args.device == "mixed" else None,
-                  exec_async=False, exec_pipelined=False, prefetch_queue_depth=1, seed=args.seed)
+    @pipeline_def(
+        batch_size=args.batch,
+        num_threads=args.threads,
+        device_id=0 if args.device == "mixed" else None,
+        exec_async=False,
+        exec_pipelined=False,
+        prefetch_queue_depth=1,
+        seed=args.seed,
+    )
     def pipe():
         data, start = fn.external_source(source=next_batch, num_outputs=2, dtype=[types.UINT8, types.INT32])
-        return fn.decoders.video(data, device=args.device, start_frame=start, sequence_length=args.seq,
-                                 stride=args.stride, pad_mode=pad_mode or args.pad_mode)
+        return fn.decoders.video(
+            data, device=args.device, start_frame=start, sequence_length=args.seq, stride=args.stride, pad_mode=pad_mode or args.pad_mode
+        )
 
     p = pipe()
     p.build()
@@ -253,12 +268,15 @@ def probe(args, clip: np.ndarray, console: Console) -> None:
     # From here only 2 frames fit, and the last sampled frame (start + stride) is not the last frame
     # of the clip, so "repeat the last sampled frame" and "repeat the last frame" can be told apart.
     start = len(short) - 2 * args.stride + 2
-    console.print(f"[bold]pad_mode[/] (32-frame clip, start {start}, {args.seq} x stride {args.stride}): "
-                  "decoded frame indices as identified against the PyAV decode")
+    console.print(
+        f"[bold]pad_mode[/] (32-frame clip, start {start}, {args.seq} x stride {args.stride}): "
+        "decoded frame indices as identified against the PyAV decode"
+    )
     for mode in ("none", "constant", "edge", "reflect_101"):
         try:
-            p = build_pipeline([data], [len(short)], argparse.Namespace(**{**vars(args), "batch": 1}),
-                               np.random.default_rng(0), fixed_start=start, pad_mode=mode)
+            p = build_pipeline(
+                [data], [len(short)], argparse.Namespace(**{**vars(args), "batch": 1}), np.random.default_rng(0), fixed_start=start, pad_mode=mode
+            )
             (out,) = p.run()
             frames = fetch(out)[0]
             ids = []
@@ -277,8 +295,9 @@ def seek_probe(args, settings: list[Setting], n_frames: list[int], console: Cons
     same; if it decodes from the first frame, the cost grows with the frame index."""
     last = min(n_frames) - 1
     one = argparse.Namespace(**{**vars(args), "seq": 1, "stride": 1})
-    console.print(f"[bold]seek probe[/]: ms per clip to decode 1 frame at index 0 / {last // 2} / {last} "
-                  f"(batch {args.batch}, {args.threads} threads)")
+    console.print(
+        f"[bold]seek probe[/]: ms per clip to decode 1 frame at index 0 / {last // 2} / {last} (batch {args.batch}, {args.threads} threads)"
+    )
     for s in settings:
         cells = []
         for start in (0, last // 2, last):
@@ -331,13 +350,15 @@ def main() -> None:
     console.print(f"{len(clips)} clips x {args.frames} frames, {SIZE}x{SIZE} RGB, {FPS} fps, source: {source}")
 
     settings = [
-        Setting(f"VP9 crf {crf}", "libvpx-vp9", "webm", "yuv420p",
-                {"crf": str(crf), "b": "0", "g": str(args.vp9_gop), "deadline": "good",
-                 "cpu-used": str(args.vp9_cpu_used), "row-mt": "1"})
+        Setting(
+            f"VP9 crf {crf}",
+            "libvpx-vp9",
+            "webm",
+            "yuv420p",
+            {"crf": str(crf), "b": "0", "g": str(args.vp9_gop), "deadline": "good", "cpu-used": str(args.vp9_cpu_used), "row-mt": "1"},
+        )
         for crf in args.vp9_crf
-    ] + [
-        Setting(f"MJPEG q {q}", "mjpeg", args.mjpeg_container, "yuvj420p", qscale=q) for q in args.mjpeg_q
-    ]
+    ] + [Setting(f"MJPEG q {q}", "mjpeg", args.mjpeg_container, "yuvj420p", qscale=q) for q in args.mjpeg_q]
 
     # Encode (timed), then PSNR of the PyAV decode against the source.
     for s in settings:
@@ -374,30 +395,42 @@ def main() -> None:
             assert len(frames) == args.batch and frames[0].shape[1:] == (SIZE, SIZE, 3)
     load_after = os.getloadavg()[0]
 
-    title = (f"DALI fn.decoders.video ({args.device}, {args.threads} threads, batch {args.batch}): "
-             f"{args.seq} frames x stride {args.stride} from a random start; {source}")
+    title = (
+        f"DALI fn.decoders.video ({args.device}, {args.threads} threads, batch {args.batch}): "
+        f"{args.seq} frames x stride {args.stride} from a random start; {source}"
+    )
     table = Table(title=title)
-    for col in ("codec", "settings", "KiB/clip", "KiB/frame", "PSNR dB", "encode fps",
-                "decode clips/s", "decode frames/s", "index check"):
+    for col in ("codec", "settings", "KiB/clip", "KiB/frame", "PSNR dB", "encode fps", "decode clips/s", "decode frames/s", "index check"):
         table.add_column(col)
     for s in settings:
         kib = statistics.mean(len(b) for b in s.encoded) / 1024
         per_batch = statistics.median(s.decode_s)
         clips_s = args.batch / per_batch
         table.add_row(
-            s.name, s.describe(), f"{kib:.1f}", f"{kib / args.frames:.2f}", f"{s.psnr:.2f}",
-            f"{sum(n_frames) / s.encode_s:.0f}", f"{clips_s:.1f}", f"{clips_s * args.seq:.0f}",
+            s.name,
+            s.describe(),
+            f"{kib:.1f}",
+            f"{kib / args.frames:.2f}",
+            f"{s.psnr:.2f}",
+            f"{sum(n_frames) / s.encode_s:.0f}",
+            f"{clips_s:.1f}",
+            f"{clips_s * args.seq:.0f}",
             "ok" if s.index_errors == 0 else f"[red]{s.index_errors} wrong frames[/]",
         )
     console.print(table)
-    console.print("encode fps: single-threaded PyAV encode + mux in memory; decode: median over "
-                  f"{args.iters} batches per setting, timed in alternation (output frames/s = clips/s x {args.seq}); "
-                  f"1-min load average {load_before:.2f} before / {load_after:.2f} after timing "
-                  f"on {os.cpu_count()} CPUs")
-    cmd = (f"python benchmarks/bench_codec.py --clips {args.clips} --frames {args.frames} --iters {args.iters} "
-           f"--batch {args.batch} --threads {args.threads} --vp9-crf {','.join(map(str, args.vp9_crf))} "
-           f"--vp9-gop {args.vp9_gop} --mjpeg-q {','.join(map(str, args.mjpeg_q))} --device {args.device}"
-           + (" --synthetic" if args.synthetic else "") + (" --no-probe" if args.no_probe else ""))
+    console.print(
+        "encode fps: single-threaded PyAV encode + mux in memory; decode: median over "
+        f"{args.iters} batches per setting, timed in alternation (output frames/s = clips/s x {args.seq}); "
+        f"1-min load average {load_before:.2f} before / {load_after:.2f} after timing "
+        f"on {os.cpu_count()} CPUs"
+    )
+    cmd = (
+        f"python benchmarks/bench_codec.py --clips {args.clips} --frames {args.frames} --iters {args.iters} "
+        f"--batch {args.batch} --threads {args.threads} --vp9-crf {','.join(map(str, args.vp9_crf))} "
+        f"--vp9-gop {args.vp9_gop} --mjpeg-q {','.join(map(str, args.mjpeg_q))} --device {args.device}"
+        + (" --synthetic" if args.synthetic else "")
+        + (" --no-probe" if args.no_probe else "")
+    )
     console.print(f"command: {cmd}")
 
 

@@ -33,10 +33,10 @@ from pipelines import Loader, LoaderConfig, dali_available, open_dataset
 from pipelines.augment import erase_box, rrc_box
 from pipelines.plan import epoch_batches
 from pipelines.sampling import clip_indices
-from preprocess.shards.encoding import encode_clip
 from preprocess.manifest import parse_manifest
-from preprocess.shards.folder import finalize
 from preprocess.run import run_shards
+from preprocess.shards.encoding import encode_clip
+from preprocess.shards.folder import finalize
 
 
 def source_clips(count: int, frames: int) -> list[np.ndarray]:
@@ -49,7 +49,7 @@ def source_clips(count: int, frames: int) -> list[np.ndarray]:
         import cv2
 
         small = np.stack([cv2.resize(f, (160, 160), interpolation=cv2.INTER_AREA) for f in crop])
-        return [small[(i * frames) % (len(small) - frames):][:frames] for i in range(count)]
+        return [small[(i * frames) % (len(small) - frames) :][:frames] for i in range(count)]
     rng = np.random.default_rng(0)
     return [rng.integers(0, 255, (frames, 160, 160, 3), dtype=np.uint8) for _ in range(count)]
 
@@ -87,8 +87,9 @@ class ReferenceClipTransform:
         x = (x - self.mean) / self.std
         gen = torch.default_generator
         top, left, h, w = rrc_box(x.shape[-2], x.shape[-1], aug.rrc_scale, aug.rrc_ratio, gen)
-        x = torch.nn.functional.interpolate(x[..., top : top + h, left : left + w], size=(self.cfg.size, self.cfg.size),
-                                            mode="bilinear", align_corners=False)
+        x = torch.nn.functional.interpolate(
+            x[..., top : top + h, left : left + w], size=(self.cfg.size, self.cfg.size), mode="bilinear", align_corners=False
+        )
         if self.random.random() < aug.flip:
             x = x.flip(-1)
         if self.random.random() < aug.erase and (box := erase_box(x.shape[-2], x.shape[-1], gen)) is not None:
@@ -169,11 +170,19 @@ def main() -> None:
                 Image.fromarray(f).save(d / f"{j:05d}.jpg", quality=95)
             jpeg_dirs.append(d)
         (raw / "list.csv").write_text("\n".join(rows) + "\n")
-        m = parse_manifest({
-            "name": "bench", "modality": "video", "classes": ["a", "b"], "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
-            "preprocess": {"align": False, "size": 160}, "partitions": ["train"], "folds": {"main": {"train": ["train"], "test": []}},
-            "clip": {"frames": 16, "stride": 4},
-        }, tmp / "bench.json")
+        m = parse_manifest(
+            {
+                "name": "bench",
+                "modality": "video",
+                "classes": ["a", "b"],
+                "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
+                "preprocess": {"align": False, "size": 160},
+                "partitions": ["train"],
+                "folds": {"main": {"train": ["train"], "test": []}},
+                "clip": {"frames": 16, "stride": 4},
+            },
+            tmp / "bench.json",
+        )
         run_shards(m, raw, tmp / "shards")
         finalize(m, tmp / "shards")
         ds = open_dataset(m, tmp / "shards", role="train")
@@ -193,8 +202,9 @@ def main() -> None:
         class Reference:  # a warm DataLoader with persistent workers, one epoch per call
             def __init__(self, c: LoaderConfig) -> None:
                 self.sampler = EpochSampler(len(ds))
-                self.loader = DataLoader(JpegFolderClips(ds, folder_of, c), batch_size=args.batch, sampler=self.sampler,
-                                         num_workers=args.workers, persistent_workers=True)
+                self.loader = DataLoader(
+                    JpegFolderClips(ds, folder_of, c), batch_size=args.batch, sampler=self.sampler, num_workers=args.workers, persistent_workers=True
+                )
 
             def epoch(self, epoch: int):
                 self.sampler.epoch = epoch
@@ -229,7 +239,9 @@ def main() -> None:
         jpeg_bytes = folder_bytes(p for d in jpeg_dirs for p in d.iterdir()) / len(ds)
         ref_name = next(k for k in names if k.startswith("reference") and "off" not in k)
         ref_rate = n / times[ref_name]
-        table = Table(title=f"training clips (16 frames, stride 4, 160 px, full augmentation), {len(ds)} clips x {args.epochs} epochs, batch {args.batch}")
+        table = Table(
+            title=f"training clips (16 frames, stride 4, 160 px, full augmentation), {len(ds)} clips x {args.epochs} epochs, batch {args.batch}"
+        )
         for col in ("loader", "clips/s", "frames/s", "vs reference", "KiB on disk per clip"):
             table.add_column(col)
         for name in names:
@@ -238,8 +250,10 @@ def main() -> None:
             table.add_row(name, f"{rate:.1f}", f"{rate * 16:.0f}", f"{rate / ref_rate:.2f}x", f"{size / 1024:.1f}")
         console = Console()
         console.print(table)
-        console.print(f"command: python benchmarks/bench_data.py --clips {args.clips} --clip-frames {args.clip_frames} "
-                      f"--batch {args.batch} --workers {args.workers} --epochs {args.epochs} --device {args.device}")
+        console.print(
+            f"command: python benchmarks/bench_data.py --clips {args.clips} --clip-frames {args.clip_frames} "
+            f"--batch {args.batch} --workers {args.workers} --epochs {args.epochs} --device {args.device}"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

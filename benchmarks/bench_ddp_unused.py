@@ -69,13 +69,18 @@ def worker(rank: int, world: int, size: str, iters: int, video_batch: int, image
     model = build_model("s4d", size, video_classes=7)
     enc = model.config.encoder
     g = torch.Generator().manual_seed(rank)
-    batches = {"video": (torch.randn(video_batch, 3, enc.num_frames, enc.img_size, enc.img_size, generator=g),
-                         torch.randint(0, 7, (video_batch,), generator=g)),
-               "image": (torch.randn(image_batch, 3, enc.img_size, enc.img_size, generator=g),
-                         torch.randint(0, 7, (image_batch,), generator=g))}
+    batches = {
+        "video": (
+            torch.randn(video_batch, 3, enc.num_frames, enc.img_size, enc.img_size, generator=g),
+            torch.randint(0, 7, (video_batch,), generator=g),
+        ),
+        "image": (torch.randn(image_batch, 3, enc.img_size, enc.img_size, generator=g), torch.randint(0, 7, (image_batch,), generator=g)),
+    }
     ddp = torch.nn.parallel.DistributedDataParallel
-    steps = {SEARCHED: make_step(ddp(model, find_unused_parameters=True, broadcast_buffers=False), False, batches),
-             TOUCHED: make_step(ddp(copy.deepcopy(model), find_unused_parameters=False, broadcast_buffers=False), True, batches)}
+    steps = {
+        SEARCHED: make_step(ddp(model, find_unused_parameters=True, broadcast_buffers=False), False, batches),
+        TOUCHED: make_step(ddp(copy.deepcopy(model), find_unused_parameters=False, broadcast_buffers=False), True, batches),
+    }
     for step in steps.values():  # warm-up: one step of each task
         step("video"), step("image")
     times: dict[str, dict[str, list[float]]] = {k: {"video": [], "image": []} for k in steps}
@@ -85,8 +90,12 @@ def worker(rank: int, world: int, size: str, iters: int, video_batch: int, image
             for name in names if i % 2 else names[::-1]:  # neither variant always runs first
                 times[name][task].append(steps[name](task))
     if rank == 0:  # a video and an image step per pair: the mean of the two medians, and of the two minima
-        out.update({k: (statistics.mean(statistics.median(ts) for ts in v.values()), statistics.mean(min(ts) for ts in v.values()))
-                    for k, v in times.items()})
+        out.update(
+            {
+                k: (statistics.mean(statistics.median(ts) for ts in v.values()), statistics.mean(min(ts) for ts in v.values()))
+                for k, v in times.items()
+            }
+        )
     dist.destroy_process_group()
 
 
@@ -102,13 +111,17 @@ def main() -> None:
         init = f"file://{os.path.join(tmp, 'rendezvous')}"
         mp.spawn(worker, args=(2, args.size, args.iters, args.video_batch, args.image_batch, init, out), nprocs=2, join=True)
     (flag_med, flag_min), (touched_med, touched_min) = out[SEARCHED], out[TOUCHED]
-    print(f"DDP step, S4D {args.size}, 2 gloo processes x 1 thread, video batch {args.video_batch} / image batch "
-          f"{args.image_batch} alternating; mean of the video and image step times over {args.iters} each, median (min):")
+    print(
+        f"DDP step, S4D {args.size}, 2 gloo processes x 1 thread, video batch {args.video_batch} / image batch "
+        f"{args.image_batch} alternating; mean of the video and image step times over {args.iters} each, median (min):"
+    )
     print(f"  {SEARCHED}: {flag_med * 1e3:.1f} ms ({flag_min * 1e3:.1f})")
     print(f"  {TOUCHED}: {touched_med * 1e3:.1f} ms ({touched_min * 1e3:.1f})")
     print(f"ratio (searched / touched): {flag_med / touched_med:.3f} median, {flag_min / touched_min:.3f} min")
-    print(f"command: python benchmarks/bench_ddp_unused.py --size {args.size} --iters {args.iters} "
-          f"--video-batch {args.video_batch} --image-batch {args.image_batch}")
+    print(
+        f"command: python benchmarks/bench_ddp_unused.py --size {args.size} --iters {args.iters} "
+        f"--video-batch {args.video_batch} --image-batch {args.image_batch}"
+    )
 
 
 if __name__ == "__main__":

@@ -43,16 +43,27 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     (work / args.video.name).symlink_to(args.video)
     (work / "list.csv").write_text(f"path,label,split\n{args.video.name},a,train\n")
-    m = parse_manifest({"name": "bench", "modality": "video", "classes": ["a", "b"],
-                        "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
-                        "preprocess": {"align": False, "size": 160}, "partitions": ["train", "test"],
-                        "folds": {"main": {"train": ["train"], "test": ["test"]}}, "clip": {"frames": 4, "stride": 1}},
-                       work / "bench.json")
+    m = parse_manifest(
+        {
+            "name": "bench",
+            "modality": "video",
+            "classes": ["a", "b"],
+            "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
+            "preprocess": {"align": False, "size": 160},
+            "partitions": ["train", "test"],
+            "folds": {"main": {"train": ["train"], "test": ["test"]}},
+            "clip": {"frames": 4, "stride": 1},
+        },
+        work / "bench.json",
+    )
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     run_shards(m, work, work / "out")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"{preprocess.__file__}: {args.video.name} {args.video.stat().st_size / 1e3:.0f} KB: peak RSS {peak / 1024:.0f} MiB "
-          f"({before / 1024:.0f} MiB before run_shards)", file=sys.stderr)
+    print(
+        f"{preprocess.__file__}: {args.video.name} {args.video.stat().st_size / 1e3:.0f} KB: peak RSS {peak / 1024:.0f} MiB "
+        f"({before / 1024:.0f} MiB before run_shards)",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -128,14 +128,15 @@ def main() -> None:
     console = Console()
     console.print(table)
     console.print(
-        f"S4D (MoAE) / plain ViT step-time ratio: {med['s4d'] / med['vit']:.3f} "
-        f"(MoAE overhead {med['s4d'] / med['vit'] - 1:+.1%}; target <= +10%)"
+        f"S4D (MoAE) / plain ViT step-time ratio: {med['s4d'] / med['vit']:.3f} (MoAE overhead {med['s4d'] / med['vit'] - 1:+.1%}; target <= +10%)"
     )
     console.print(
         f"reference-style / S4D step-time ratio: {med['s4d-reference-style'] / med['s4d']:.3f} "
         f"(our speed-up over the reference's execution; target >= 2 on an H100)"
     )
-    console.print(f"command: python benchmarks/bench_model.py --size {args.size} --batch {batch} --iters {iters}" + (" --compile" if args.compile else ""))
+    console.print(
+        f"command: python benchmarks/bench_model.py --size {args.size} --batch {batch} --iters {iters}" + (" --compile" if args.compile else "")
+    )
 
 
 if __name__ == "__main__":

@@ -125,22 +125,31 @@ def main() -> None:
         t_new.append(t)
     a, b = statistics.median(t_old), statistics.median(t_new)
     n = len(small)
-    print(f"{n} frames of {args.video.name} at {small.shape[2]}x{small.shape[1]}, batches of {args.batch}, {args.device}, "
-          f"{torch.get_num_threads()} threads, median of {args.rounds} rounds")
+    print(
+        f"{n} frames of {args.video.name} at {small.shape[2]}x{small.shape[1]}, batches of {args.batch}, {args.device}, "
+        f"{torch.get_num_threads()} threads, median of {args.rounds} rounds"
+    )
     print(f"facenet detect: {a:.3f} s ({n / a:.1f} frames/s); ours: {b:.3f} s ({n / b:.1f} frames/s); old/new time ratio {a / b:.2f}x")
-    print("same faces: " + "; ".join(same_faces(o, q) for o, q in zip(old_out, new_out)) if len(batches) < 3 else
-          "same faces (first batch): " + same_faces(old_out[0], new_out[0]))
+    print(
+        "same faces: " + "; ".join(same_faces(o, q) for o, q in zip(old_out, new_out))
+        if len(batches) < 3
+        else "same faces (first batch): " + same_faces(old_out[0], new_out[0])
+    )
     if cuda:
-        print(f"our peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB allocated, "
-              f"{torch.cuda.max_memory_reserved() / 2**20:.0f} MiB reserved (plus the CUDA context)")
+        print(
+            f"our peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB allocated, "
+            f"{torch.cuda.max_memory_reserved() / 2**20:.0f} MiB reserved (plus the CUDA context)"
+        )
     else:
         cpu_facenet = MTCNN(keep_all=True, device="cpu")
         cpu_ours = BatchedMTCNN.from_facenet(cpu_facenet)
         before = count_waits(lambda: cpu_facenet.detect(list(batches[0]), landmarks=True))
         after = count_waits(lambda: cpu_ours.detect(batches[0]))
         boxes = sum(0 if x is None else len(x) for x in old_out[0][0])
-        print(f"host waits per detect call of {len(batches[0])} frames ({boxes} faces): facenet {sum(before.values())} "
-              f"{dict(before)}; ours {sum(after.values())} {dict(after)}")
+        print(
+            f"host waits per detect call of {len(batches[0])} frames ({boxes} faces): facenet {sum(before.values())} "
+            f"{dict(before)}; ours {sum(after.values())} {dict(after)}"
+        )
     print(f"command: python benchmarks/bench_mtcnn.py --rounds {args.rounds} --device {args.device}")
 
 

@@ -48,8 +48,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="s4d-bench-predict-"))
     model = build_model("s4d", args.size, video_classes=7, image_classes=7)
     model.config = dataclasses.replace(model.config, class_names={"video": tuple(f"c{i}" for i in range(7))})
-    save_checkpoint(model, tmp / "model.safetensors", extra={"input": {"stride": 4, "fps": 30.0, "crop": None, "align": True,
-                                                                       "margin": 0.25, "stored_size": model.config.encoder.img_size}})
+    save_checkpoint(
+        model,
+        tmp / "model.safetensors",
+        extra={"input": {"stride": 4, "fps": 30.0, "crop": None, "align": True, "margin": 0.25, "stored_size": model.config.encoder.img_size}},
+    )
     predictor = Predictor(PredictConfig(str(tmp / "model.safetensors"), device=args.device))
     totals = {"detection": 0.0, "alignment": 0.0, "model": 0.0}
     timed(predictor, "_detect", totals, "detection")
@@ -75,16 +78,20 @@ def main() -> None:
     result = predictor(args.video)
     total = time.perf_counter() - t0
     n, fps = result["frames"], result["fps"]
-    print(f"s4d predict, {args.size} model on {args.video.name} ({n} frames, {n / fps:.1f} s at {fps:.0f} fps, "
-          f"{len(result['windows'])} windows), {torch.get_num_threads()} torch threads, device {predictor.device}:")
+    print(
+        f"s4d predict, {args.size} model on {args.video.name} ({n} frames, {n / fps:.1f} s at {fps:.0f} fps, "
+        f"{len(result['windows'])} windows), {torch.get_num_threads()} torch threads, device {predictor.device}:"
+    )
     print(f"  total {total:.2f} s = {n / total:.1f} frames/s, real-time factor {total / (n / fps):.2f}")
     for k, v in totals.items():
         print(f"  {k:<10} {v:6.2f} s  ({100 * v / total:4.1f}%)")
     print(f"  other      {total - sum(totals.values()):6.2f} s  (decoding both passes, tracking)")
     frames, fps = read_video(args.video)
     latencies = [w["latency_ms"] for w in predictor.stream(iter(frames), fps) if "latency_ms" in w]
-    print(f"live (Predictor.stream, frames pushed as fast as taken): {len(latencies)} windows, latency median "
-          f"{statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms (last frame in -> result out)")
+    print(
+        f"live (Predictor.stream, frames pushed as fast as taken): {len(latencies)} windows, latency median "
+        f"{statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms (last frame in -> result out)"
+    )
     print(f"reproduce: python benchmarks/bench_predict.py --size {args.size} --video {args.video}")
 
 

@@ -75,9 +75,11 @@ def main() -> None:
     predictor._detect_stream(tmp / "long.mp4")
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"detection pass over {n} frames ({args.seconds} s of {w}x{h} at {fps:.0f} fps){' without malloc_trim' if args.no_trim else ''}: "
-          f"{seconds:.0f} s; resident MB after the first batch {samples[0]:.0f}, at 25% {samples[len(samples) // 4]:.0f}, "
-          f"at the end {samples[-1]:.0f}; peak {peak:.0f}")
+    print(
+        f"detection pass over {n} frames ({args.seconds} s of {w}x{h} at {fps:.0f} fps){' without malloc_trim' if args.no_trim else ''}: "
+        f"{seconds:.0f} s; resident MB after the first batch {samples[0]:.0f}, at 25% {samples[len(samples) // 4]:.0f}, "
+        f"at the end {samples[-1]:.0f}; peak {peak:.0f}"
+    )
     print(f"command: python benchmarks/bench_predict_memory.py --seconds {args.seconds}{' --no-trim' if args.no_trim else ''}")
 
 

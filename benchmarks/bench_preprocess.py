@@ -20,9 +20,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from preprocess.shards.encoding import encode_clip
 from preprocess.faces import FaceDetector, align_clip
 from preprocess.media import read_video
+from preprocess.shards.encoding import encode_clip
 
 
 def timed(fn):
@@ -71,8 +71,10 @@ def main() -> None:
         table.add_row(name, what, f"{sec:.2f}", f"{n / sec:.1f}")
     console = Console()
     console.print(table)
-    console.print(f"faces found: {clip.faces_found}/{n} (downscaled), {found_full}/{n} (full resolution); "
-                  f"detection speed-up from downscaling: {t_full / t_small:.2f}x")
+    console.print(
+        f"faces found: {clip.faces_found}/{n} (downscaled), {found_full}/{n} (full resolution); "
+        f"detection speed-up from downscaling: {t_full / t_small:.2f}x"
+    )
     console.print(f"command: python benchmarks/bench_preprocess.py --frames {args.frames} --device {args.device}")
 
 

@@ -141,8 +141,10 @@ def main() -> None:
     console.print(geometry_table(args.size, args.batch, args.iters, torch.device(args.device)))
     if not args.no_ddp:
         console.print(ddp_table(args.size, args.batch, args.ddp_iters))
-    console.print(f"command: python benchmarks/bench_scaling.py --size {args.size} --batch {args.batch} --iters {args.iters} "
-                  f"--ddp-iters {args.ddp_iters}" + (" --no-ddp" if args.no_ddp else ""))
+    console.print(
+        f"command: python benchmarks/bench_scaling.py --size {args.size} --batch {args.batch} --iters {args.iters} "
+        f"--ddp-iters {args.ddp_iters}" + (" --no-ddp" if args.no_ddp else "")
+    )
 
 
 if __name__ == "__main__":

@@ -19,14 +19,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from preprocess.shards.encoding import encode_clip
 from preprocess.manifest import parse_manifest
-from preprocess.shards.folder import finalize
 from preprocess.run import run_shards
-from s4d.train.config import TrainConfig
+from preprocess.shards.encoding import encode_clip
+from preprocess.shards.folder import finalize
+from s4d.train.config import PretrainConfig, TrainConfig
 from s4d.train.finetune import train
 from s4d.train.optim import OptimConfig
-from s4d.train.config import PretrainConfig
 from s4d.train.pretrain import pretrain
 
 
@@ -48,18 +47,34 @@ def make_data(root: Path, clips: int, images: int) -> tuple[Path, Path]:
     (raw / "v.csv").write_text("\n".join(vrows) + "\n")
     (raw / "i.csv").write_text("\n".join(irows) + "\n")
     folds = {"main": {"train": ["train"], "test": ["test"]}}
-    clipsm = {"name": "clips", "modality": "video", "classes": ["a", "b"], "layout": {"adapter": "csv", "options": {"csv": "v.csv"}},
-              "preprocess": {"align": False, "size": 160}, "partitions": ["train", "test"], "folds": folds,
-              "clip": {"frames": 16, "stride": 2}, "sfer": {"manifest": "stills.json", "proportion": 0.5}}
-    stillm = {"name": "stills", "modality": "image", "classes": ["a", "b"], "layout": {"adapter": "csv", "options": {"csv": "i.csv"}},
-              "preprocess": {"align": False, "size": 192, "codec": "jpeg", "quality": 95}, "partitions": ["train", "test"], "folds": folds}
+    clipsm = {
+        "name": "clips",
+        "modality": "video",
+        "classes": ["a", "b"],
+        "layout": {"adapter": "csv", "options": {"csv": "v.csv"}},
+        "preprocess": {"align": False, "size": 160},
+        "partitions": ["train", "test"],
+        "folds": folds,
+        "clip": {"frames": 16, "stride": 2},
+        "sfer": {"manifest": "stills.json", "proportion": 0.5},
+    }
+    stillm = {
+        "name": "stills",
+        "modality": "image",
+        "classes": ["a", "b"],
+        "layout": {"adapter": "csv", "options": {"csv": "i.csv"}},
+        "preprocess": {"align": False, "size": 192, "codec": "jpeg", "quality": 95},
+        "partitions": ["train", "test"],
+        "folds": folds,
+    }
     for spec in (clipsm, stillm):
         (root / f"{spec['name']}.json").write_text(json.dumps(spec))
         m = parse_manifest(spec, root / f"{spec['name']}.json")
         run_shards(m, raw, root / "data" / m.name)
         finalize(m, root / "data" / m.name)
-    (root / "mix.json").write_text(json.dumps({"name": "mix", "sources": [
-        {"manifest": "clips.json", "share": 1.0, "repeat": 4}, {"manifest": "stills.json", "share": 1.0}]}))
+    (root / "mix.json").write_text(
+        json.dumps({"name": "mix", "sources": [{"manifest": "clips.json", "share": 1.0, "repeat": 4}, {"manifest": "stills.json", "share": 1.0}]})
+    )
     return root / "clips.json", root / "mix.json"
 
 
@@ -76,17 +91,39 @@ def main() -> None:
     try:
         manifest, mixture = make_data(tmp, args.clips, args.images)
         rows = []
-        ft = TrainConfig(manifest=str(manifest), out=str(tmp / "ft"), size=args.size, epochs=2, video_batch=args.batch,
-                         image_batch=args.batch * 2, data_root=str(tmp / "data"), backend=args.backend,
-                         optim=OptimConfig(warmup_epochs=0))
+        ft = TrainConfig(
+            manifest=str(manifest),
+            out=str(tmp / "ft"),
+            size=args.size,
+            epochs=2,
+            video_batch=args.batch,
+            image_batch=args.batch * 2,
+            data_root=str(tmp / "data"),
+            backend=args.backend,
+            optim=OptimConfig(warmup_epochs=0),
+        )
         train(ft, log=quiet)
         epochs = [json.loads(x) for x in (tmp / "ft" / "metrics.jsonl").read_text().splitlines()]
         steps, secs = epochs[-1]["steps"], epochs[-1]["seconds"]  # second epoch: warm
         video_steps = args.clips - 2  # train clips; joint steps also include image batches
-        rows.append(("s4d train (joint, S4D)", f"{steps} steps ({-(-video_steps // args.batch)} video)", secs,
-                     f"{(video_steps) / secs:.2f} clips/s (+ images)"))
-        pre = PretrainConfig(mixture=str(mixture), out=str(tmp / "pre"), size=args.size, epochs=2, video_batch=args.batch,
-                             image_batch=args.batch * 4, data_root=str(tmp / "data"), backend=args.backend)
+        rows.append(
+            (
+                "s4d train (joint, S4D)",
+                f"{steps} steps ({-(-video_steps // args.batch)} video)",
+                secs,
+                f"{(video_steps) / secs:.2f} clips/s (+ images)",
+            )
+        )
+        pre = PretrainConfig(
+            mixture=str(mixture),
+            out=str(tmp / "pre"),
+            size=args.size,
+            epochs=2,
+            video_batch=args.batch,
+            image_batch=args.batch * 4,
+            data_root=str(tmp / "data"),
+            backend=args.backend,
+        )
         pretrain(pre, log=quiet)
         epochs = [json.loads(x) for x in (tmp / "pre" / "metrics.jsonl").read_text().splitlines()]
         steps, secs = epochs[-1]["steps"], epochs[-1]["seconds"]

@@ -5,10 +5,11 @@ through DALI (``mixed`` decoding on a GPU, CPU otherwise) or, where DALI is abse
 PyTorch fallback with the same sampling; ``JointLoader`` interleaves video and image batches.
 """
 
+from preprocess.shards.reader import ShardError
+
 from .config import Augment, LoaderConfig
 from .dataset import ShardDataset, open_dataset
 from .joint import JointLoader
 from .loader import GpuDecodeError, Loader, dali_available
-from preprocess.shards.reader import ShardError
 
 __all__ = ["Augment", "GpuDecodeError", "JointLoader", "Loader", "LoaderConfig", "ShardDataset", "ShardError", "dali_available", "open_dataset"]

@@ -31,8 +31,13 @@ import torch.nn.functional as F
 from preprocess.transfer import to_device
 
 from . import augment_ops
-from .augment_params import (AugParams, draw_randaugment, erase_box, erase_boxes, rrc_box,  # noqa: F401  (re-exported)
-                             rrc_boxes)
+from .augment_params import (
+    AugParams,
+    draw_randaugment,
+    erase_boxes,
+    rrc_box,  # noqa: F401  (re-exported)
+    rrc_boxes,
+)
 from .config import Augment, LoaderConfig
 from .randaug import Plan, apply_batched, apply_sample, plan
 from .randaug_spec import RandAugmentSpec
@@ -187,8 +192,7 @@ class BatchAugment:
         gy = (top[:, None] + j * h[:, None]) * (2 / H) - 1
         grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # (n, S, S, 2)
         frames = x.reshape(n * T, 3, H, W).float()
-        y = F.grid_sample(frames, grid.repeat_interleave(T, dim=0), mode=self.aug.rrc_interpolation, padding_mode="border",
-                          align_corners=False)
+        y = F.grid_sample(frames, grid.repeat_interleave(T, dim=0), mode=self.aug.rrc_interpolation, padding_mode="border", align_corners=False)
         if self.aug.rrc_interpolation == "bicubic":
             y = y.clamp_(0, 255)
         return y.view(n, T, 3, S, S)
@@ -201,7 +205,7 @@ class BatchAugment:
         S = x.shape[-1]
         i = torch.arange(S, device=x.device, dtype=torch.float32)
         top, left, h, w = (v.view(-1, 1, 1) for v in box_n4.unbind(1))
-        inside = ((i.view(1, S, 1) >= top) & (i.view(1, S, 1) < top + h) & (i.view(1, 1, S) >= left) & (i.view(1, 1, S) < left + w))
+        inside = (i.view(1, S, 1) >= top) & (i.view(1, S, 1) < top + h) & (i.view(1, 1, S) >= left) & (i.view(1, 1, S) < left + w)
         mask = inside.view(len(x), *[1] * (x.dim() - 3), S, S)
         if self.aug.erase_mode == "pixel":
             noise = torch.randn(x.shape, generator=device_generator(x.device, params.noise_seed), device=x.device, dtype=x.dtype)

@@ -56,8 +56,15 @@ def warp_cv2(x: torch.Tensor, m: Affine) -> torch.Tensor:
     frames = _hwc(x)
     out = np.empty_like(frames)
     for i, frame in enumerate(frames):
-        cv2.warpAffine(frame, inverse, (W, H), dst=out[i], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=(FILL, FILL, FILL))
+        cv2.warpAffine(
+            frame,
+            inverse,
+            (W, H),
+            dst=out[i],
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(FILL, FILL, FILL),
+        )
     return _back(out, x)
 
 
@@ -114,8 +121,7 @@ def equalize_tables(x: torch.Tensor) -> torch.Tensor:
     table[i] = (step // 2 + pixels below level i) // step; identity when step is 0."""
     H, W = x.shape[-2:]
     if host_path(x):  # OpenCV's histogram is ~10x faster than a scatter over int64
-        hist = torch.from_numpy(np.stack([cv2.calcHist([f], [c], None, [256], [0, 256]).ravel()
-                                          for f in _hwc(x) for c in range(3)])).long()
+        hist = torch.from_numpy(np.stack([cv2.calcHist([f], [c], None, [256], [0, 256]).ravel() for f in _hwc(x) for c in range(3)])).long()
     else:  # scatter_add_ into a fixed-size buffer: bincount reads its output size back to the host
         planes = x.reshape(-1, H * W).long()  # (P, H*W); channels-last frames: a copy, never .view
         hist = torch.zeros(planes.shape[0], 256, dtype=torch.int64, device=x.device)

@@ -64,8 +64,9 @@ def draw_randaugment(spec: RandAugmentSpec, n: int, gen: torch.Generator) -> Ran
     return RandAugmentDraw(ops, levels, torch.where(flip > 0.5, -1.0, 1.0).to(torch.float64))
 
 
-def rrc_rule(H: int, W: int, scale: tuple[float, float], ratio: tuple[float, float],
-             tries_T2: list[list[float]], pos_2: list[float]) -> tuple[int, int, int, int]:
+def rrc_rule(
+    H: int, W: int, scale: tuple[float, float], ratio: tuple[float, float], tries_T2: list[list[float]], pos_2: list[float]
+) -> tuple[int, int, int, int]:
     """torchvision's RandomResizedCrop on pre-drawn uniforms: ``TRIES`` (area, log-aspect)
     pairs, then the position; else the largest centred box within the ratio range."""
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])

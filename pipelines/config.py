@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .randaug import RandAugmentSpec
 from preprocess.errors import InputError
+
+from .randaug import RandAugmentSpec
 
 # Pixel normalisation of every loader output (ImageNet's, as the reference); the MAE's target
 # un-normalisation (``s4d.models.MAEConfig``) reads these.

@@ -19,31 +19,29 @@ from __future__ import annotations
 import warnings
 from typing import Callable
 
-from .config import LoaderConfig
-
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
 
+from .config import LoaderConfig
+
 
 def _normalise(x, cfg: LoaderConfig, layout: str):
-    return fn.crop_mirror_normalize(
-        x, dtype=types.FLOAT, output_layout=layout, mean=[255 * m for m in cfg.mean], std=[255 * s for s in cfg.std]
-    )
+    return fn.crop_mirror_normalize(x, dtype=types.FLOAT, output_layout=layout, mean=[255 * m for m in cfg.mean], std=[255 * s for s in cfg.std])
 
 
 def build_video_pipe(cfg: LoaderConfig, source: Callable, stored_size: int, device_id: int | None, decode_on: str, threads: int):
     """Outputs: train -> (decoded clips (B,T,S,S,3) uint8 at the output size, labels), which
     ``augment.BatchAugment`` augments; eval -> (first clips, last clips (B,3,T,S,S) float, labels)."""
 
-    @pipeline_def(batch_size=cfg.batch_size, num_threads=threads, device_id=device_id, seed=cfg.seed, prefetch_queue_depth=2,
-                  exec_dynamic=True)
+    @pipeline_def(batch_size=cfg.batch_size, num_threads=threads, device_id=device_id, seed=cfg.seed, prefetch_queue_depth=2, exec_dynamic=True)
     def pipe():
         if cfg.train:  # (bytes, start, label); eval adds the second clip's start
             data, s0, labels = fn.external_source(source=source, num_outputs=3, batch=True, dtype=[types.UINT8, types.INT32, types.INT64])
         else:
-            data, s0, s1, labels = fn.external_source(source=source, num_outputs=4, batch=True,
-                                                      dtype=[types.UINT8, types.INT32, types.INT32, types.INT64])
+            data, s0, s1, labels = fn.external_source(
+                source=source, num_outputs=4, batch=True, dtype=[types.UINT8, types.INT32, types.INT32, types.INT64]
+            )
 
         def clip(start):
             v = fn.decoders.video(data, device=decode_on, start_frame=start, sequence_length=cfg.frames, stride=cfg.stride, pad_mode="edge")
@@ -71,16 +69,16 @@ def build_image_pipe(cfg: LoaderConfig, source: Callable, device_id: int | None,
     as the reference tests."""
     aug = cfg.augment
 
-    @pipeline_def(batch_size=cfg.batch_size, num_threads=threads, device_id=device_id, seed=cfg.seed, prefetch_queue_depth=2,
-                  exec_dynamic=True)
+    @pipeline_def(batch_size=cfg.batch_size, num_threads=threads, device_id=device_id, seed=cfg.seed, prefetch_queue_depth=2, exec_dynamic=True)
     def pipe():
         if not cfg.train:
             data, labels = fn.external_source(source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT64])
             img = fn.decoders.image(data, device=decode_on, output_type=types.RGB)
             return _normalise(fn.resize(img, size=[cfg.size, cfg.size]), cfg, "CHW"), labels
         n = 4 if aug.rrc else 3
-        data, labels, a, *b = fn.external_source(source=source, num_outputs=n, batch=True,
-                                                 dtype=[types.UINT8, types.INT64, types.FLOAT, types.FLOAT][:n])
+        data, labels, a, *b = fn.external_source(
+            source=source, num_outputs=n, batch=True, dtype=[types.UINT8, types.INT64, types.FLOAT, types.FLOAT][:n]
+        )
         img = fn.decoders.image(data, device=decode_on, output_type=types.RGB)
         if aug.rrc:  # a: (top, left), b: (bottom, right), relative; in shape order
             interp = types.INTERP_CUBIC if aug.rrc_interpolation == "bicubic" else types.INTERP_LINEAR

@@ -62,7 +62,8 @@ def open_dataset(manifest: Manifest, folder: str | os.PathLike, fold: str | None
     partitions = set(getattr(manifest.folds[fold], role))
     table = read_index(folder, ["key", "shard", "partition", "label", "frames"])
     rows = sorted(
-        (k, s, lab, fr) for k, s, p, lab, fr in zip(table["key"], table["shard"], table["partition"], table["label"], table["frames"])
+        (k, s, lab, fr)
+        for k, s, p, lab, fr in zip(table["key"], table["shard"], table["partition"], table["label"], table["frames"])
         if p in partitions
     )
     shards = sorted({s for _, s, _, _ in rows})

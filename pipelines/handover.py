@@ -57,8 +57,10 @@ class CopyGuard:
     def copy(self, tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
         # a pinned source (DALI's) goes up as it is and is held below; a pageable one (the
         # PyTorch fallback) is staged in a fresh pinned block first, or the copy could wait
-        out = [t.to(device, non_blocking=True) if t.device.type != "cpu" or t.is_pinned() or device.type != "cuda"
-               else to_device(t, device) for t in tensors]
+        out = [
+            t.to(device, non_blocking=True) if t.device.type != "cpu" or t.is_pinned() or device.type != "cuda" else to_device(t, device)
+            for t in tensors
+        ]
         sources = [t for t in tensors if t.device.type == "cpu"]
         if device.type != "cuda" or not sources:
             return out

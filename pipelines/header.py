@@ -47,6 +47,8 @@ def check_declared_size(data: np.ndarray, video: bool, max_pixels: int) -> None:
     ``max_pixels`` per frame."""
     w, h = declared_size(data, video)
     if w * h > max_pixels:
-        raise ValueError(f"declares {w}x{h} pixels per frame, over the limit of {max_pixels} for this manifest's "
-                         f"preprocess size ({STORED_SIDE_FACTOR}x its side, squared): a damaged or foreign shard; "
-                         "re-make it with `s4d shards`")
+        raise ValueError(
+            f"declares {w}x{h} pixels per frame, over the limit of {max_pixels} for this manifest's "
+            f"preprocess size ({STORED_SIDE_FACTOR}x its side, squared): a damaged or foreign shard; "
+            "re-make it with `s4d shards`"
+        )

@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
+from preprocess.errors import InputError
+
 from .loader import Loader
 from .sampling import joint_schedule
-from preprocess.errors import InputError
 
 
 class JointLoader:

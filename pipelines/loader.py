@@ -69,8 +69,15 @@ def resolve_backend(backend: str) -> str:
 
 class Loader:
     def __init__(
-        self, ds: ShardDataset, cfg: LoaderConfig, *, rank: int = 0, world: int = 1, backend: str = "auto",
-        device_id: int | None = None, num_samples: int | None = None,
+        self,
+        ds: ShardDataset,
+        cfg: LoaderConfig,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        backend: str = "auto",
+        device_id: int | None = None,
+        num_samples: int | None = None,
     ) -> None:
         self.ds, self.cfg, self.rank, self.world = ds, cfg, rank, world
         self.backend = resolve_backend(backend)
@@ -147,8 +154,10 @@ class Loader:
         if aug.rrc:
             side = self.ds.manifest.preprocess.size  # stored images are squares of this side
             boxes = [rrc_box(side, side, aug.rrc_scale, aug.rrc_ratio, gen) for _ in range(n)]
-            return ([np.array([t / side, l / side], np.float32) for t, l, h, w in boxes],
-                    [np.array([(t + h) / side, (l + w) / side], np.float32) for t, l, h, w in boxes])
+            return (
+                [np.array([t / side, left / side], np.float32) for t, left, h, w in boxes],
+                [np.array([(t + h) / side, (left + w) / side], np.float32) for t, left, h, w in boxes],
+            )
         pos = torch.rand(n, 2, generator=gen).numpy().astype(np.float32)
         return (list(pos),)
 
@@ -191,9 +200,11 @@ class Loader:
         self._crop_gen = torch.Generator().manual_seed(int(np.random.default_rng([self.cfg.seed, epoch, 4000 + self.rank]).integers(2**62)))
         if self._pipe is None:
             self.decode_on = self._decode_place()
-            self._pipe = (build_video_pipe(self.cfg, self._dali_source, self.ds.manifest.preprocess.size, self.device_id,
-                                           self.decode_on, self.threads)
-                          if self.video else build_image_pipe(self.cfg, self._dali_source, self.device_id, self.decode_on, self.threads))
+            self._pipe = (
+                build_video_pipe(self.cfg, self._dali_source, self.ds.manifest.preprocess.size, self.device_id, self.decode_on, self.threads)
+                if self.video
+                else build_image_pipe(self.cfg, self._dali_source, self.device_id, self.decode_on, self.threads)
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self._pipe.build()
@@ -242,8 +253,10 @@ class Loader:
         if self.decode_on == "mixed":
             bad = self._cpu_undecodable(batch)
             if not bad:
-                return GpuDecodeError(f"GPU {self.device_id}: DALI failed on a batch whose samples all decode on the CPU "
-                                      f"({detail}); run `s4d doctor`, or train with --backend torch")
+                return GpuDecodeError(
+                    f"GPU {self.device_id}: DALI failed on a batch whose samples all decode on the CPU "
+                    f"({detail}); run `s4d doctor`, or train with --backend torch"
+                )
             return ShardError(f"{', '.join(bad)}: does not decode ({detail})")
         shards = sorted({self._shard_of(self.ds.keys[p]) for p in batch.positions})
         return ShardError(f"{', '.join(shards)}: decoding failed in DALI ({detail})")
@@ -269,8 +282,8 @@ class Loader:
 
     # ------------------------------------------------------------------ PyTorch
     def _torch_epoch(self, batches: list[Batch], epoch: int) -> Iterator[dict]:
-        from .torch_fallback import TorchTransforms, decode_clip, decode_image
         from .sampling import clip_indices
+        from .torch_fallback import TorchTransforms, decode_clip, decode_image
 
         # the image crops' own generator, seeded per (seed, epoch, rank): torch's global one stays untouched
         gen = torch.Generator().manual_seed(int(np.random.default_rng([self.cfg.seed, epoch, 3000 + self.rank]).integers(2**31)))
@@ -282,8 +295,10 @@ class Loader:
                 try:
                     if self.video:
                         n = int(self.ds.frames[p])
-                        decoded = [decode_clip(data, clip_indices(int(s), n, self.cfg.frames, self.cfg.stride), self.max_pixels)
-                                   for s in np.atleast_1d(batch.starts[j])]
+                        decoded = [
+                            decode_clip(data, clip_indices(int(s), n, self.cfg.frames, self.cfg.stride), self.max_pixels)
+                            for s in np.atleast_1d(batch.starts[j])
+                        ]
                         if self.cfg.train:  # one decoded clip; BatchAugment makes the views
                             items.append(tf(decoded[0]))
                         else:
@@ -292,8 +307,11 @@ class Loader:
                         items.append(tf(decode_image(data)))
                 except (ValueError, OSError) as err:
                     raise ShardError(f"{self._shard_of(self.ds.keys[p])}: sample {self.ds.keys[p]} does not decode ({err})") from None
-            yield {"pixels": torch.stack(items), "labels": torch.as_tensor(self.ds.labels[batch.positions]),
-                   "keys": [self.ds.keys[p] for p in batch.positions]}
+            yield {
+                "pixels": torch.stack(items),
+                "labels": torch.as_tensor(self.ds.labels[batch.positions]),
+                "keys": [self.ds.keys[p] for p in batch.positions],
+            }
 
     def epoch(self, epoch: int) -> Iterator[dict]:
         batches = self.batches(epoch)

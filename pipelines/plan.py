@@ -17,11 +17,13 @@ class Batch:
     starts: np.ndarray | None  # clips: (B,) train start frames, (B, 2) the two test clips, (B, 1) one random test clip; images: None
 
 
-def epoch_batches(
-    ds: ShardDataset, cfg: LoaderConfig, *, epoch: int, rank: int = 0, world: int = 1, num_samples: int | None = None
-) -> list[Batch]:
+def epoch_batches(ds: ShardDataset, cfg: LoaderConfig, *, epoch: int, rank: int = 0, world: int = 1, num_samples: int | None = None) -> list[Batch]:
     order = epoch_order(
-        ds.labels, seed=cfg.seed, epoch=epoch, shuffle=cfg.train, class_balanced=cfg.class_balanced and cfg.train,
+        ds.labels,
+        seed=cfg.seed,
+        epoch=epoch,
+        shuffle=cfg.train,
+        class_balanced=cfg.class_balanced and cfg.train,
         num_samples=num_samples,
     )
     mine = rank_slice(order, rank, world, pad=cfg.train)
@@ -32,11 +34,11 @@ def epoch_batches(
             starts = np.asarray([train_start(int(ds.frames[i]), cfg.frames, cfg.stride, x) for i, x in zip(mine, u)], dtype=np.int32)
         elif cfg.random_clip:  # one random window per video, drawn for the whole set (rank -1): the same on any world size
             u = uniforms(cfg.seed, epoch, -1, len(ds))[mine]
-            starts = np.asarray([train_start(int(ds.frames[i]), cfg.frames, cfg.stride, u[j]) for j, i in enumerate(mine)],
-                                dtype=np.int32).reshape(-1, 1)
+            starts = np.asarray([train_start(int(ds.frames[i]), cfg.frames, cfg.stride, u[j]) for j, i in enumerate(mine)], dtype=np.int32).reshape(
+                -1, 1
+            )
         else:
             starts = np.asarray([eval_starts(int(ds.frames[i]), cfg.frames, cfg.stride) for i in mine], dtype=np.int32).reshape(-1, 2)
     return [
-        Batch(mine[i : i + cfg.batch_size], None if starts is None else starts[i : i + cfg.batch_size])
-        for i in range(0, len(mine), cfg.batch_size)
+        Batch(mine[i : i + cfg.batch_size], None if starts is None else starts[i : i + cfg.batch_size]) for i in range(0, len(mine), cfg.batch_size)
     ]

@@ -81,6 +81,7 @@ def _shear(axis: int) -> Callable[[float, float, int, int], tuple[float, ...]]:
     def matrix(level: float, sign: float, H: int, W: int) -> tuple[float, ...]:  # PIL shears about the top-left corner
         f = sign * level / LEVEL_DENOM * 0.3
         return (1, f, 0, 0, 1, 0) if axis == 0 else (1, 0, 0, f, 1, 0)
+
     return matrix
 
 
@@ -88,6 +89,7 @@ def _translate(axis: int) -> Callable[[float, float, int, int], tuple[float, ...
     def matrix(level: float, sign: float, H: int, W: int) -> tuple[float, ...]:
         pct = sign * level / LEVEL_DENOM * 0.45
         return (1, 0, pct * W, 0, 1, 0) if axis == 0 else (1, 0, 0, 0, 1, pct * H)
+
     return matrix
 
 
@@ -126,8 +128,7 @@ class Plan:
 
     def packed(self) -> torch.Tensor:
         """(R, B, 1 + 1 + 6 + 256) float32: everything a device round needs, for one upload."""
-        return torch.cat([self.kind_RB[..., None].double(), self.factor_RB[..., None], self.theta_RB6,
-                          self.table_RB256.double()], dim=-1).float()
+        return torch.cat([self.kind_RB[..., None].double(), self.factor_RB[..., None], self.theta_RB6, self.table_RB256.double()], dim=-1).float()
 
 
 def plan(ops_BR: torch.Tensor, levels_BR: torch.Tensor, signs_BR: torch.Tensor, H: int, W: int) -> Plan:
@@ -138,8 +139,9 @@ def plan(ops_BR: torch.Tensor, levels_BR: torch.Tensor, signs_BR: torch.Tensor, 
     table = L.repeat(R, B, 1)
     theta = torch.tensor(IDENTITY, dtype=torch.float64).repeat(R, B, 1)
     factor = torch.ones(R, B, dtype=torch.float64)
-    for (b, r), op, level, sign in zip(((b, r) for b in range(B) for r in range(R)), ops_BR.flatten().tolist(),
-                                       levels_BR.flatten().tolist(), signs_BR.flatten().tolist()):
+    for (b, r), op, level, sign in zip(
+        ((b, r) for b in range(B) for r in range(R)), ops_BR.flatten().tolist(), levels_BR.flatten().tolist(), signs_BR.flatten().tolist()
+    ):
         if op < 0:
             continue
         k, rule = _OPS[OPS[op]]
@@ -211,8 +213,7 @@ def apply_op(x: torch.Tensor, name: str, level: float, sign: float = 1.0) -> tor
     if name not in _OPS:
         raise ValueError(f"randaugment: unknown op {name!r}")
     one = torch.tensor([[OPS.index(name)]])
-    return apply_sample(x, plan(one, torch.tensor([[level]], dtype=torch.float64), torch.tensor([[sign]], dtype=torch.float64),
-                                *x.shape[-2:]), 0)
+    return apply_sample(x, plan(one, torch.tensor([[level]], dtype=torch.float64), torch.tensor([[sign]], dtype=torch.float64), *x.shape[-2:]), 0)
 
 
 class RandAugment:

@@ -5,12 +5,25 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
 from preprocess.errors import InputError
 
 OPS = (
-    "AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd",
-    "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing",
-    "ShearX", "ShearY", "TranslateXRel", "TranslateYRel",
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+    "Rotate",
+    "PosterizeIncreasing",
+    "SolarizeIncreasing",
+    "SolarizeAdd",
+    "ColorIncreasing",
+    "ContrastIncreasing",
+    "BrightnessIncreasing",
+    "SharpnessIncreasing",
+    "ShearX",
+    "ShearY",
+    "TranslateXRel",
+    "TranslateYRel",
 )  # timm's _RAND_INCREASING_TRANSFORMS, in its order
 LEVEL_DENOM = 10.0
 
@@ -46,8 +59,9 @@ class RandAugmentSpec:
             values[m.group(1)] = float(m.group(2))
         if values.get("inc", 1.0) != 1.0:
             raise InputError(f"randaugment: only the increasing op set (inc1) is implemented, got {text!r}")
-        return RandAugmentSpec(magnitude=values.get("m", 10.0), num_ops=int(values.get("n", 2)),
-                               magnitude_std=_mstd(values.get("mstd", 0.0)), prob=values.get("p", 0.5))
+        return RandAugmentSpec(
+            magnitude=values.get("m", 10.0), num_ops=int(values.get("n", 2)), magnitude_std=_mstd(values.get("mstd", 0.0)), prob=values.get("p", 0.5)
+        )
 
     def __str__(self) -> str:
         return f"rand-m{self.magnitude:g}-n{self.num_ops}-mstd{self.magnitude_std:g}-p{self.prob:g}-inc1"

@@ -41,14 +41,17 @@ def dry_run(manifest: Manifest, raw_root: str | Path) -> dict[str, Any]:
         "partitions": {p: by_partition.get(p, 0) for p in manifest.partitions},
         "classes": {c: by_class.get(c, 0) for c in class_order},
         "partition_classes": {p: {c: table[p, c] for c in class_order if table[p, c]} for p in manifest.partitions},
-        "folds": {name: {role: sum(by_partition.get(p, 0) for p in getattr(f, role)) for role in ("train", "val", "test")}
-                  for name, f in manifest.folds.items()},
+        "folds": {
+            name: {role: sum(by_partition.get(p, 0) for p in getattr(f, role)) for role in ("train", "val", "test")}
+            for name, f in manifest.folds.items()
+        },
         "shards": sum(-(-by_partition.get(p, 0) // per) for p in manifest.partitions),
         "problems": [{"kind": "release", "id": p.original_id, "reason": p.reason} for p in result.release_problems]
         + [{"kind": "media", "id": p.original_id, "reason": p.reason} for p in result.problems],
         "excluded": dict(result.excluded),
-        "expected_mismatch": {p: {"expected": n, "listed": by_partition.get(p, 0)}
-                              for p, n in manifest.expected.items() if by_partition.get(p, 0) != n},
+        "expected_mismatch": {
+            p: {"expected": n, "listed": by_partition.get(p, 0)} for p, n in manifest.expected.items() if by_partition.get(p, 0) != n
+        },
         "preprocess": dataclasses.asdict(manifest.preprocess),
     }
 
@@ -59,8 +62,11 @@ def print_report(report: dict[str, Any], console: Any, show_problems: int = 10) 
 
     base = report["label_base"]
     base_text = {0: "0-based numbers", 1: "1-based numbers", "names": "class names", "none": "no labels"}.get(base, str(base))
-    console.print(f"[bold]{report['manifest']}[/]: {report['raw']} read as the [bold]{report['layout']}[/] form, labels as "
-                  f"{base_text} ({', '.join(f'{k} {v}' for k, v in report['paths'].items())})", highlight=False)
+    console.print(
+        f"[bold]{report['manifest']}[/]: {report['raw']} read as the [bold]{report['layout']}[/] form, labels as "
+        f"{base_text} ({', '.join(f'{k} {v}' for k, v in report['paths'].items())})",
+        highlight=False,
+    )
     parts = list(report["partitions"])
     table = Table("class", *parts, "total", title="samples that would be written (dry run: no media decoded)")
     for c, n in report["classes"].items():
@@ -68,11 +74,19 @@ def print_report(report: dict[str, Any], console: Any, show_problems: int = 10) 
     table.add_row("[bold]all[/]", *(str(report["partitions"][p]) for p in parts), f"[bold]{report['samples']}[/]")
     console.print(table)
     if len(report["folds"]) > 1 or any(v["val"] for v in report["folds"].values()):
-        console.print("folds: " + "; ".join(f"{name} train {v['train']} / test {v['test']}" + (f" / val {v['val']}" if v["val"] else "")
-                                           for name, v in report["folds"].items()), highlight=False)
-    console.print(f"{report['shards']} shard(s) of up to {report['preprocess']['shard_samples']} samples; framing: "
-                  f"{report['preprocess']['geometry']}, align {report['preprocess']['align']}, "
-                  f"size {report['preprocess']['size']}", highlight=False)
+        console.print(
+            "folds: "
+            + "; ".join(
+                f"{name} train {v['train']} / test {v['test']}" + (f" / val {v['val']}" if v["val"] else "") for name, v in report["folds"].items()
+            ),
+            highlight=False,
+        )
+    console.print(
+        f"{report['shards']} shard(s) of up to {report['preprocess']['shard_samples']} samples; framing: "
+        f"{report['preprocess']['geometry']}, align {report['preprocess']['align']}, "
+        f"size {report['preprocess']['size']}",
+        highlight=False,
+    )
     if report["excluded"]:
         console.print("excluded on purpose: " + ", ".join(f"{k} {v}" for k, v in report["excluded"].items()), highlight=False)
     for p, d in report["expected_mismatch"].items():
@@ -80,8 +94,11 @@ def print_report(report: dict[str, Any], console: Any, show_problems: int = 10) 
     problems = report["problems"]
     if problems:
         kinds = Counter(p["kind"] for p in problems)
-        console.print(f"[yellow]{len(problems)} problem(s)[/] ({', '.join(f'{k} {v}' for k, v in kinds.items())}); "
-                      "release problems stop a real run, media problems skip the sample:", highlight=False)
+        console.print(
+            f"[yellow]{len(problems)} problem(s)[/] ({', '.join(f'{k} {v}' for k, v in kinds.items())}); "
+            "release problems stop a real run, media problems skip the sample:",
+            highlight=False,
+        )
         for p in problems[:show_problems]:
             console.print(f"  {p['reason']}", highlight=False, soft_wrap=True)
         if len(problems) > show_problems:

@@ -65,7 +65,10 @@ def warp_matrix(center: tuple[float, float], side: float, angle: float, size: in
 def warp_square(frame: np.ndarray, center: tuple[float, float], side: float, angle: float, size: int) -> np.ndarray:
     """(H, W, 3) -> (size, size, 3); outside the frame is filled by replicating the border."""
     return cv2.warpAffine(
-        frame, warp_matrix(center, side, angle, size), (size, size), flags=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR,
+        frame,
+        warp_matrix(center, side, angle, size),
+        (size, size),
+        flags=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
 
@@ -86,8 +89,7 @@ def warp_rect(frame: np.ndarray, center: tuple[float, float], width: float, heig
     """The rotated ``width`` x ``height`` rectangle, cut out at its own resolution (outside the frame
     replicates the border), then squashed to (size, size, 3)."""
     w, h = max(1, round(width)), max(1, round(height))
-    native = cv2.warpAffine(frame, rect_matrix(center, width, height, angle, (w, h)), (w, h), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE)
+    native = cv2.warpAffine(frame, rect_matrix(center, width, height, angle, (w, h)), (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return squash(native, size)
 
 
@@ -110,8 +112,7 @@ def fit_frame(frame: np.ndarray, size: int, geometry: Geometry = "crop") -> np.n
     return squash(frame, size) if geometry == "squash" else centre_square(frame, size)
 
 
-def crop_box(frame: np.ndarray, box_xywh: tuple[float, float, float, float], margin: float, size: int,
-             geometry: Geometry = "crop") -> np.ndarray:
+def crop_box(frame: np.ndarray, box_xywh: tuple[float, float, float, float], margin: float, size: int, geometry: Geometry = "crop") -> np.ndarray:
     """A given face box (AffectNet's lists) with ``margin``: squashed, or the square of its longer side."""
     x, y, w, h = box_xywh
     center = (x + w / 2, y + h / 2)
@@ -144,8 +145,10 @@ class FaceDetector:
         try:
             from facenet_pytorch import MTCNN
         except ImportError:  # not a dependency: its metadata pins torch<2.3, numpy<2, Pillow<10.3, which would break the resolve
-            raise InputError(f"face detection (MTCNN) needs facenet-pytorch, installed without its outdated pins: {FACENET_INSTALL}"
-                             " (or run with --no-align on face crops)") from None
+            raise InputError(
+                f"face detection (MTCNN) needs facenet-pytorch, installed without its outdated pins: {FACENET_INSTALL}"
+                " (or run with --no-align on face crops)"
+            ) from None
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         from .mtcnn import BatchedMTCNN
@@ -206,8 +209,13 @@ class FaceDetector:
         out = []
         for d in self.batched.detect(chunk):
             p = d.probs_K.astype(np.float64)
-            out.append([Face(tuple(float(v) / scale for v in d.boxes_K4[j]), float(p[j]), d.points_K52[j].astype(np.float64) / scale)
-                        for j in np.argsort(-np.nan_to_num(p, nan=-1.0), kind="stable") if p[j] >= self.min_prob])
+            out.append(
+                [
+                    Face(tuple(float(v) / scale for v in d.boxes_K4[j]), float(p[j]), d.points_K52[j].astype(np.float64) / scale)
+                    for j in np.argsort(-np.nan_to_num(p, nan=-1.0), kind="stable")
+                    if p[j] >= self.min_prob
+                ]
+            )
         return out
 
 
@@ -252,8 +260,11 @@ def plan_clip(faces: list[Face | None], min_face_frames: int, min_face_fraction:
     found_at = [i for i, f in enumerate(faces) if f is not None]
     need = min(min_face_frames, len(faces))
     if not found_at or len(found_at) < need or len(found_at) < min_face_fraction * len(faces):
-        rule = f"{need} (one training window; min_face_frames)" if len(found_at) < need or not found_at else \
-            f"{min_face_fraction:.0%} of the frames (min_face_fraction)"
+        rule = (
+            f"{need} (one training window; min_face_frames)"
+            if len(found_at) < need or not found_at
+            else f"{min_face_fraction:.0%} of the frames (min_face_fraction)"
+        )
         raise NotEnoughFaces(f"a face in {len(found_at)} of {len(faces)} frames; a clip needs {rule}")
     a, b = found_at[0], found_at[-1] + 1
     return ClipPlan((a, b), fill_nearest(list(faces[a:b])), len(found_at), (b - a) - len(found_at))
@@ -270,8 +281,15 @@ def align_span(frames: Iterable[np.ndarray], plan: ClipPlan, margin: float, size
     return np.stack(out)
 
 
-def align_clip(frames: np.ndarray, faces: list[Face | None], margin: float, size: int, min_face_frames: int,
-               geometry: Geometry = "crop", min_face_fraction: float = 0.0) -> AlignedClip:
+def align_clip(
+    frames: np.ndarray,
+    faces: list[Face | None],
+    margin: float,
+    size: int,
+    min_face_frames: int,
+    geometry: Geometry = "crop",
+    min_face_fraction: float = 0.0,
+) -> AlignedClip:
     """``plan_clip`` + ``align_span`` over frames already in memory, (T, H, W, 3) uint8."""
     plan = plan_clip(faces, min_face_frames, min_face_fraction)
     return AlignedClip(align_span(iter(frames), plan, margin, size, geometry), plan.faces_found, plan.faces_filled, plan.span)

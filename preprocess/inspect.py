@@ -32,8 +32,10 @@ def verify_folder(target: str, data_root: str | Path | None = None) -> str:
     if manifest is None:
         raise ManifestError(f"{folder}: no manifest.json here and its manifest name is not in manifests/; pass the manifest instead")
     summary = verify_shards(manifest, folder, checksums=True)
-    return (f"  verified: {len(summary['shards'])} shards match shards.json (sizes, sha256, counts, classes); every .idx matches "
-            "its tar; every index.parquet row matches its sample's own record")
+    return (
+        f"  verified: {len(summary['shards'])} shards match shards.json (sizes, sha256, counts, classes); every .idx matches "
+        "its tar; every index.parquet row matches its sample's own record"
+    )
 
 
 ROW_COLUMNS = ["partition", "label", "frames", "faces_found", "faces_filled"]
@@ -60,8 +62,10 @@ def describe(target: str, data_root: str | Path | None = None) -> str:
     table = read_index(folder, ROW_COLUMNS)
     rows = [dict(zip(ROW_COLUMNS, values)) for values in zip(*(table[c] for c in ROW_COLUMNS))]
     classes = summary["classes"]
-    lines = [f"{summary['manifest']}: {len(rows)} samples, {len(summary['shards'])} shards, "
-             f"{sum(s['bytes'] for s in summary['shards']) / 1e6:.1f} MB in {folder}"]
+    lines = [
+        f"{summary['manifest']}: {len(rows)} samples, {len(summary['shards'])} shards, "
+        f"{sum(s['bytes'] for s in summary['shards']) / 1e6:.1f} MB in {folder}"
+    ]
     for partition, count in summary["counts"].items():
         per_class = {c: 0 for c in classes}
         for r in rows:

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from .safe_io import open_new
 from .errors import InputError
+from .safe_io import open_new
 
 LOCK_NAME = ".s4d.lock"
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .typed_json import json_fields
 from .errors import InputError
+from .typed_json import json_fields
 
 MANIFESTS_DIR = Path(__file__).resolve().parents[1] / "manifests"
 ADAPTERS = ("dfew", "ferv39k", "mafw", "affectnet", "voxceleb2", "csv")
@@ -133,8 +133,10 @@ def locate_raw(name: str, env: dict[str, str] | None = None) -> Path:
         if path.is_dir():
             return path
     unset = "" if env.get("S4D_RAW") else " (S4D_RAW is not set)"
-    raise ManifestError(f"{name}: no raw release found; looked in {', '.join(map(str, tried))}{unset}; "
-                        f"pass --raw DIR (make shards DATASET={name} RAW=DIR) or set S4D_RAW to the folder holding {name}/")
+    raise ManifestError(
+        f"{name}: no raw release found; looked in {', '.join(map(str, tried))}{unset}; "
+        f"pass --raw DIR (make shards DATASET={name} RAW=DIR) or set S4D_RAW to the folder holding {name}/"
+    )
 
 
 def resolve_manifest_path(name: str | os.PathLike) -> Path:
@@ -185,8 +187,10 @@ def check_name(value: object, field_name: str, where: str | os.PathLike) -> str:
     """``value`` if it is a safe name (``SAFE_NAME``, no ``..``), else a ``ManifestError`` naming
     ``where`` (the file) and ``field_name``: the one rule for every name that becomes a path."""
     if not is_safe_name(value):
-        raise ManifestError(f"{where}: {field_name}: must be a plain folder name (one path component: letters, digits, "
-                            f"'.', '_', '-'; at most 128; no '/' or '..'), got {value!r}")
+        raise ManifestError(
+            f"{where}: {field_name}: must be a plain folder name (one path component: letters, digits, "
+            f"'.', '_', '-'; at most 128; no '/' or '..'), got {value!r}"
+        )
     return str(value)
 
 
@@ -206,7 +210,7 @@ def parse_manifest(raw: dict[str, Any], source: Path | None = None) -> Manifest:
         raise bad("modality", f"must be 'video' or 'image', got {d['modality']!r}")
     classes = tuple(d["classes"])
     if not classes or len(set(classes)) != len(classes) or not all(isinstance(c, str) and c for c in classes):
-        raise bad("classes", "must be a non-empty list of distinct names (empty for unlabelled data is [\"none\"])")
+        raise bad("classes", 'must be a non-empty list of distinct names (empty for unlabelled data is ["none"])')
 
     layout = Layout(**json_fields(Layout, d["layout"], "layout", src, ManifestError))
     if layout.adapter not in ADAPTERS:

@@ -44,14 +44,18 @@ class Limits:
     def check_size(self, name: Any, width: int, height: int) -> None:
         """A ``MediaError`` naming ``name`` when width x height is over ``max_pixels``."""
         if width * height > self.max_pixels:
-            raise MediaError(f"{name}: declares {width}x{height} = {width * height} pixels per frame, over the limit of "
-                             f"{self.max_pixels}; if the file is genuine, raise it with --max-pixels (s4d shards) or {PIXELS_ENV}")
+            raise MediaError(
+                f"{name}: declares {width}x{height} = {width * height} pixels per frame, over the limit of "
+                f"{self.max_pixels}; if the file is genuine, raise it with --max-pixels (s4d shards) or {PIXELS_ENV}"
+            )
 
     def check_frames(self, name: Any, frames: int | None, what: str = "declares") -> None:
         """A ``MediaError`` naming ``name`` when ``frames`` is over ``max_frames`` (if limited)."""
         if self.max_frames is not None and frames is not None and frames > self.max_frames:
-            raise MediaError(f"{name}: {what} {frames} frames, over the limit of {self.max_frames} frames per sample; "
-                             f"if the file is genuine, raise it with --max-frames (s4d shards) or {FRAMES_ENV}")
+            raise MediaError(
+                f"{name}: {what} {frames} frames, over the limit of {self.max_frames} frames per sample; "
+                f"if the file is genuine, raise it with --max-frames (s4d shards) or {FRAMES_ENV}"
+            )
 
 
 def decoder_options(max_pixels: int) -> dict[str, str]:
@@ -138,8 +142,7 @@ def iter_live(source: str) -> tuple[float, Iterator[np.ndarray]]:
     import av
 
     target = sys.stdin.buffer if source == "-" else source
-    container, stream, fps = _open_video(target, source, "cannot open the live source",
-                                         format="v4l2" if source.startswith("/dev/video") else None)
+    container, stream, fps = _open_video(target, source, "cannot open the live source", format="v4l2" if source.startswith("/dev/video") else None)
 
     def frames() -> Iterator[np.ndarray]:
         try:
@@ -193,8 +196,7 @@ def iter_video(path: Path, limits: Limits | None = None) -> tuple[float, Iterato
         if count == 0:
             raise MediaError(f"{path}: video has no decodable frames")
         if declared is not None and count < TRUNCATED * declared:
-            raise MediaError(f"{path}: video breaks off after {count} frames (its header declares about {declared}); "
-                             "the file is probably truncated")
+            raise MediaError(f"{path}: video breaks off after {count} frames (its header declares about {declared}); the file is probably truncated")
 
     return fps, frames()
 

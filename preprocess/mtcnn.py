@@ -118,8 +118,7 @@ def _candidates(idx_K: torch.Tensor, maps: list[tuple[torch.Tensor, float]]) -> 
         xy = torch.stack([rem % w, rem // w], 1).to(dt)
         reg_K4 = reg_B4hw.reshape(B, 4, h * w)[b, :, rem]
         img = b.to(dt)[:, None]
-        row = torch.cat([((2 * xy + 1) / scale).floor(), ((2 * xy + 12) / scale).floor(), rows[:, 4:5], reg_K4, img,
-                         img * len(maps) + s], 1)
+        row = torch.cat([((2 * xy + 1) / scale).floor(), ((2 * xy + 12) / scale).floor(), rows[:, 4:5], reg_K4, img, img * len(maps) + s], 1)
         rows = torch.where(here, row, rows)
         off += B * h * w
     return rows
@@ -208,8 +207,15 @@ class BatchedMTCNN:
     """``detect(frames_BHWC)`` -> per frame ``Detections``; the nets are facenet-pytorch's (any
     device; frames are moved to theirs)."""
 
-    def __init__(self, pnet: torch.nn.Module, rnet: torch.nn.Module, onet: torch.nn.Module, min_face: int = MIN_FACE,
-                 thresholds: tuple[float, float, float] = THRESHOLDS, factor: float = FACTOR) -> None:
+    def __init__(
+        self,
+        pnet: torch.nn.Module,
+        rnet: torch.nn.Module,
+        onet: torch.nn.Module,
+        min_face: int = MIN_FACE,
+        thresholds: tuple[float, float, float] = THRESHOLDS,
+        factor: float = FACTOR,
+    ) -> None:
         self.pnet, self.rnet, self.onet = pnet.eval(), rnet.eval(), onet.eval()
         self.min_face, self.thresholds, self.factor = min_face, tuple(thresholds), factor
         self.device = next(pnet.parameters()).device

@@ -15,8 +15,14 @@ from .manifest import Manifest, ManifestError, check_name, parse_manifest
 
 
 def manifest_from_csv(
-    csv_path: str | Path, name: str | None = None, *, classes: list[str] | None = None, align: bool = True,
-    size: int = 160, frames: int = 16, stride: int = 4,
+    csv_path: str | Path,
+    name: str | None = None,
+    *,
+    classes: list[str] | None = None,
+    align: bool = True,
+    size: int = 160,
+    frames: int = 16,
+    stride: int = 4,
 ) -> Manifest:
     path = Path(csv_path).resolve()
     if not path.is_file():
@@ -47,7 +53,13 @@ def manifest_from_csv(
     elif part_col == "split":
         if not {"train", "test"} & set(partitions):  # test rows alone: an evaluation set, for s4d eval
             raise ManifestError(f"{path}: the split column needs 'train' or 'test' values, got {partitions}")
-        folds = {"main": {"train": [p for p in ("train",) if p in partitions], "test": [p for p in ("test",) if p in partitions], "val": [p for p in ("val",) if p in partitions]}}
+        folds = {
+            "main": {
+                "train": [p for p in ("train",) if p in partitions],
+                "test": [p for p in ("test",) if p in partitions],
+                "val": [p for p in ("val",) if p in partitions],
+            }
+        }
         extra = sorted(set(partitions) - {"train", "test", "val"})
         if extra:
             raise ManifestError(f"{path}: split values must be train/test/val, got also {extra} (use a fold column for CV)")

@@ -39,16 +39,19 @@ SHARDS = "shards"
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "eval": ("summary.json", "predictions.parquet", "confusion.png", "recall.png"),
     "analyze": ("experts.json", "experts.png", "relevance.json", "relevance.png", "frame_order.json", "confusion.png", "recall.png"),
-    "export-hub": ("model.safetensors", "model.json", "training_config.json", "summary.json", "confusion.png", "recall.png",
-                   "README.md"),
+    "export-hub": ("model.safetensors", "model.json", "training_config.json", "summary.json", "confusion.png", "recall.png", "README.md"),
     "predict": (),
 }
 WHOLE = ("export-hub",)  # uploaded as a whole: nothing else in it, even with --force, and no marker (it would be uploaded)
 SIGNATURES = {"export-hub": ("README.md", "model.safetensors", "training_config.json")}  # kinds known by their files
 SUBFOLDER = {"analyze": "analysis"}  # where a kind's outputs go inside a folder of another (analyze scores RUN)
 _RUN_FILES = ("metrics.jsonl", "checkpoints", ".s4d.lock", "tensorboard")
-_WHOSE = {"train": "a training run (s4d train, cv or pretrain)", "pretrain": "a pre-training run (s4d pretrain)",
-          "cv": "a cross-validation run (s4d cv)", SHARDS: "a shard folder (s4d shards)"}
+_WHOSE = {
+    "train": "a training run (s4d train, cv or pretrain)",
+    "pretrain": "a pre-training run (s4d pretrain)",
+    "cv": "a cross-validation run (s4d cv)",
+    SHARDS: "a shard folder (s4d shards)",
+}
 
 
 def whose(kind: str) -> str:
@@ -66,8 +69,9 @@ def read_marker(folder: Path) -> str | None:
     try:
         kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
-        raise InputError(f"{path}: unreadable owner marker ({type(err).__name__}); remove it if this folder is yours, "
-                         "or pick another --out") from None
+        raise InputError(
+            f"{path}: unreadable owner marker ({type(err).__name__}); remove it if this folder is yours, or pick another --out"
+        ) from None
     if kind not in (*RUN_KINDS, *OUTPUTS):
         raise InputError(f"{path}: unknown owner kind {kind!r}; remove it if this folder is yours, or pick another --out")
     return kind
@@ -84,8 +88,7 @@ def kind_of(folder: Path) -> str | None:
     marked = read_marker(folder)
     if marked is not None:
         return marked
-    if (folder / "config.json").exists() and (any(os.path.lexists(folder / n) for n in _RUN_FILES)
-                                              or any(p.is_dir() for p in folder.glob("fold_*"))):
+    if (folder / "config.json").exists() and (any(os.path.lexists(folder / n) for n in _RUN_FILES) or any(p.is_dir() for p in folder.glob("fold_*"))):
         return "train"
     if (folder / "shards.json").exists():
         return SHARDS
@@ -101,8 +104,10 @@ def guard(folder: Path, kind: str) -> str | None:
         raise InputError(f"{folder}: not a folder; give --out a folder for s4d {kind}")
     owner = kind_of(folder)
     if owner is not None and owner != kind:
-        raise InputError(f"{folder}: holds {whose(owner)}; s4d {kind} writes only into its own folder (a run's files are "
-                         f"written only by that run): pick another --out, e.g. {folder / SUBFOLDER.get(kind, kind)}")
+        raise InputError(
+            f"{folder}: holds {whose(owner)}; s4d {kind} writes only into its own folder (a run's files are "
+            f"written only by that run): pick another --out, e.g. {folder / SUBFOLDER.get(kind, kind)}"
+        )
     return owner
 
 
@@ -121,8 +126,9 @@ def check(folder: Path, kind: str, *, force: bool, writes: tuple[str, ...] | Non
         raise InputError(f"{folder}: not empty and {what} (holds {_few(foreign)}); pick a new or empty --out")
     earlier = [folder / n for n in names if n in (OUTPUTS[kind] if writes is None else writes)]
     if earlier and not force:
-        raise InputError(f"{folder}: already holds s4d {kind} outputs ({_few([p.name for p in earlier])}); "
-                         "add --force to replace them, or pick another --out")
+        raise InputError(
+            f"{folder}: already holds s4d {kind} outputs ({_few([p.name for p in earlier])}); add --force to replace them, or pick another --out"
+        )
     return earlier
 
 

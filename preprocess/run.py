@@ -59,15 +59,18 @@ def _slurm_part(env: dict[str, str]) -> tuple[int, int]:
         step = int(env.get("SLURM_ARRAY_TASK_STEP") or 1)
         last = int(env["SLURM_ARRAY_TASK_MAX"]) if env.get("SLURM_ARRAY_TASK_MAX") else None
     except (KeyError, ValueError):
-        raise InputError("--part auto: not a SLURM job array task (SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT "
-                         "unset or not numbers); give --part i/n") from None
+        raise InputError(
+            "--part auto: not a SLURM job array task (SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT unset or not numbers); give --part i/n"
+        ) from None
     offset = task - first
     regular = step > 1 and offset % step == 0 and (last is None or (last - first) // step + 1 == count)
     index = offset // step if regular else offset  # a stepped range: 0-30:10 is tasks 0, 1, 2, 3
     if count < 1 or not 0 <= index < count:
-        raise InputError(f"--part auto: this SLURM array task's index {index} (SLURM_ARRAY_TASK_ID {task} - "
-                         f"SLURM_ARRAY_TASK_MIN {first}) is outside the part count {count} (SLURM_ARRAY_TASK_COUNT): "
-                         f"parts would be skipped; submit a contiguous array (--array=0-{max(count - 1, 0)}) or give --part i/n")
+        raise InputError(
+            f"--part auto: this SLURM array task's index {index} (SLURM_ARRAY_TASK_ID {task} - "
+            f"SLURM_ARRAY_TASK_MIN {first}) is outside the part count {count} (SLURM_ARRAY_TASK_COUNT): "
+            f"parts would be skipped; submit a contiguous array (--array=0-{max(count - 1, 0)}) or give --part i/n"
+        )
     return index, count
 
 
@@ -132,8 +135,9 @@ def run_task(task: ShardTask, out_dir: Path, process: Callable[[RawSample], tupl
     except OSError as err:
         if err.filename is not None:
             raise
-        raise OSError(err.errno, f"{err.strerror or err}; free space, then re-run the same command to resume",
-                      str(out_dir / f"{task.name}.tar")) from None
+        raise OSError(
+            err.errno, f"{err.strerror or err}; free space, then re-run the same command to resume", str(out_dir / f"{task.name}.tar")
+        ) from None
 
 
 def _run_task(task: ShardTask, out_dir: Path, process: Callable[[RawSample], tuple[dict[str, bytes], dict[str, Any]]]) -> dict[str, Any]:
@@ -258,14 +262,16 @@ def run_shards(
             problems = _write_all(manifest, todo, out_dir, workers, device, on_progress)
     except Stopped as stop:
         done = sum(record_path(out_dir, t.name).is_file() for t in mine)
-        raise ShardsInterrupted(f"interrupted ({stop.name}): {done} of {len(mine)} shard(s) done in {out_dir}; "
-                                "re-run the same command to resume") from None
+        raise ShardsInterrupted(
+            f"interrupted ({stop.name}): {done} of {len(mine)} shard(s) done in {out_dir}; re-run the same command to resume"
+        ) from None
     pending = [t.name for t in tasks if not record_path(out_dir, t.name).is_file()]
     return RunSummary(len(tasks), done_before, len(todo), pending, problems, repaired)
 
 
-def _write_all(manifest: Manifest, todo: list[ShardTask], out_dir: Path, workers: int, device: str | None,
-               on_progress: Callable[[int, int], None] | None) -> int:
+def _write_all(
+    manifest: Manifest, todo: list[ShardTask], out_dir: Path, workers: int, device: str | None, on_progress: Callable[[int, int], None] | None
+) -> int:
     """Write the shards ``todo`` in this process or a pool of ``workers``; returns the problem count."""
     problems = 0
     workers = min(workers, max(1, len(todo)))  # no more processes than shards to write
@@ -278,8 +284,7 @@ def _write_all(manifest: Manifest, todo: list[ShardTask], out_dir: Path, workers
     else:
         import multiprocessing as mp
 
-        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                   initargs=(manifest, device, os.getpid()))
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(manifest, device, os.getpid()))
         try:
             futures = [pool.submit(_work, t, out_dir) for t in todo]
             for i, fut in enumerate(as_completed(futures), 1):

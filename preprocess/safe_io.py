@@ -13,6 +13,7 @@ import errno
 import os
 from pathlib import Path
 from typing import IO, Any
+
 from .errors import InputError
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -33,9 +34,15 @@ def refuse_symlink(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-_FLAGS = {"w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-          "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL, "r+": os.O_RDWR, "w+": os.O_RDWR | os.O_CREAT | os.O_TRUNC,
-          "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND, "x+": os.O_RDWR | os.O_CREAT | os.O_EXCL}
+_FLAGS = {
+    "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+    "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+    "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+    "r+": os.O_RDWR,
+    "w+": os.O_RDWR | os.O_CREAT | os.O_TRUNC,
+    "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND,
+    "x+": os.O_RDWR | os.O_CREAT | os.O_EXCL,
+}
 
 
 def open_new(path: str | os.PathLike, mode: str = "w", perm: int = 0o666, **kwargs: Any) -> IO[Any]:

@@ -10,6 +10,7 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
+
 from .errors import InputError
 
 
@@ -76,9 +77,7 @@ def json_fields(cls: type, raw: Any, where: str, src: str, error: type[Exception
     unknown = sorted(set(raw) - known)
     if unknown:
         raise error(f"{src}: unknown key(s) in {where}: {', '.join(unknown)}")
-    required = {
-        f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    } - {"source"}
+    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING} - {"source"}
     missing = sorted(required - set(raw))
     if missing:
         raise error(f"{src}: missing key(s) in {where}: {', '.join(missing)}")

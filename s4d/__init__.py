@@ -10,7 +10,13 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-_PUBLIC = {"load_model": ".checkpoint", "load_classifier": ".checkpoint", "save_checkpoint": ".checkpoint", "build_mae": ".models", "build_model": ".models"}
+_PUBLIC = {
+    "load_model": ".checkpoint",
+    "load_classifier": ".checkpoint",
+    "save_checkpoint": ".checkpoint",
+    "build_mae": ".models",
+    "build_model": ".models",
+}
 __all__ = [*_PUBLIC, "__version__"]
 
 

@@ -156,8 +156,10 @@ def plot_relevance(path: Path, sim: np.ndarray, rows: tuple[str, ...], cols: tup
 def plot_scores(out: Path, confusion: list[list[int]], recall: dict[str, float], uar: float, title: str) -> list[Path]:
     """``confusion.png`` and ``recall.png`` of one evaluation, in ``out``."""
     classes = tuple(recall)
-    return [plot_confusion(Path(out) / "confusion.png", np.asarray(confusion), classes, title),
-            plot_recall(Path(out) / "recall.png", recall, uar, title)]
+    return [
+        plot_confusion(Path(out) / "confusion.png", np.asarray(confusion), classes, title),
+        plot_recall(Path(out) / "recall.png", recall, uar, title),
+    ]
 
 
 def _smooth(values_NC: np.ndarray, width: int = 3) -> np.ndarray:
@@ -176,8 +178,7 @@ def _people(result: dict) -> list[tuple[str, list[dict], list[list[float]]]]:
     return [("", result["windows"], result.get("no_face_segments", []))]
 
 
-def plot_timeline(result: dict, path: str | Path, title: str | None = None,
-                  parts: list[tuple[str, float, float]] | None = None) -> Path:
+def plot_timeline(result: dict, path: str | Path, title: str | None = None, parts: list[tuple[str, float, float]] | None = None) -> Path:
     """``s4d predict``'s timeline, one row per person: a ribbon of the top class over time (its
     colour; the stronger, the more opaque), the per-class probabilities beneath, stacked and
     smoothed over 3 windows for reading (the raw per-window numbers stay in the JSON/CSV), and
@@ -191,14 +192,16 @@ def plot_timeline(result: dict, path: str | Path, title: str | None = None,
     classes = result["classes"]
     colour = {c: f"C{i}" for i, c in enumerate(classes)}
     pred = result["prediction"]
-    heading = title or (f"{Path(result['input']).name}: {pred['class']} ({pred['probability']:.2f})" if pred else
-                        f"{Path(result['input']).name}: no face")
+    heading = title or (
+        f"{Path(result['input']).name}: {pred['class']} ({pred['probability']:.2f})" if pred else f"{Path(result['input']).name}: no face"
+    )
     if result["kind"] != "video":
         return _plot_answers(plt, result, path, heading, colour)
     people = _people(result)
     end = max((r["end_s"] for r in result["windows"]), default=1.0) or 1.0
-    fig, axes = plt.subplots(2 * len(people), 1, figsize=(8, 1.0 + 2.1 * len(people)), sharex=True, squeeze=False,
-                             gridspec_kw={"height_ratios": [1, 3] * len(people)})
+    fig, axes = plt.subplots(
+        2 * len(people), 1, figsize=(8, 1.0 + 2.1 * len(people)), sharex=True, squeeze=False, gridspec_kw={"height_ratios": [1, 3] * len(people)}
+    )
     for p, (label, rows, gaps) in enumerate(people):
         ribbon, area = axes[2 * p, 0], axes[2 * p + 1, 0]
         face = [r for r in rows if r["face"]]
@@ -242,8 +245,16 @@ def _plot_answers(plt, result: dict, path: Path, heading: str, colour: dict[str,
     width = 0.8 / max(len(faces), 1)
     for k, r in enumerate(faces):
         xs = np.arange(len(classes)) + (k - (len(faces) - 1) / 2) * width
-        ax.bar(xs, [r["probs"][c] for c in classes], width, color=[colour[c] for c in classes], alpha=1.0 - 0.6 * k / max(len(faces), 1),
-               edgecolor="0.2", lw=0.3, label=f"face {r.get('track', k)}")
+        ax.bar(
+            xs,
+            [r["probs"][c] for c in classes],
+            width,
+            color=[colour[c] for c in classes],
+            alpha=1.0 - 0.6 * k / max(len(faces), 1),
+            edgecolor="0.2",
+            lw=0.3,
+            label=f"face {r.get('track', k)}",
+        )
     ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("probability")

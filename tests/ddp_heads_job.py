@@ -70,7 +70,17 @@ except RuntimeError:
     control_fails = True
 
 if d.main:
-    print(json.dumps({"image_grads_zero": image_grads_zero, "idle_experts_zero": idle_experts_zero,
-                      "video_grads_agree": gathered[0] == gathered[1],
-                      "image_kept": image_kept, "no_image_state": no_image_state, "steps": steps,
-                      "agree": all(torch.equal(every[0], x) for x in every[1:]), "control_fails": control_fails}))
+    print(
+        json.dumps(
+            {
+                "image_grads_zero": image_grads_zero,
+                "idle_experts_zero": idle_experts_zero,
+                "video_grads_agree": gathered[0] == gathered[1],
+                "image_kept": image_kept,
+                "no_image_state": no_image_state,
+                "steps": steps,
+                "agree": all(torch.equal(every[0], x) for x in every[1:]),
+                "control_fails": control_fails,
+            }
+        )
+    )

@@ -51,9 +51,16 @@ quiet_gates = gathered(routed[0].tolist())
 
 init = gathered([weights(mae), weights(clf)])
 if d.main:
-    print(json.dumps({
-        "torch_differs": draws[0][0] != draws[1][0], "random_differs": draws[0][1] != draws[1][1],
-        "numpy_differs": draws[0][2] != draws[1][2],
-        "masks_differ": masks[0] != masks[1], "noise_differs": noisy_gates[0] != noisy_gates[1],
-        "gates_agree_without_noise": quiet_gates[0] == quiet_gates[1], "weights_agree": init[0] == init[1],
-    }))
+    print(
+        json.dumps(
+            {
+                "torch_differs": draws[0][0] != draws[1][0],
+                "random_differs": draws[0][1] != draws[1][1],
+                "numpy_differs": draws[0][2] != draws[1][2],
+                "masks_differ": masks[0] != masks[1],
+                "noise_differs": noisy_gates[0] != noisy_gates[1],
+                "gates_agree_without_noise": quiet_gates[0] == quiet_gates[1],
+                "weights_agree": init[0] == init[1],
+            }
+        )
+    )

@@ -23,9 +23,19 @@ quiet = lambda *_: None  # noqa: E731
 
 
 def cfg(name):
-    return TrainConfig(manifest=manifest, out=f"{out}/{name}", size="debug", epochs=3, video_batch=2, sfer=False,
-                       data_root=data_root, backend="torch", optim=OptimConfig(base_lr=1e-3, warmup_epochs=0), select="val",
-                       val_fraction=0.25)
+    return TrainConfig(
+        manifest=manifest,
+        out=f"{out}/{name}",
+        size="debug",
+        epochs=3,
+        video_batch=2,
+        sfer=False,
+        data_root=data_root,
+        backend="torch",
+        optim=OptimConfig(base_lr=1e-3, warmup_epochs=0),
+        select="val",
+        val_fraction=0.25,
+    )
 
 
 train(cfg("straight"), log=quiet)
@@ -45,7 +55,14 @@ if dist.get_rank() == 0:
     losses = [[json.loads(x)["loss"] for x in (Path(out) / n / "metrics.jsonl").read_text().splitlines()] for n in ("straight", "resumed")]
     held = json.loads((Path(out) / "straight/holdout.json").read_text())["keys"]
     rngs = torch.load(Path(out) / "straight/checkpoints/state.pt", weights_only=True)["rng"]
-    print(json.dumps({"identical": same["last"], "best_identical": same["best"], "losses": losses,
-                      "ranks_agree": all(s == held for s in splits) and len(held) > 0,
-                      "rank_rngs_differ": not torch.equal(rngs[0]["torch"], rngs[1]["torch"])
-                      and rngs[0]["python"] != rngs[1]["python"]}))
+    print(
+        json.dumps(
+            {
+                "identical": same["last"],
+                "best_identical": same["best"],
+                "losses": losses,
+                "ranks_agree": all(s == held for s in splits) and len(held) > 0,
+                "rank_rngs_differ": not torch.equal(rngs[0]["torch"], rngs[1]["torch"]) and rngs[0]["python"] != rngs[1]["python"],
+            }
+        )
+    )

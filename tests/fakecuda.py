@@ -128,8 +128,7 @@ class _Identities:
 
 
 class _Spy(TorchDispatchMode):
-    def __init__(self, report: Report, on_sync: str, scalar: Callable[[torch.Tensor], Any],
-                 host: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(self, report: Report, on_sync: str, scalar: Callable[[torch.Tensor], Any], host: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.report, self.on_sync, self.scalar, self.host = report, on_sync, scalar, host
         self.pinned = _Identities()  # host tensors that stand for pinned memory
@@ -205,8 +204,12 @@ class FakeCuda:
     without a driver), and ``pipelines.augment.device_generator`` returns None (the default
     device generator, which the fake mode can draw from)."""
 
-    def __init__(self, on_sync: str = "continue", scalar: Callable[[torch.Tensor], Any] | None = None,
-                 host: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        on_sync: str = "continue",
+        scalar: Callable[[torch.Tensor], Any] | None = None,
+        host: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         self.report = Report()
         self.on_sync = on_sync
         self.scalar, self.host = scalar or _zero, host or _zeros

@@ -17,8 +17,15 @@ MAFW_WORDS = ["anger", "anxiety", "contempt", "disappointment", "disgust", "fear
 FERV_NAMES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
 
-def make_dfew(root, missing=(), *, form="official", frames_dir="Clip/jpg_256", sizes=(5, 5, 5, 5, 5),
-              authors_at="EmoLabel_DataSplit/{role}(single-labeled)/{role}_set_{k}.csv"):
+def make_dfew(
+    root,
+    missing=(),
+    *,
+    form="official",
+    frames_dir="Clip/jpg_256",
+    sizes=(5, 5, 5, 5, 5),
+    authors_at="EmoLabel_DataSplit/{role}(single-labeled)/{role}_set_{k}.csv",
+):
     """DFEW as shipped (``form="official"``: ``set_k.csv``, 1..7) or as the authors' scripts read it
     (``"authors"``: ``train_set_k.csv``/``test_set_k.csv``, 0..6). Returns fold ids and the
     official 1-based labels."""
@@ -136,14 +143,16 @@ def test_affectnet_7_and_8(tmp_path):
     header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n"
     rows = {"training": [(0, "1/a.jpg"), (7, "1/b.jpg"), (9, "2/c.jpg"), (6, "2/d.JPG")], "validation": [(1, "3/e.png"), (7, "3/f.jpg")]}
     for part, items in rows.items():
-        lines = [f"{p},10,12,100,110,\"1;2;3\",{e},0.1,0.2" for e, p in items]
+        lines = [f'{p},10,12,100,110,"1;2;3",{e},0.1,0.2' for e, p in items]
         (lists / f"{part}.csv").write_text(header + "\n".join(lines) + "\n")
         for _, p in items:
             (tmp_path / "Manually_Annotated_Images" / p).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / "Manually_Annotated_Images" / p).write_bytes(b"img")
     seven = list_samples(tmp_path, load_manifest("affectnet7"))
     assert {(s.partition, s.original_id, s.label) for s in seven.samples} == {
-        ("training", "1/a.jpg", 0), ("training", "2/d.JPG", 6), ("validation", "3/e.png", 1)
+        ("training", "1/a.jpg", 0),
+        ("training", "2/d.JPG", 6),
+        ("validation", "3/e.png", 1),
     }
     assert seven.excluded == {"expression contempt": 2, "expression uncertain": 1}
     assert seven.samples[0].face_box == (10.0, 12.0, 100.0, 110.0) and seven.samples[0].key == "1_a"
@@ -184,7 +193,9 @@ def test_users_csv(tmp_path):
     (tmp_path / "mine.csv").write_text("path,label,split\nv/a.webm,calm,train\nframes/b,upset,test\nc.jpg,calm,train\nv/gone.mp4,upset,test\n")
     result = list_samples(tmp_path, own_manifest(tmp_path))
     assert [(s.key, s.kind, s.label, s.partition) for s in result.samples] == [
-        ("v_a", "video", 0, "train"), ("frames_b", "frames", 1, "test"), ("c", "image", 0, "train")
+        ("v_a", "video", 0, "train"),
+        ("frames_b", "frames", 1, "test"),
+        ("c", "image", 0, "train"),
     ]
     assert result.problems[0].original_id == "v/gone.mp4"
     (tmp_path / "mine.csv").write_text("path,label,split\nv/a.webm,joy,train\n")
@@ -243,6 +254,7 @@ def _mafw(form):
         parts = {f"set_{k}": len(v) for k, v in ids.items()}
         classes = {w: sum(int(v) % 11 == i for vs in ids.values() for v in vs) for i, w in enumerate(words)}
         return parts, classes, form, 0 if form == "authors" else "names"
+
     return build
 
 
@@ -251,13 +263,20 @@ def _ferv(form):
         rows = make_ferv39k(root, form)
         classes = {c: sum(e.lower() == c for es in rows.values() for e in es) for c in FERV_NAMES}
         return {p: len(es) for p, es in rows.items()}, classes, form, 0 if form == "authors" else "names"
+
     return build
 
 
 @pytest.mark.parametrize(
     "manifest, build",
-    [("dfew", _dfew_official), ("dfew", _dfew_authors), ("mafw", _mafw("official")), ("mafw", _mafw("authors")),
-     ("ferv39k", _ferv("official")), ("ferv39k", _ferv("authors"))],
+    [
+        ("dfew", _dfew_official),
+        ("dfew", _dfew_authors),
+        ("mafw", _mafw("official")),
+        ("mafw", _mafw("authors")),
+        ("ferv39k", _ferv("official")),
+        ("ferv39k", _ferv("authors")),
+    ],
     ids=["dfew-official", "dfew-authors", "mafw-official", "mafw-authors", "ferv39k-official", "ferv39k-authors"],
 )
 def test_dry_run_counts_every_release_form_exactly(tmp_path, manifest, build):
@@ -303,9 +322,12 @@ def test_no_release_found_is_one_line_listing_every_place_searched(tmp_path):
     res = CliRunner().invoke(app, ["shards", "--manifest", "dfew", "--raw", str(tmp_path), "--dry-run", "--json"])
     assert res.exit_code == 2 and res.stdout == "" and "Traceback" not in res.output
     message = " ".join(res.output.split())  # rich may wrap the one line on a narrow terminal
-    for place in ("EmoLabel_DataSplit/{train,test}(single-labeled)/set_{1..5}.csv",
-                  "EmoLabel_DataSplit/{train,test}(single-labeled)/{train,test}_set_{1..5}.csv",
-                  "EmoLabel_DataSplit/{train,test}_set_{1..5}.csv", "authors: {train,test}_set_{1..5}.csv"):
+    for place in (
+        "EmoLabel_DataSplit/{train,test}(single-labeled)/set_{1..5}.csv",
+        "EmoLabel_DataSplit/{train,test}(single-labeled)/{train,test}_set_{1..5}.csv",
+        "EmoLabel_DataSplit/{train,test}_set_{1..5}.csv",
+        "authors: {train,test}_set_{1..5}.csv",
+    ):
         assert place in message
     with pytest.raises(ManifestError) as err:
         list_samples(tmp_path, load_manifest("mafw"))

@@ -18,12 +18,12 @@ from PIL import Image
 from timm.data.auto_augment import rand_augment_transform
 
 from pipelines import Augment, Loader, LoaderConfig, open_dataset
-from pipelines.augment import BatchAugment, erase_box, epoch_generator, rrc_box
+from pipelines.augment import BatchAugment, epoch_generator, erase_box, rrc_box
 from pipelines.loader import dali_available
 from pipelines.randaug import OPS, RandAugment, RandAugmentSpec
 from preprocess.manifest import parse_manifest
-from preprocess.shards.folder import finalize
 from preprocess.run import run_shards
+from preprocess.shards.folder import finalize
 
 from .media_factory import moving_square, write_video
 
@@ -50,12 +50,13 @@ def _timm(spec: str, images: list[np.ndarray], draws: int, seed: int = 0) -> np.
 
 
 def _assert_same_distribution(ours: np.ndarray, theirs: np.ndarray) -> None:
-    unchanged = (abs((ours == 0).mean() - (theirs == 0).mean()))
+    unchanged = abs((ours == 0).mean() - (theirs == 0).mean())
     assert unchanged < 0.04, f"share unchanged: ours {(ours == 0).mean():.3f}, timm {(theirs == 0).mean():.3f}"
     assert abs(ours.mean() / theirs.mean() - 1) < 0.10, f"mean change: ours {ours.mean():.2f}, timm {theirs.mean():.2f}"
     grid = np.sort(np.concatenate([ours, theirs]))
-    ks = np.abs(np.searchsorted(np.sort(ours), grid, side="right") / len(ours)
-                - np.searchsorted(np.sort(theirs), grid, side="right") / len(theirs)).max()
+    ks = np.abs(
+        np.searchsorted(np.sort(ours), grid, side="right") / len(ours) - np.searchsorted(np.sort(theirs), grid, side="right") / len(theirs)
+    ).max()
     assert ks < 0.1, f"Kolmogorov-Smirnov distance {ks:.3f} (ours mean {ours.mean():.2f}, timm {theirs.mean():.2f})"
 
 
@@ -105,8 +106,9 @@ def test_crop_and_erase_boxes_follow_their_rules():
 
 
 def test_clip_erasing_is_one_box_of_noise_for_all_frames():
-    cfg = LoaderConfig(batch_size=2, size=32, frames=4, augment=Augment(randaugment=None, rrc_scale=(1.0, 1.0), rrc_ratio=(1.0, 1.0),
-                                                                         flip=0.0, erase=1.0))
+    cfg = LoaderConfig(
+        batch_size=2, size=32, frames=4, augment=Augment(randaugment=None, rrc_scale=(1.0, 1.0), rrc_ratio=(1.0, 1.0), flip=0.0, erase=1.0)
+    )
     decoded = torch.full((2, 4, 32, 32, 3), 120, dtype=torch.uint8)
     out = BatchAugment(cfg, video=True)(decoded, epoch_generator(0, 0, 0))  # (2, 3, 4, 32, 32)
     plain = (120 / 255 - torch.tensor(cfg.mean)) / torch.tensor(cfg.std)
@@ -118,8 +120,9 @@ def test_clip_erasing_is_one_box_of_noise_for_all_frames():
 
 
 def test_image_erasing_is_black_before_normalisation():
-    cfg = LoaderConfig(batch_size=1, size=32, augment=Augment(randaugment=None, rrc_scale=(1.0, 1.0), rrc_ratio=(1.0, 1.0), flip=0.0,
-                                                               erase=1.0, erase_mode="zero"))
+    cfg = LoaderConfig(
+        batch_size=1, size=32, augment=Augment(randaugment=None, rrc_scale=(1.0, 1.0), rrc_ratio=(1.0, 1.0), flip=0.0, erase=1.0, erase_mode="zero")
+    )
     out = BatchAugment(cfg, video=False)(torch.full((1, 32, 32, 3), 200, dtype=torch.uint8), epoch_generator(0, 0, 0))
     black = -torch.tensor(cfg.mean) / torch.tensor(cfg.std)
     hit = (out[0] - black.view(3, 1, 1)).abs().amax(dim=0) < 1e-5
@@ -141,9 +144,16 @@ def still_clips(tmp_path_factory):
         rows.append(f"s{i}.webm,{'ab'[i % 2]},train")
     (raw / "list.csv").write_text("\n".join(rows) + "\n")
     m = parse_manifest(
-        {"name": "still", "modality": "video", "classes": ["a", "b"], "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
-         "preprocess": {"align": False, "size": 64}, "partitions": ["train"], "folds": {"main": {"train": ["train"], "test": []}},
-         "clip": {"frames": 4, "stride": 1}},
+        {
+            "name": "still",
+            "modality": "video",
+            "classes": ["a", "b"],
+            "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
+            "preprocess": {"align": False, "size": 64},
+            "partitions": ["train"],
+            "folds": {"main": {"train": ["train"], "test": []}},
+            "clip": {"frames": 4, "stride": 1},
+        },
         tmp / "still.json",
     )
     run_shards(m, raw, tmp / "out")
@@ -168,8 +178,7 @@ def _loader_matches_timm(still_clips, backend: str) -> None:
     only_ra = Augment(randaugment=CLIP, rrc_scale=(1.0, 1.0), rrc_ratio=(1.0, 1.0), flip=0.0, erase=0.0)
     cfg = LoaderConfig(batch_size=4, size=64, frames=4, stride=1, augment=only_ra)
     plain_cfg = LoaderConfig(batch_size=4, size=64, frames=4, stride=1, augment=Augment.off())
-    base = {k: _uint8(x, plain_cfg)[0] for b in Loader(still_clips, plain_cfg, backend=backend).epoch(0)
-            for k, x in zip(b["keys"], b["pixels"])}
+    base = {k: _uint8(x, plain_cfg)[0] for b in Loader(still_clips, plain_cfg, backend=backend).epoch(0) for k, x in zip(b["keys"], b["pixels"])}
     loader = Loader(still_clips, cfg, backend=backend)
     ours = []
     for epoch in range(50):
@@ -187,17 +196,23 @@ def _loader_matches_timm(still_clips, backend: str) -> None:
 
 @pytest.mark.parametrize("warp", ["warp_cv2", "warp_grid"])  # the CPU path and the GPU path (run here on CPU)
 def test_geometric_ops_match_pil_on_both_paths(warp):
+    from timm.data import auto_augment as aa
+
     from pipelines import augment_ops as ops
     from pipelines import randaug
-    from timm.data import auto_augment as aa
 
     img = _images(1)[0]
     pil, x = Image.fromarray(img), torch.from_numpy(img).permute(2, 0, 1).contiguous()
     kw = {"fillcolor": (128, 128, 128), "resample": Image.BILINEAR}
     H, W = img.shape[:2]
-    cases = [((1, 0.2, 0, 0, 1, 0), aa.shear_x(pil, 0.2, **kw)), ((1, 0, 0, -0.25, 1, 0), aa.shear_y(pil, -0.25, **kw)),
-             ((1, 0, 0.3 * W, 0, 1, 0), aa.translate_x_rel(pil, 0.3, **kw)), ((1, 0, 0, 0, 1, -0.2 * H), aa.translate_y_rel(pil, -0.2, **kw)),
-             (randaug.rotation(20, H, W), aa.rotate(pil, 20, **kw)), (randaug.rotation(-13, H, W), aa.rotate(pil, -13, **kw))]
+    cases = [
+        ((1, 0.2, 0, 0, 1, 0), aa.shear_x(pil, 0.2, **kw)),
+        ((1, 0, 0, -0.25, 1, 0), aa.shear_y(pil, -0.25, **kw)),
+        ((1, 0, 0.3 * W, 0, 1, 0), aa.translate_x_rel(pil, 0.3, **kw)),
+        ((1, 0, 0, 0, 1, -0.2 * H), aa.translate_y_rel(pil, -0.2, **kw)),
+        (randaug.rotation(20, H, W), aa.rotate(pil, 20, **kw)),
+        (randaug.rotation(-13, H, W), aa.rotate(pil, -13, **kw)),
+    ]
     for m, expected in cases:
         if warp == "warp_cv2":
             ours = ops.warp_cv2(x, m)
@@ -271,8 +286,11 @@ def test_the_batched_path_agrees_with_the_cpu_path_on_the_same_draws():
     """Both implementations consume the same draws: the outputs differ only by rounding (the
     CPU path resizes in uint8) and at crop edges (one ``grid_sample`` clamps to the frame)."""
     frames = torch.from_numpy(np.stack(_images(8, side=48))).view(2, 4, 48, 48, 3)
-    for video, aug in [(True, Augment(erase=0.0)), (True, Augment(randaugment=None, erase=1.0, erase_mode="zero")),
-                       (False, Augment(randaugment=IMAGE, rrc_scale=(1.0, 1.0), rrc_ratio=(1.0, 1.0), erase=1.0, erase_mode="zero"))]:
+    for video, aug in [
+        (True, Augment(erase=0.0)),
+        (True, Augment(randaugment=None, erase=1.0, erase_mode="zero")),
+        (False, Augment(randaugment=IMAGE, rrc_scale=(1.0, 1.0), rrc_ratio=(1.0, 1.0), erase=1.0, erase_mode="zero")),
+    ]:
         cfg = LoaderConfig(batch_size=2, size=32 if video else 48, frames=4, views=2 if video else 1, augment=aug)
         batch = frames if video else frames[:, 0]
         cpu = BatchAugment(cfg, video)(batch, epoch_generator(3, 1, 0))

@@ -12,14 +12,27 @@ import pytest
 from .media_factory import moving_square, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
-GOOD = {"name": "tiny", "modality": "video", "classes": ["a", "b"], "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
-        "preprocess": {"align": False, "size": 32}, "partitions": ["train", "test"],
-        "folds": {"main": {"train": ["train"], "test": ["test"]}}, "clip": {"frames": 4, "stride": 1}}
+GOOD = {
+    "name": "tiny",
+    "modality": "video",
+    "classes": ["a", "b"],
+    "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
+    "preprocess": {"align": False, "size": 32},
+    "partitions": ["train", "test"],
+    "folds": {"main": {"train": ["train"], "test": ["test"]}},
+    "clip": {"frames": 4, "stride": 1},
+}
 
 
 def s4d(*args, cwd=None, env=None):
-    res = subprocess.run([sys.executable, "-m", "s4d", *map(str, args)], capture_output=True, text=True, timeout=300,
-                         cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300", **(env or {})})
+    res = subprocess.run(
+        [sys.executable, "-m", "s4d", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300", **(env or {})},
+    )
     return res.returncode, res.stdout, res.stderr
 
 
@@ -119,18 +132,32 @@ def test_training_on_evaluation_only_data_says_so(raw, tmp_path):
     csv.write_text("path,label,split\nv0.webm,a,test\nv1.webm,b,test\n")
     rc, out, err = s4d("shards", "--csv", csv, "--no-align", "--size", "32", "--frames", "4", "--stride", "1", "--out", tmp_path / "data")
     assert rc == 0, err  # an evaluation set is valid data
-    rc, _, err = s4d("train", "--manifest", tmp_path / "data" / "manifest.json", "--size", "debug", "--out", tmp_path / "run",
-                     "--backend", "torch")
+    rc, _, err = s4d("train", "--manifest", tmp_path / "data" / "manifest.json", "--size", "debug", "--out", tmp_path / "run", "--backend", "torch")
     line = one_error_line(err)
     assert rc == 2 and "fold main has no training samples" in line
 
 
 def test_a_non_finite_loss_is_one_line(raw, tmp_path):
-    rc, _, err = s4d("shards", "--csv", raw / "list.csv", "--no-align", "--size", "64", "--frames", "4", "--stride", "1",
-                     "--out", tmp_path / "data")
+    rc, _, err = s4d("shards", "--csv", raw / "list.csv", "--no-align", "--size", "64", "--frames", "4", "--stride", "1", "--out", tmp_path / "data")
     assert rc == 0, err
-    rc, _, err = s4d("train", "--manifest", tmp_path / "data" / "manifest.json", "--size", "debug", "--epochs", "1",
-                     "--video-batch", "2", "--no-sfer", "--lr", "inf", "--out", tmp_path / "run", "--backend", "torch")
+    rc, _, err = s4d(
+        "train",
+        "--manifest",
+        tmp_path / "data" / "manifest.json",
+        "--size",
+        "debug",
+        "--epochs",
+        "1",
+        "--video-batch",
+        "2",
+        "--no-sfer",
+        "--lr",
+        "inf",
+        "--out",
+        tmp_path / "run",
+        "--backend",
+        "torch",
+    )
     line = one_error_line(err)
     assert rc == 2 and "NaN/inf" in line
 
@@ -170,9 +197,11 @@ def test_a_pretraining_checkpoint_where_a_classifier_is_needed_is_one_line(prist
     video = next(Path(pristine).parent.glob("*.webm"), None) or tmp_path / "clip.webm"
     if not video.is_file():
         write_video(video, moving_square(6, 32, 32, seed=0))
-    args = {"eval": ("eval", "-m", pristine / "manifest.json", "-c", mae),
-            "predict": ("predict", video, "-c", mae, "--no-align"),
-            "analyze-order": ("analyze", "order", "-m", pristine / "manifest.json", "-c", mae)}[command]
+    args = {
+        "eval": ("eval", "-m", pristine / "manifest.json", "-c", mae),
+        "predict": ("predict", video, "-c", mae, "--no-align"),
+        "analyze-order": ("analyze", "order", "-m", pristine / "manifest.json", "-c", mae),
+    }[command]
     rc, _, err = s4d(*args)
     line = one_error_line(err)
     assert rc == 2 and str(mae) in line and "pre-training (MAE) checkpoint has no classifier head" in line
@@ -243,8 +272,23 @@ def _file_size_limit(limit: int):
 
 
 def test_a_full_disk_during_shards_is_one_line_and_the_rerun_finishes(raw, tmp_path):
-    args = [sys.executable, "-m", "s4d", "shards", "--csv", str(raw / "list.csv"), "--no-align", "--size", "32", "--frames", "4",
-            "--stride", "1", "--out", str(tmp_path / "data")]
+    args = [
+        sys.executable,
+        "-m",
+        "s4d",
+        "shards",
+        "--csv",
+        str(raw / "list.csv"),
+        "--no-align",
+        "--size",
+        "32",
+        "--frames",
+        "4",
+        "--stride",
+        "1",
+        "--out",
+        str(tmp_path / "data"),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"}
     res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env, preexec_fn=_file_size_limit(6000))
     line = one_error_line(res.stderr)
@@ -260,8 +304,25 @@ def test_a_full_disk_during_a_checkpoint_save_does_not_block_the_next_run(pristi
     import shutil
 
     data = Path(shutil.copytree(pristine, tmp_path / "data"))
-    args = [sys.executable, "-m", "s4d", "train", "--manifest", str(data / "manifest.json"), "--size", "debug", "--epochs", "2",
-            "--video-batch", "2", "--no-sfer", "--out", str(tmp_path / "run"), "--backend", "torch"]
+    args = [
+        sys.executable,
+        "-m",
+        "s4d",
+        "train",
+        "--manifest",
+        str(data / "manifest.json"),
+        "--size",
+        "debug",
+        "--epochs",
+        "2",
+        "--video-batch",
+        "2",
+        "--no-sfer",
+        "--out",
+        str(tmp_path / "run"),
+        "--backend",
+        "torch",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"}
     res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env, preexec_fn=_file_size_limit(200_000))
     line = one_error_line(res.stderr)
@@ -273,8 +334,14 @@ def test_a_full_disk_during_a_checkpoint_save_does_not_block_the_next_run(pristi
 
 def test_shards_without_raw_finds_the_release_or_says_where_it_looked(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "S4D_RAW"}
-    res = subprocess.run([sys.executable, "-m", "s4d", "shards", "--manifest", "mafw", "--dry-run"], capture_output=True, text=True,
-                         timeout=120, cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT), "COLUMNS": "300"})
+    res = subprocess.run(
+        [sys.executable, "-m", "s4d", "shards", "--manifest", "mafw", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT), "COLUMNS": "300"},
+    )
     line = one_error_line(res.stderr)
     assert res.returncode == 2 and "looked in raw/mafw, raw/MAFW (S4D_RAW is not set)" in line and "S4D_RAW" in line
     (tmp_path / "releases" / "MAFW").mkdir(parents=True)  # found under $S4D_RAW in capitals; then the adapter reads it

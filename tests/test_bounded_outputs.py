@@ -57,8 +57,14 @@ SCRIPT = textwrap.dedent("""
 def test_a_thousand_class_eval_is_small_and_valid_json(tmp_path, classes_n):
     from PIL import Image
 
-    res = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), str(classes_n)], capture_output=True, text=True,
-                         timeout=300, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"})
+    res = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path), str(classes_n)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"},
+    )
     assert res.returncode == 0, res.stderr
     mem = json.loads(res.stdout.strip().splitlines()[-1])
     assert mem["after_kib"] - mem["before_kib"] < 500_000, mem  # the writer's peak adds < 0.5 GB (was 23 GB)

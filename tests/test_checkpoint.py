@@ -213,7 +213,9 @@ def test_import_checkpoint_cli(tmp_path):
     torch.save(reference_finetuned(model), tmp_path / "ft.pth")
     runner = CliRunner()
     out = tmp_path / "ours.safetensors"
-    res = runner.invoke(app, ["import-checkpoint", str(tmp_path / "ft.pth"), "-o", str(out), "--num-heads", "2", "--img-size", "64", "--num-frames", "4"])
+    res = runner.invoke(
+        app, ["import-checkpoint", str(tmp_path / "ft.pth"), "-o", str(out), "--num-heads", "2", "--img-size", "64", "--num-frames", "4"]
+    )
     assert res.exit_code == 0, res.output
     assert "classifier checkpoint" in res.output and out.is_file() and out.with_suffix(".json").is_file()
     torch.testing.assert_close(load_model(out)(X), model(X), atol=0, rtol=0)
@@ -223,7 +225,9 @@ def test_import_pretraining_checkpoint_cli(tmp_path):
     mae = build_mae("debug").eval()
     torch.save(reference_pretrain(mae), tmp_path / "pre.pt")
     out = tmp_path / "pre.safetensors"
-    res = CliRunner().invoke(app, ["import-checkpoint", str(tmp_path / "pre.pt"), "-o", str(out), "--num-heads", "2", "--img-size", "64", "--num-frames", "4"])
+    res = CliRunner().invoke(
+        app, ["import-checkpoint", str(tmp_path / "pre.pt"), "-o", str(out), "--num-heads", "2", "--img-size", "64", "--num-frames", "4"]
+    )
     assert res.exit_code == 0, res.output
     assert "mae checkpoint" in res.output
     masks = mae.mask_for(X, torch.Generator().manual_seed(0))

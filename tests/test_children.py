@@ -65,9 +65,31 @@ def start_shards(tmp_path, raw):
     pids = tmp_path / "pids"
     pids.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "S4D_TEST_PIDS": str(pids)}
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "run.py"), "shards", "--csv", str(raw / "list.csv"), "--no-align",
-                             "--size", "32", "--frames", "4", "--stride", "1", "--out", str(tmp_path / "out"), "--workers", "2"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(tmp_path / "run.py"),
+            "shards",
+            "--csv",
+            str(raw / "list.csv"),
+            "--no-align",
+            "--size",
+            "32",
+            "--frames",
+            "4",
+            "--stride",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "2",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ok = wait_until(lambda: len(list(pids.iterdir())) >= 2 or proc.poll() is not None, 90)
         assert ok and proc.poll() is None, f"the workers never started: {proc.communicate(timeout=30)}"
@@ -108,9 +130,11 @@ def test_a_worker_whose_parent_is_already_gone_exits():
 
 def test_the_polling_fallback_follows_the_parent(tmp_path):
     """Where prctl is missing a thread watches os.getppid(): the child exits once its parent is killed."""
-    child = ("import os, sys, time; sys.platform = 'other'; from preprocess.children import die_with_parent; "
-             "assert die_with_parent(os.getppid()) == 'poll'; print(os.getpid(), flush=True); time.sleep(600)")
-    middle = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', sys.argv[1]]); time.sleep(600)")
+    child = (
+        "import os, sys, time; sys.platform = 'other'; from preprocess.children import die_with_parent; "
+        "assert die_with_parent(os.getppid()) == 'poll'; print(os.getpid(), flush=True); time.sleep(600)"
+    )
+    middle = "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', sys.argv[1]]); time.sleep(600)"
     proc = subprocess.Popen([sys.executable, "-c", middle, child], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         pid = int(proc.stdout.readline())

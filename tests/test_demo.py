@@ -103,8 +103,16 @@ def test_analyze_commands(demo, tmp_path):
     off = cm - np.diag(np.diag(cm))
     if off.any():
         assert f"({off.max()} samples)" in scores.stdout
-    common = ["-c", summary["checkpoint"], "-m", str(root / "manifests" / "demo_videos.json"), "--data-root", str(root / "data"),
-              "--out", str(tmp_path)]
+    common = [
+        "-c",
+        summary["checkpoint"],
+        "-m",
+        str(root / "manifests" / "demo_videos.json"),
+        "--data-root",
+        str(root / "data"),
+        "--out",
+        str(tmp_path),
+    ]
     experts = run_cli("analyze", "experts", *common, "--limit", "40")
     assert experts.returncode == 0, experts.stderr
     assert json.loads((tmp_path / "experts.json").read_text())["samples"] == {"video": 40, "image": 40}

@@ -9,8 +9,17 @@ import time
 import pytest
 import torch
 
-GPU_CHECKS = {"GPU visible to torch", "DALI GPU decode (mixed)", "GPU vs CPU decode", "GPU augmentation", "loader vs model",
-              "flash attention (bf16)", "--compile step", "DDP, 2 GPUs", "MTCNN on CUDA"}
+GPU_CHECKS = {
+    "GPU visible to torch",
+    "DALI GPU decode (mixed)",
+    "GPU vs CPU decode",
+    "GPU augmentation",
+    "loader vs model",
+    "flash attention (bf16)",
+    "--compile step",
+    "DDP, 2 GPUs",
+    "MTCNN on CUDA",
+}
 CAT = shutil.which("cat")  # for the fake nvidia-smi, whose PATH may hold only its own folder
 
 
@@ -20,9 +29,17 @@ def test_doctor_runs_every_check_and_skips_the_gpu_ones_without_cuda():
     seconds = time.perf_counter() - t0
     results = json.loads(res.stdout)
     by_name = {r["name"]: r for r in results}
-    assert set(by_name) >= GPU_CHECKS | {"environment", "shards (160 px, written here)", "DALI CPU decode", "PyTorch loader decode",
-                                         "loader + model (train_epoch)", "MoAE bf16 grouped kernel", "step loop host syncs",
-                                         "process group", "fine-tune + MAE epoch"}
+    assert set(by_name) >= GPU_CHECKS | {
+        "environment",
+        "shards (160 px, written here)",
+        "DALI CPU decode",
+        "PyTorch loader decode",
+        "loader + model (train_epoch)",
+        "MoAE bf16 grouped kernel",
+        "step loop host syncs",
+        "process group",
+        "fine-tune + MAE epoch",
+    }
     assert all(set(r) >= {"name", "status", "detail"} for r in results)
     failed = [r for r in results if r["status"].startswith("FAIL")]
     assert res.returncode == (1 if failed else 0)
@@ -53,10 +70,15 @@ def test_doctor_rows_name_every_check_and_a_failure_is_one_line(tmp_path):
     def skipped(ctx):
         raise Skip("not here")
 
-    results = run_checks([("a", lambda ctx: {"x": 1}), ("b", broken), ("c", skipped), ("d", lambda ctx: ctx.need("nothing"))],
-                         torch.device("cpu"), root=tmp_path)
-    assert [r.status for r in results] == ["ok", "FAIL: KeyError: 'shards.json'", "skipped: not here",
-                                           "skipped: needs the nothing check, which did not pass"]
+    results = run_checks(
+        [("a", lambda ctx: {"x": 1}), ("b", broken), ("c", skipped), ("d", lambda ctx: ctx.need("nothing"))], torch.device("cpu"), root=tmp_path
+    )
+    assert [r.status for r in results] == [
+        "ok",
+        "FAIL: KeyError: 'shards.json'",
+        "skipped: not here",
+        "skipped: needs the nothing check, which did not pass",
+    ]
     assert results[0].detail == {"x": 1} and results[1].failed and not results[2].failed
 
 
@@ -71,8 +93,10 @@ def test_doctor_passes_every_check_on_a_gpu():
 def _fake_proc(root, driver="535.104.05", models=("NVIDIA H100 80GB HBM3",), nodes=True):
     """The kernel driver's /proc/driver/nvidia layout: version, and one folder per bound GPU."""
     root.mkdir(parents=True)
-    (root / "version").write_text(f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {driver}  Sat Aug 19 01:15:15 UTC 2023\n"
-                                  "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
+    (root / "version").write_text(
+        f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {driver}  Sat Aug 19 01:15:15 UTC 2023\n"
+        "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n"
+    )
     for i, model in enumerate(models):
         g = root / "gpus" / f"0000:{i + 1:02x}:00.0"
         g.mkdir(parents=True)
@@ -170,11 +194,11 @@ def test_the_fail_names_a_cpu_only_torch_and_an_unexplained_one(no_gpu, tmp_path
 
 def test_no_gpu_at_all_still_skips(no_gpu, tmp_path, monkeypatch):
     results = _run(tmp_path)  # nothing on PATH, no /proc/driver/nvidia
-    assert [r.status for r in results] == ["skipped: no NVIDIA GPU on this machine", "skipped: no CUDA device",
-                                           "skipped: no CUDA device"]
+    assert [r.status for r in results] == ["skipped: no NVIDIA GPU on this machine", "skipped: no CUDA device", "skipped: no CUDA device"]
     _fake_smi(no_gpu, "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.", code=9)
-    assert _run(tmp_path)[0].status == ("skipped: no NVIDIA GPU on this machine (nvidia-smi: NVIDIA-SMI has failed because it "
-                                        "couldn't communicate with the NVIDIA driver.)")
+    assert _run(tmp_path)[0].status == (
+        "skipped: no NVIDIA GPU on this machine (nvidia-smi: NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.)"
+    )
     from s4d.doctor import system
 
     _fake_proc(system.PROC_NVIDIA)
@@ -201,8 +225,9 @@ def test_proc_version_lines_of_both_kernel_modules(tmp_path):
     from s4d.doctor import system
 
     root = _fake_proc(tmp_path / "a", nodes=False)  # from_proc alone: no device nodes needed
-    (root / "version").write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  "
-                                  "(dvs-builder@U22-I3-AE18-23-3)  Tue Oct 14 2025\n")
+    (root / "version").write_text(
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  (dvs-builder@U22-I3-AE18-23-3)  Tue Oct 14 2025\n"
+    )
     assert system.from_proc(root).driver == "580.159.04"
     (root / "gpus" / "0000:01:00.0" / "information").unlink()  # a GPU folder without its information file
     assert system.from_proc(root).names == ("?",)

@@ -28,8 +28,7 @@ def checkpoint(tmp_path_factory):
             p.add_(0.2 * torch.randn_like(p))
     model.config = dataclasses.replace(model.config, class_names={"video": NAMES, "image": ("w", "x", "y", "z")})
     path = tmp_path_factory.mktemp("export") / "model.safetensors"
-    save_checkpoint(model, path, extra={"input": {"stride": 2, "fps": 25.0, "crop": None, "align": False, "margin": 0.25,
-                                                "stored_size": 64}})
+    save_checkpoint(model, path, extra={"input": {"stride": 2, "fps": 25.0, "crop": None, "align": False, "margin": 0.25, "stored_size": 64}})
     return path, model.eval()
 
 

@@ -130,15 +130,23 @@ def test_a_live_stream_through_a_pipe_prints_each_window_as_it_completes(people,
     a, b = people
     video = write_video(tmp_path / "live.webm", compose(a, b, [20] * FRAMES, [260] * FRAMES), fps=25.0)
     ckpt = debug_checkpoint(tmp_path, stride=2)
-    feeder = ("import sys, time; data = open(sys.argv[1], 'rb').read(); n = int(sys.argv[2]); step = -(-len(data) // n)\n"
-              "for i in range(0, len(data), step):\n    sys.stdout.buffer.write(data[i:i + step]); sys.stdout.flush(); time.sleep(1 / 25)\n")
+    feeder = (
+        "import sys, time; data = open(sys.argv[1], 'rb').read(); n = int(sys.argv[2]); step = -(-len(data) // n)\n"
+        "for i in range(0, len(data), step):\n    sys.stdout.buffer.write(data[i:i + step]); sys.stdout.flush(); time.sleep(1 / 25)\n"
+    )
     env = {"PYTHONPATH": str(ROOT), "COLUMNS": "300"}
     import os
 
     feed = subprocess.Popen([sys.executable, "-c", feeder, str(video), str(FRAMES)], stdout=subprocess.PIPE)
     t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "s4d", "predict", "--live", "-", "-c", str(ckpt), "--faces", "all", "--hop", "4"],
-                         stdin=feed.stdout, capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    run = subprocess.run(
+        [sys.executable, "-m", "s4d", "predict", "--live", "-", "-c", str(ckpt), "--faces", "all", "--hop", "4"],
+        stdin=feed.stdout,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
     feed.wait()
     assert run.returncode == 0, run.stderr
     lines = [json.loads(x) for x in run.stdout.splitlines()]
@@ -167,11 +175,19 @@ def test_ctrl_c_ends_a_live_run_with_the_summary_so_far(people, tmp_path):
     a, b = people
     video = write_video(tmp_path / "live.webm", compose(a, b, [20] * FRAMES, [260] * FRAMES), fps=25.0)
     ckpt = debug_checkpoint(tmp_path, stride=2)
-    feeder = ("import sys, time; data = open(sys.argv[1], 'rb').read(); step = -(-len(data) // 200)\n"
-              "for i in range(0, len(data), step):\n    sys.stdout.buffer.write(data[i:i + step]); sys.stdout.flush(); time.sleep(0.05)\n")
+    feeder = (
+        "import sys, time; data = open(sys.argv[1], 'rb').read(); step = -(-len(data) // 200)\n"
+        "for i in range(0, len(data), step):\n    sys.stdout.buffer.write(data[i:i + step]); sys.stdout.flush(); time.sleep(0.05)\n"
+    )
     feed = subprocess.Popen([sys.executable, "-c", feeder, str(video)], stdout=subprocess.PIPE)
-    run = subprocess.Popen([sys.executable, "-m", "s4d", "predict", "--live", "-", "-c", str(ckpt), "--hop", "2"], stdin=feed.stdout,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    run = subprocess.Popen(
+        [sys.executable, "-m", "s4d", "predict", "--live", "-", "-c", str(ckpt), "--hop", "2"],
+        stdin=feed.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     first = json.loads(run.stdout.readline())  # the first window is out: the run is live
     assert "window" in first
     run.send_signal(signal.SIGINT)

@@ -30,16 +30,19 @@ def _cfg(views: int = 1, size: int = 32, **aug) -> LoaderConfig:
 def _forced(ops: list[tuple[str, float]]):
     """RandAugment draws exactly ``ops`` (name, level), one per round, for every sample; signs
     alternate between samples."""
+
     def draw(spec, n, gen):
         idx = torch.tensor([OPS.index(name) for name, _ in ops]).repeat(n, 1)
         lv = torch.tensor([level for _, level in ops], dtype=torch.float64).repeat(n, 1)
         signs = torch.tensor([1.0 - 2 * (b % 2) for b in range(n)], dtype=torch.float64)[:, None].expand_as(lv)
         return RandAugmentDraw(idx, lv, signs.contiguous())
+
     return mock.patch("pipelines.augment.draw_randaugment", draw)
 
 
 def _augment(cfg: LoaderConfig, video: bool, ops: list[tuple[str, float]] | None = None):
     """One batch through ``BatchAugment`` on fake CUDA; returns the output and the report."""
+
     def step():
         shape = (2, cfg.frames, 40, 48, 3) if video else (2, cfg.size, cfg.size, 3)
         # decoders hand over channels-last frames: (B, T, H, W, 3) contiguous
@@ -67,8 +70,12 @@ def test_every_randaugment_op_runs_on_the_gpu_without_a_sync_or_an_upload(video,
 def test_the_default_recipes_run_batches_without_a_sync():
     """The recipe as drawn (no forcing), several batches: clips with pixel erasing, images with
     zero erasing, MAE's bicubic views."""
-    for video, cfg in [(True, _cfg()), (False, _cfg(randaugment="rand-m9-n2-mstd0.5-inc1", erase_mode="zero")),
-                       (True, _cfg(views=4, randaugment=None, rrc_interpolation="bicubic", flip=0.0, erase=0.0))]:
+    for video, cfg in [
+        (True, _cfg()),
+        (False, _cfg(randaugment="rand-m9-n2-mstd0.5-inc1", erase_mode="zero")),
+        (True, _cfg(views=4, randaugment=None, rrc_interpolation="bicubic", flip=0.0, erase=0.0)),
+    ]:
+
         def step():
             aug = BatchAugment(cfg, video)
             gen = epoch_generator(1, 2, 0)
@@ -232,8 +239,7 @@ def _loader_batches(n: int, tasks=("video", "image"), views: int = 1):
     for i in range(n):
         task = tasks[i % len(tasks)]
         shape = ((2, views, 3, 16, 160, 160) if views > 1 else VIDEO) if task == "video" else IMAGE
-        yield task, {"pixels": torch.empty(shape, device=CUDA), "labels": torch.ones(2, dtype=torch.int64, device=CUDA),
-                     "keys": [f"k{i}a", f"k{i}b"]}
+        yield task, {"pixels": torch.empty(shape, device=CUDA), "labels": torch.ones(2, dtype=torch.int64, device=CUDA), "keys": [f"k{i}a", f"k{i}b"]}
 
 
 def _no_bad_batch(t: torch.Tensor):
@@ -258,8 +264,11 @@ def test_train_epoch_syncs_only_at_its_checks(accum):
         scheduler = build_scheduler(optimizer, OptimConfig(warmup_epochs=0.5), epochs=2, steps_per_epoch=26 // accum)
         mixers = {t: BatchMixer(n) for t, n in model.config.heads.items()}
         fc.report.clear()
-        out = fc.run(lambda: train_epoch(model, _loader_batches(26), optimizer, scheduler, mixers=mixers, device=CUDA,
-                                         autocast_dtype=torch.bfloat16, accum=accum))
+        out = fc.run(
+            lambda: train_epoch(
+                model, _loader_batches(26), optimizer, scheduler, mixers=mixers, device=CUDA, autocast_dtype=torch.bfloat16, accum=accum
+            )
+        )
     assert fc.report.error is None, fc.report.summary()
     assert out[1] == 26 // accum  # optimiser steps
     checks = [e for e in fc.report.syncs if "in check" in e.where]
@@ -277,8 +286,7 @@ def test_mae_epoch_with_views_syncs_only_at_its_checks():
         model = fc.run(lambda: _built(lambda: build_mae(size="base")))
         optimizer = build_mae_optimizer(model, OptimConfig(betas=(0.9, 0.95)), global_batch=32)
         fc.report.clear()
-        fc.run(lambda: train_epoch(model, _loader_batches(4, views=4), optimizer, loss_fn=mae_loss, device=CUDA,
-                                   autocast_dtype=torch.bfloat16))
+        fc.run(lambda: train_epoch(model, _loader_batches(4, views=4), optimizer, loss_fn=mae_loss, device=CUDA, autocast_dtype=torch.bfloat16))
     assert fc.report.error is None and len(fc.report.syncs) == 2, fc.report.summary()  # the end check, the mean loss
 
 
@@ -292,8 +300,9 @@ def test_eval_and_predict_wait_once_for_their_answer():
     with FakeCuda() as fc:
         model = fc.run(lambda: _built(lambda: build_model("s4d", size="base")))
         fc.report.clear()
-        batches = [{"pixels": torch.zeros(2, 2, *VIDEO[1:]), "labels": torch.tensor([0, 1]), "keys": [f"v{i}", f"w{i}"]}
-                   for i in range(5)]  # host batches, two clips per video
+        batches = [
+            {"pixels": torch.zeros(2, 2, *VIDEO[1:]), "labels": torch.tensor([0, 1]), "keys": [f"v{i}", f"w{i}"]} for i in range(5)
+        ]  # host batches, two clips per video
         out = fc.run(lambda: predict(model, batches, "video", device=CUDA, autocast_dtype=torch.bfloat16))
         assert fc.report.error is None and out["probs"].shape == (10, 7), fc.report.summary()
         assert len(fc.report.syncs) == 1 and len(fc.report.uploads) == 5 and not fc.report.blocking_uploads, fc.report.summary()

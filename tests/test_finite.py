@@ -90,8 +90,7 @@ def overflowing_checkpoint(tmp_path):
     model = load_model(ckpt)
     with torch.no_grad():
         model.head["video"].weight.fill_(3e38)
-    return save_checkpoint(model, tmp_path / "overflow.safetensors", 
-                           extra={"input": json.loads(ckpt.with_suffix(".json").read_text())["input"]})
+    return save_checkpoint(model, tmp_path / "overflow.safetensors", extra={"input": json.loads(ckpt.with_suffix(".json").read_text())["input"]})
 
 
 def test_predict_and_export_stop_on_nan_answers_naming_the_input(tmp_path):

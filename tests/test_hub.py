@@ -35,8 +35,10 @@ def hub_run(args, home, **kw):
 def test_a_checkpoint_loads_and_predicts_through_hf_paths(tmp_path):
     ckpt = debug_checkpoint(tmp_path)
     home = hub_cache(tmp_path, {"weights/model.safetensors": ckpt, "weights/model.json": ckpt.with_suffix(".json")})
-    code = ("from s4d import load_model; import sys\n"
-            "for spec in sys.argv[1:]:\n    m = load_model(spec); print(type(m).__name__, m.config.class_names['video'])\n")
+    code = (
+        "from s4d import load_model; import sys\n"
+        "for spec in sys.argv[1:]:\n    m = load_model(spec); print(type(m).__name__, m.config.class_names['video'])\n"
+    )
     res = hub_run(["-c", code, "hf://s4d-test/tiny/weights/model.safetensors", f"hf://s4d-test/tiny/weights/model.safetensors@{COMMIT}"], home)
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == [f"Classifier {NAMES}"] * 2  # the sidecar came along: names and config
@@ -45,8 +47,13 @@ def test_a_checkpoint_loads_and_predicts_through_hf_paths(tmp_path):
     assert res.returncode == 0 and res.stdout.split(": ")[1].split()[0] in NAMES, res.stderr
 
 
-@pytest.mark.parametrize("spec,named", [("hf://s4d-test/tiny/weights/other.safetensors", "cannot fetch from the Hugging Face Hub"),
-                                        ("hf://s4d-test/only-two", "expected hf://OWNER/REPO/PATH[@REVISION]")])
+@pytest.mark.parametrize(
+    "spec,named",
+    [
+        ("hf://s4d-test/tiny/weights/other.safetensors", "cannot fetch from the Hugging Face Hub"),
+        ("hf://s4d-test/only-two", "expected hf://OWNER/REPO/PATH[@REVISION]"),
+    ],
+)
 def test_a_bad_hf_path_is_one_line(tmp_path, spec, named):
     ckpt = debug_checkpoint(tmp_path)
     home = hub_cache(tmp_path, {"weights/model.safetensors": ckpt})
@@ -75,22 +82,34 @@ def test_export_hub_writes_an_upload_folder_whose_card_labels_every_score(tmp_pa
     rc, out, err = s4d("export-hub", run, "-o", tmp_path / "up", "--checkpoint", "best")
     assert rc == 0, err
     up = tmp_path / "up"
-    assert sorted(p.name for p in up.iterdir()) == ["README.md", "confusion.png", "model.json", "model.safetensors", "recall.png",
-                                                    "summary.json", "training_config.json"]
+    assert sorted(p.name for p in up.iterdir()) == [
+        "README.md",
+        "confusion.png",
+        "model.json",
+        "model.safetensors",
+        "recall.png",
+        "summary.json",
+        "training_config.json",
+    ]
     meta = metadata_load(up / "README.md")  # the Hub's own parser of the card's front matter
     metrics = {m_["name"]: m_["value"] for m_ in meta["model-index"][0]["results"][0]["metrics"]}
-    assert metrics == {"UAR (last epoch)": round(100 * summary["uar"], 2), "WAR (last epoch)": round(100 * summary["war"], 2),
-                       "UAR (val-selected (this file))": round(100 * summary["selected"]["uar"], 2),
-                       "WAR (val-selected (this file))": round(100 * summary["selected"]["war"], 2)}
+    assert metrics == {
+        "UAR (last epoch)": round(100 * summary["uar"], 2),
+        "WAR (last epoch)": round(100 * summary["war"], 2),
+        "UAR (val-selected (this file))": round(100 * summary["selected"]["uar"], 2),
+        "WAR (val-selected (this file))": round(100 * summary["selected"]["war"], 2),
+    }
     card = (up / "README.md").read_text()
     assert "selected epoch" in card and "held-out 25% of the training fold" in card and "warm, cold" in card
     assert json.loads((up / "training_config.json").read_text())["select"] == "val"
     assert json.loads((up / "model.json").read_text())["epoch"] == summary["selected"]["epoch"]
 
     home = hub_cache(tmp_path, {"model.safetensors": up / "model.safetensors", "model.json": up / "model.json"})
-    code = ("from s4d import load_model; import sys, torch\n"
-            "a, b = load_model(sys.argv[1]).state_dict(), load_model(sys.argv[2]).state_dict()\n"
-            "print(sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a))\n")
+    code = (
+        "from s4d import load_model; import sys, torch\n"
+        "a, b = load_model(sys.argv[1]).state_dict(), load_model(sys.argv[2]).state_dict()\n"
+        "print(sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a))\n"
+    )
     res = hub_run(["-c", code, "hf://s4d-test/tiny/model.safetensors", str(run / "checkpoints" / "best.safetensors")], home)
     assert res.returncode == 0 and res.stdout.strip() == "True", res.stderr
 

@@ -70,13 +70,20 @@ def test_the_wheel_in_a_fresh_venv_gives_a_working_s4d(built, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PIP_NO_INDEX"] = "1"  # every dependency must already be satisfied: nothing may be fetched
     _sh(bin_ / "python", "-m", "pip", "install", "-q", wheel, env=env, cwd=tmp_path)
-    where = _sh(bin_ / "python", "-c", "import s4d, preprocess.manifest as m; print(s4d.__file__); print(m.MANIFESTS_DIR)",
-                env=env, cwd=tmp_path).split()
+    where = _sh(
+        bin_ / "python", "-c", "import s4d, preprocess.manifest as m; print(s4d.__file__); print(m.MANIFESTS_DIR)", env=env, cwd=tmp_path
+    ).split()
     assert all(Path(p).is_relative_to(venv) for p in where), where  # the code and the manifests come from the wheel
     assert "Usage" in _sh(bin_ / "s4d", "--help", env=env, cwd=tmp_path)
     # a bare manifest name resolves inside the installed package: dfew's own layout is searched for
-    dry = subprocess.run([bin_ / "s4d", "shards", "--manifest", "dfew", "--raw", tmp_path, "--dry-run"], capture_output=True,
-                         text=True, timeout=300, env=env, cwd=tmp_path)
+    dry = subprocess.run(
+        [bin_ / "s4d", "shards", "--manifest", "dfew", "--raw", tmp_path, "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert dry.returncode == 2 and "dfew: no split files found" in dry.stderr and "EmoLabel_DataSplit" in dry.stderr, dry.stderr
     ckpt = debug_checkpoint(tmp_path)
     fixtures = os.environ.get("S4D_FIXTURES")

@@ -31,10 +31,31 @@ def task(tmp_path_factory):
 
 def _train(task, out: Path, epochs: int = 2, **env: str) -> subprocess.CompletedProcess:
     manifest, data = task
-    cmd = [sys.executable, "-m", "s4d", "train", "--manifest", str(manifest), "--size", "debug", "--epochs", str(epochs),
-           "--video-batch", "4", "--no-sfer", "--data-root", str(data), "--out", str(out), "--backend", "torch", "--no-tensorboard"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300", "OMP_NUM_THREADS": "1", **env})
+    cmd = [
+        sys.executable,
+        "-m",
+        "s4d",
+        "train",
+        "--manifest",
+        str(manifest),
+        "--size",
+        "debug",
+        "--epochs",
+        str(epochs),
+        "--video-batch",
+        "4",
+        "--no-sfer",
+        "--data-root",
+        str(data),
+        "--out",
+        str(out),
+        "--backend",
+        "torch",
+        "--no-tensorboard",
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300", "OMP_NUM_THREADS": "1", **env}
+    )
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -98,7 +119,7 @@ def test_a_damaged_metrics_line_before_the_last_is_one_line(task, straight, tmp_
     out = tmp_path / "run"
     shutil.copytree(run, out)
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    (out / "metrics.jsonl").write_text("{\"epoch\": 0, \"lo\n" + lines[1] + "\n")
+    (out / "metrics.jsonl").write_text('{"epoch": 0, "lo\n' + lines[1] + "\n")
     res = _train(task, out, epochs=2)
     line = one_error_line(res.stderr)
     assert res.returncode == 2 and f"{out / 'metrics.jsonl'}: line 1 is not an epoch record" in line
@@ -121,14 +142,21 @@ def test_a_full_disk_under_tensorboard_is_one_warning_and_training_goes_on(tmp_p
     """TensorBoard's writer thread hits the file size limit (as a full disk): one warning naming
     the folder, no traceback from any thread, the caller carries on; a re-run is not blocked."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-c", _TRACKER_SCRIPT, str(tmp_path / "run")], capture_output=True, text=True,
-                         timeout=120, env=env, preexec_fn=_file_size_limit(4000))
+    res = subprocess.run(
+        [sys.executable, "-c", _TRACKER_SCRIPT, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        preexec_fn=_file_size_limit(4000),
+    )
     assert res.returncode == 0 and "finished True" in res.stdout, res.stderr
     assert "Traceback" not in res.stderr and "Exception in thread" not in res.stderr, res.stderr
     warnings = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {tmp_path / 'run' / 'tensorboard'}: cannot write"), res.stderr
-    res = subprocess.run([sys.executable, "-c", _TRACKER_SCRIPT, str(tmp_path / "run")], capture_output=True, text=True,
-                         timeout=120, env=env)  # space freed: the same folder takes a new writer
+    res = subprocess.run(
+        [sys.executable, "-c", _TRACKER_SCRIPT, str(tmp_path / "run")], capture_output=True, text=True, timeout=120, env=env
+    )  # space freed: the same folder takes a new writer
     assert res.returncode == 0 and "finished False" in res.stdout and not res.stderr.strip(), res.stderr
 
 
@@ -150,18 +178,28 @@ def _set(path: str, value):
         for p in parents:
             node = node[p]
         node[last] = value
+
     return change
 
 
-@pytest.mark.parametrize("change, expected", [
-    (_set("format_version", 7), "m.json: checkpoint format version 7 is newer than this s4d reads (up to 1); upgrade s4d"),
-    (_set("format_version", "two"), "m.json: format_version 'two' is not a whole number"),
-    (lambda meta: meta.update(format="s4d-checkpoint/3", format_version=None), "m.json: checkpoint format version 3 is newer than this s4d reads"),
-    (_set("config.encoder.dim", 2048), "tensor patch_embed.proj.weight has shape (32, 3, 2, 16, 16) in the file but m.json "
-                                       "(encoder.dim 2048) gives (2048, 3, 2, 16, 16)"),
-    (_set("config.encoder.depth", 8), "m.json (encoder.depth 8) implies it"),
-    (_set("config.encoder.dim", 1 << 16), "m.json: encoder.dim 65536 and encoder.depth 4 ask for more than 2,000,000,000 parameters"),
-], ids=["newer-version", "bad-version", "newer-format", "dim-vs-tensors", "depth-vs-tensors", "too-big"])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (_set("format_version", 7), "m.json: checkpoint format version 7 is newer than this s4d reads (up to 1); upgrade s4d"),
+        (_set("format_version", "two"), "m.json: format_version 'two' is not a whole number"),
+        (
+            lambda meta: meta.update(format="s4d-checkpoint/3", format_version=None),
+            "m.json: checkpoint format version 3 is newer than this s4d reads",
+        ),
+        (
+            _set("config.encoder.dim", 2048),
+            "tensor patch_embed.proj.weight has shape (32, 3, 2, 16, 16) in the file but m.json (encoder.dim 2048) gives (2048, 3, 2, 16, 16)",
+        ),
+        (_set("config.encoder.depth", 8), "m.json (encoder.depth 8) implies it"),
+        (_set("config.encoder.dim", 1 << 16), "m.json: encoder.dim 65536 and encoder.depth 4 ask for more than 2,000,000,000 parameters"),
+    ],
+    ids=["newer-version", "bad-version", "newer-format", "dim-vs-tensors", "depth-vs-tensors", "too-big"],
+)
 def test_checkpoint_json_is_checked_before_any_allocation(task, straight, tmp_path, change, expected):
     run, _ = straight
     path = _bad_sidecar(run, tmp_path, change)

@@ -80,8 +80,16 @@ def test_mae_equals_the_reference_step(shape):
     visible_BN.scatter_(1, masks.visible_BV, True)
     cfg = mae.config
     pred, loss = ref.mae_forward(
-        mae.state_dict(), x, visible_BN, enc_heads=2, dec_heads=6, depth=4, dec_depth=4, num_tokens=32,
-        pixel_mean=cfg.pixel_mean, pixel_std=cfg.pixel_std,
+        mae.state_dict(),
+        x,
+        visible_BN,
+        enc_heads=2,
+        dec_heads=6,
+        depth=4,
+        dec_depth=4,
+        num_tokens=32,
+        pixel_mean=cfg.pixel_mean,
+        pixel_std=cfg.pixel_std,
     )
     torch.testing.assert_close(ours.pred_BMP, pred, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ours.loss, loss, atol=1e-5, rtol=1e-5)

@@ -68,7 +68,10 @@ def _mutated(edit):
         (lambda r: r["preprocess"].update(codek="vp9"), "unknown key.*in preprocess: codek"),
         (lambda r: r.pop("classes"), "missing key.*classes"),
         (lambda r: r.update(classes=["happy", "happy"]), "classes"),
-        (lambda r: r["folds"]["2"].update(train=["set_3", "set_4", "set_5"], test=["set_1", "set_2"]), "folds.2.test: partition 'set_1' is also the test set of fold '1'"),
+        (
+            lambda r: r["folds"]["2"].update(train=["set_3", "set_4", "set_5"], test=["set_1", "set_2"]),
+            "folds.2.test: partition 'set_1' is also the test set of fold '1'",
+        ),
         (lambda r: r["folds"]["1"].update(train=["set_1", "set_2"]), r"folds\.1: train and test overlap"),
         (lambda r: r["folds"]["1"].update(test=["set_9"]), r"folds\.1\.test: unknown partition"),
         (lambda r: r["layout"].update(adapter="kinetics"), "layout.adapter: unknown adapter 'kinetics'"),

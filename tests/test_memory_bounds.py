@@ -26,6 +26,7 @@ from .test_preprocess import csv_manifest
 def _png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG whose header declares width x height, with a tiny (unusable) image payload: a
     decompression bomb's shape without its cost."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -46,10 +47,16 @@ def media(tmp_path_factory):
 # ---------------------------------------------------------------- declared limits, API
 
 BAD_MEDIA = [  # (what, limits, the line must contain)
-    ("big.webm", Limits(max_pixels=64 * 64 - 1), "big.webm: declares 64x64 = 4096 pixels per frame, over the limit of 4095; "
-                                                  "if the file is genuine, raise it with --max-pixels"),
-    ("small.webm", Limits(max_frames=5), "small.webm: declares 6 frames, over the limit of 5 frames per sample; "
-                                          "if the file is genuine, raise it with --max-frames"),
+    (
+        "big.webm",
+        Limits(max_pixels=64 * 64 - 1),
+        "big.webm: declares 64x64 = 4096 pixels per frame, over the limit of 4095; if the file is genuine, raise it with --max-pixels",
+    ),
+    (
+        "small.webm",
+        Limits(max_frames=5),
+        "small.webm: declares 6 frames, over the limit of 5 frames per sample; if the file is genuine, raise it with --max-frames",
+    ),
     ("folder", Limits(max_frames=4), "folder: holds 5 frames, over the limit of 4 frames per sample"),
     ("folder", Limits(max_pixels=1000), "00001.jpg: declares 32x32 = 1024 pixels per frame, over the limit of 1000"),
 ]
@@ -92,6 +99,7 @@ def test_bad_limit_in_the_environment_is_an_input_error(monkeypatch, tmp_path):
 
 # ---------------------------------------------------------------- streaming shards
 
+
 def test_streamed_shards_store_the_same_frames_as_stacking(media, tmp_path):
     """No alignment: each frame is fitted as it is decoded; the stored clip equals fitting the
     fully decoded video (same encoder input, so the same bytes)."""
@@ -109,8 +117,7 @@ def test_streamed_shards_store_the_same_frames_as_stacking(media, tmp_path):
     with tarfile.open(tmp_path / "out" / record["file"]) as tf:
         stored = tf.extractfile("v.webm").read()
     frames, fps = read_video(raw / "v.webm")
-    expected = encode_clip(np.stack([fit_frame(f, 32, m.preprocess.geometry) for f in frames]), fps, m.preprocess.codec,
-                           m.preprocess.quality)
+    expected = encode_clip(np.stack([fit_frame(f, 32, m.preprocess.geometry) for f in frames]), fps, m.preprocess.codec, m.preprocess.quality)
     assert stored == expected
 
 
@@ -130,26 +137,33 @@ def test_streamed_alignment_matches_aligning_the_whole_video(fixtures_dir):
 
 # ---------------------------------------------------------------- the CLI
 
-@pytest.mark.parametrize("flag,value,message", [
-    ("--max-pixels", 4000, "big.webm: declares 64x64 = 4096 pixels per frame, over the limit of 4000"),
-    ("--max-frames", 5, "big.webm: declares 6 frames, over the limit of 5 frames per sample"),
-])
+
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--max-pixels", 4000, "big.webm: declares 64x64 = 4096 pixels per frame, over the limit of 4000"),
+        ("--max-frames", 5, "big.webm: declares 6 frames, over the limit of 5 frames per sample"),
+    ],
+)
 def test_shards_reports_an_oversized_video_as_a_skipped_sample(media, tmp_path, flag, value, message):
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "big.webm").write_bytes((media / "big.webm").read_bytes())
     (raw / "list.csv").write_text("path,label,split\nbig.webm,a,train\n")
-    rc, out, err = s4d("shards", "--csv", raw / "list.csv", "--no-align", "--size", 16, "--frames", 2, "--stride", 1,
-                       "--out", tmp_path / "out", "-j", 1, flag, value)
+    rc, out, err = s4d(
+        "shards", "--csv", raw / "list.csv", "--no-align", "--size", 16, "--frames", 2, "--stride", 1, "--out", tmp_path / "out", "-j", 1, flag, value
+    )
     assert rc == 2 and message in one_error_line(err), err
     problems = json.loads((tmp_path / "out" / "shards.json").read_text())["problems"]
     assert len(problems) == 1 and message in problems[0]["reason"]
-    rc, out, err = s4d("shards", "--csv", raw / "list.csv", "--no-align", "--size", 16, "--frames", 2, "--stride", 1,
-                       "--out", tmp_path / "again", "-j", 1)
+    rc, out, err = s4d(
+        "shards", "--csv", raw / "list.csv", "--no-align", "--size", 16, "--frames", 2, "--stride", 1, "--out", tmp_path / "again", "-j", 1
+    )
     assert rc == 0, err  # the defaults take it
 
 
 # ---------------------------------------------------------------- the loaders
+
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
@@ -166,10 +180,15 @@ def stored(tmp_path_factory):
     (raw / "images.csv").write_text("path,label,split\n" + "".join(f"i{i}.png,{'ab'[i]},test\n" for i in range(2)))
     out = {}
     for kind, csv in (("video", "list.csv"), ("image", "images.csv")):
-        spec = {"name": kind, "modality": kind, "classes": ["a", "b"], "layout": {"adapter": "csv", "options": {"csv": csv}},
-                "preprocess": {"align": False, "size": 64, "codec": "vp9" if kind == "video" else "jpeg"},
-                "partitions": ["train", "test"],
-                "folds": {"main": {"train": ["train"], "test": ["test"]}}}
+        spec = {
+            "name": kind,
+            "modality": kind,
+            "classes": ["a", "b"],
+            "layout": {"adapter": "csv", "options": {"csv": csv}},
+            "preprocess": {"align": False, "size": 64, "codec": "vp9" if kind == "video" else "jpeg"},
+            "partitions": ["train", "test"],
+            "folds": {"main": {"train": ["train"], "test": ["test"]}},
+        }
         if kind == "video":
             spec["clip"] = {"frames": 4, "stride": 1}
         from preprocess.manifest import parse_manifest

@@ -201,6 +201,7 @@ def test_torch_compile_without_graph_breaks():
 def _reference_init_state(dim: int, experts: int, hidden: int) -> dict[str, torch.Tensor]:
     """A reference-named MoAE built the way the authors' ``apply(_init_weights)`` leaves it:
     every Linear trunc_normal(std 0.02) with zero bias."""
+
     def linear(name: str, out: int, inp: int) -> dict[str, torch.Tensor]:
         return {f"{name}.weight": torch.nn.init.trunc_normal_(torch.empty(out, inp), std=0.02), f"{name}.bias": torch.zeros(out)}
 

@@ -164,8 +164,9 @@ def test_six_host_waits_per_call_whatever_the_frames_and_boxes():
         calls, report, out = _waits(frames, keep)
         assert report.error is None and out is not None and len(out) == frames, report.summary()
         assert sorted(calls) == ["nms"] * 3 + ["select"] * 2, calls
-        assert [(e.op, e.where.split(":")[0], e.where.split(" in ")[1]) for e in report.syncs] == \
-            [("_to_copy", "preprocess/mtcnn.py", "_to_host")], report.summary()
+        assert [(e.op, e.where.split(":")[0], e.where.split(" in ")[1]) for e in report.syncs] == [("_to_copy", "preprocess/mtcnn.py", "_to_host")], (
+            report.summary()
+        )
         assert not report.uploads, report.summary()
 
 
@@ -179,8 +180,10 @@ def test_host_frames_are_one_non_blocking_upload_and_an_empty_stage_stops_early(
 def test_the_helpers_are_real_host_waits():
     """What the stand-ins replace: in the fake mode each helper raises ``HostSync`` (a GPU would
     make the host wait there), so the count above is the count of real waits."""
-    for fn in (lambda: M._select(torch.zeros(10, device="cuda") > 0),
-               lambda: M._nms(torch.zeros(10, 4, device="cuda"), torch.zeros(10, device="cuda"), torch.zeros(10, device="cuda"), 0.5)):
+    for fn in (
+        lambda: M._select(torch.zeros(10, device="cuda") > 0),
+        lambda: M._nms(torch.zeros(10, 4, device="cuda"), torch.zeros(10, device="cuda"), torch.zeros(10, device="cuda"), 0.5),
+    ):
         with FakeCuda(on_sync="raise") as fc:
             fc.run(fn)
         assert len(fc.report.syncs) == 1 and fc.report.syncs[0].where.startswith("preprocess/mtcnn.py:"), fc.report.summary()

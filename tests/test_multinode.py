@@ -24,10 +24,32 @@ def test_two_nodes_pass_on_a_shared_folder_and_all_stop_on_a_split_one(tmp_path)
     job = Path(__file__).with_name("multinode_job.py")
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(job.parent.parent)}
-    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
-                               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
-                               str(job), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for node in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(node),
+                "--nproc-per-node",
+                "1",
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                str(job),
+                str(tmp_path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for node in (0, 1)
+    ]
     outs = []
     try:
         for p in procs:
@@ -61,8 +83,8 @@ def test_a_late_marker_is_waited_for(tmp_path, wait):
     from s4d.runtime.shared_fs import _sees
 
     marker = tmp_path / MARKER
-    timer = threading.Timer(0.3, lambda: marker.write_text(f"{0xabc:x}\n"))
+    timer = threading.Timer(0.3, lambda: marker.write_text(f"{0xABC:x}\n"))
     timer.start()
-    assert _sees(marker, 0xabc, wait) is (wait > 0.3)
+    assert _sees(marker, 0xABC, wait) is (wait > 0.3)
     timer.join()
-    assert not _sees(marker, 0xabd, 0.0)  # a stale marker of another run is not this one
+    assert not _sees(marker, 0xABD, 0.0)  # a stale marker of another run is not this one

@@ -69,14 +69,26 @@ def tiny_onnx(path, *, meta=None, task="video", dims=None, classes=3, raw=None):
     input's non-batch dims, ``raw`` replaces the metadata text."""
     rank = 5 if task == "video" else 4
     shape = ["B"] + list(dims or [3] + ["T"] * (rank == 5) + ["H", "W"])
-    nodes = [helper.make_node("ReduceMean", ["pixels"], ["m"], axes=list(range(2, rank)), keepdims=0),
-             helper.make_node("Softmax", ["m"], ["probs"], axis=-1)]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["B", classes])])
+    nodes = [
+        helper.make_node("ReduceMean", ["pixels"], ["m"], axes=list(range(2, rank)), keepdims=0),
+        helper.make_node("Softmax", ["m"], ["probs"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["B", classes])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    record = {"format": FORMAT, "task": task, "classes": list(NAMES), "frames": 4, "size": 64,
-              "input": {"stride": 2, "fps": 25.0, "crop": None, "align": False, "margin": 0.25, "stored_size": 64},
-              **(meta or {})}
+    record = {
+        "format": FORMAT,
+        "task": task,
+        "classes": list(NAMES),
+        "frames": 4,
+        "size": 64,
+        "input": {"stride": 2, "fps": 25.0, "crop": None, "align": False, "margin": 0.25, "stored_size": 64},
+        **(meta or {}),
+    }
     model.metadata_props.add(key=META_KEY, value=raw if raw is not None else json.dumps(record))
     onnx.save(model, str(path))
     return path

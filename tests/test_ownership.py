@@ -145,11 +145,13 @@ def test_a_folder_that_is_not_the_commands_own_is_refused_in_one_line(inputs, tm
     source = tmp_path / "src"
     fake_run(source)
     (source / "summary.json").write_text(json.dumps({"confusion": [[1, 0], [0, 1]], "recall": {"a": 1.0, "b": 1.0}, "uar": 1.0}))
-    args = {"eval": ("eval", "-m", manifest, "-c", ckpt),
-            "analyze-order": ("analyze", "order", "-m", manifest, "-c", ckpt),
-            "analyze-experts": ("analyze", "experts", "-m", manifest, "-c", ckpt),
-            "analyze-scores": ("analyze", "scores", source),
-            "export-hub": ("export-hub", source)}[command]
+    args = {
+        "eval": ("eval", "-m", manifest, "-c", ckpt),
+        "analyze-order": ("analyze", "order", "-m", manifest, "-c", ckpt),
+        "analyze-experts": ("analyze", "experts", "-m", manifest, "-c", ckpt),
+        "analyze-scores": ("analyze", "scores", source),
+        "export-hub": ("export-hub", source),
+    }[command]
     rc, _, err = s4d(*args, "--out", out, *(["--force"] if force else []))
     line = one_error_line(err)
     assert rc == 2 and str(out) in line and message in line, line
@@ -187,8 +189,13 @@ def test_export_hub_force_leaves_only_this_exports_files(tmp_path):
 
     up = tmp_path / "up"
     export_hub(_pretrain_run(tmp_path / "a", figure=True), up)
-    assert sorted(p.name for p in up.iterdir()) == ["README.md", "confusion.png", "model.json", "model.safetensors",
-                                                    "training_config.json"]  # no marker: the folder is uploaded as it is
+    assert sorted(p.name for p in up.iterdir()) == [
+        "README.md",
+        "confusion.png",
+        "model.json",
+        "model.safetensors",
+        "training_config.json",
+    ]  # no marker: the folder is uploaded as it is
     assert kind_of(up) == "export-hub"
     with pytest.raises(InputError, match=r"already holds s4d export-hub outputs .*add --force"):
         export_hub(_pretrain_run(tmp_path / "b", figure=False), up)

@@ -13,8 +13,8 @@ from pipelines.augment import BatchAugment, epoch_generator
 from pipelines.loader import dali_available
 from pipelines.sampling import clip_indices, epoch_order, eval_starts, joint_schedule, rank_slice, train_start
 from preprocess.manifest import ManifestError, parse_manifest
-from preprocess.shards.folder import finalize
 from preprocess.run import run_shards
+from preprocess.shards.folder import finalize
 
 from .media_factory import moving_square, write_image, write_video
 
@@ -72,10 +72,13 @@ def test_joint_schedule_counts_ratio_and_same_on_every_rank():
 def _video_manifest(tmp_path):
     return parse_manifest(
         {
-            "name": "clips", "modality": "video", "classes": ["a", "b"],
+            "name": "clips",
+            "modality": "video",
+            "classes": ["a", "b"],
             "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
             "preprocess": {"align": False, "size": 64, "shard_samples": 3},
-            "partitions": ["train", "test"], "folds": {"main": {"train": ["train"], "test": ["test"]}},
+            "partitions": ["train", "test"],
+            "folds": {"main": {"train": ["train"], "test": ["test"]}},
             "clip": {"frames": 8, "stride": 2},
         },
         tmp_path / "clips.json",
@@ -135,7 +138,8 @@ def test_training_batches_shapes_ranges_and_determinism(clip_shards, backend):
     assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(first, again))
     other_epoch = list(loader.epoch(1))
     assert [b["keys"] for b in other_epoch] != [b["keys"] for b in first] or not all(
-        torch.equal(a["pixels"], b["pixels"]) for a, b in zip(first, other_epoch))
+        torch.equal(a["pixels"], b["pixels"]) for a, b in zip(first, other_epoch)
+    )
 
 
 @needs_dali
@@ -199,9 +203,15 @@ def image_shards(tmp_path_factory):
         rows.append(f"i{i}.jpg,{'abc'[i % 3] if i < 7 else 'a'},train")
     (raw / "list.csv").write_text("\n".join(rows) + "\n")
     m = parse_manifest(
-        {"name": "faces", "modality": "image", "classes": ["a", "b", "c"], "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
-         "preprocess": {"align": False, "size": 80, "codec": "jpeg", "quality": 95}, "partitions": ["train"],
-         "folds": {"main": {"train": ["train"], "test": []}}},
+        {
+            "name": "faces",
+            "modality": "image",
+            "classes": ["a", "b", "c"],
+            "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
+            "preprocess": {"align": False, "size": 80, "codec": "jpeg", "quality": 95},
+            "partitions": ["train"],
+            "folds": {"main": {"train": ["train"], "test": []}},
+        },
         tmp / "faces.json",
     )
     run_shards(m, raw, tmp / "out")
@@ -228,9 +238,11 @@ def test_joint_loader_interleaves_single_source_batches(clip_shards, image_shard
     mv, outv = clip_shards
     mi, outi = image_shards
     video = Loader(open_dataset(mv, outv, role="train"), cfg(True, augment=Augment.off()), backend="torch")
-    image = Loader(open_dataset(mi, outi, role="train"),
-                   LoaderConfig(batch_size=2, train=True, size=64, image_resize=64, class_balanced=True, augment=Augment.off()),
-                   backend="torch")
+    image = Loader(
+        open_dataset(mi, outi, role="train"),
+        LoaderConfig(batch_size=2, train=True, size=64, image_resize=64, class_balanced=True, augment=Augment.off()),
+        backend="torch",
+    )
     joint = JointLoader(video, image, proportion=0.5, seed=3)
     assert joint.num_image_batches == 2  # 9 images / batch 2 = 5 batches per pass, x 0.5 -> 2 (rounded)
     got = list(joint.epoch(0))
@@ -281,6 +293,7 @@ def _scrambled_copy(out, tmp_path):
     """A copy of the shard folder whose first training tar has its clips' bytes scrambled (the
     .info records kept: a scrambled record is caught when the set is opened)."""
     import shutil
+
     from preprocess.shards.reader import read_index
 
     broken = tmp_path / "broken"
@@ -320,13 +333,15 @@ def test_voxceleb_style_crop_before_resizing(clip_shards, backend):
     m, out = clip_shards
     ds = open_dataset(m, out, role="train")
     plain = next(iter(Loader(ds, LoaderConfig(batch_size=2, train=False, size=32, frames=8, stride=2), backend=backend).epoch(0)))
-    cropped = next(iter(Loader(ds, LoaderConfig(batch_size=2, train=False, size=32, frames=8, stride=2, crop=(0, 16, 32, 32)),
-                               backend=backend).epoch(0)))
+    cropped = next(
+        iter(Loader(ds, LoaderConfig(batch_size=2, train=False, size=32, frames=8, stride=2, crop=(0, 16, 32, 32)), backend=backend).epoch(0))
+    )
     assert cropped["pixels"].shape == plain["pixels"].shape == (2, 2, 3, 8, 32, 32)
     assert not torch.allclose(cropped["pixels"], plain["pixels"], atol=0.1)
     if backend == "dali":
-        ref = next(iter(Loader(ds, LoaderConfig(batch_size=2, train=False, size=32, frames=8, stride=2, crop=(0, 16, 32, 32)),
-                               backend="torch").epoch(0)))
+        ref = next(
+            iter(Loader(ds, LoaderConfig(batch_size=2, train=False, size=32, frames=8, stride=2, crop=(0, 16, 32, 32)), backend="torch").epoch(0))
+        )
         assert (ref["pixels"] - cropped["pixels"]).abs().mean() < 0.05  # the same region on both backends
 
 
@@ -510,8 +525,8 @@ def test_taking_exactly_an_epochs_batches_keeps_the_graph(clip_shards):
 
 
 def test_a_clip_that_decodes_short_is_an_error_not_padding(tmp_path):
-    from preprocess.shards.encoding import encode_clip
     from pipelines.torch_fallback import decode_clip
+    from preprocess.shards.encoding import encode_clip
 
     data = np.frombuffer(encode_clip(moving_square(6, 32, 32), 25.0, "vp9", 31), np.uint8)
     assert decode_clip(data, np.array([0, 2, 5])).shape == (3, 32, 32, 3)

@@ -20,11 +20,11 @@ from s4d.checkpoint import CheckpointError, to_reference
 from s4d.demo.faces import make_clip
 from s4d.infer import PredictConfig, Predictor, write_output
 from s4d.infer.faces import to_tensor
-from s4d.plots import plot_timeline
 from s4d.infer.tracking import main_face
 from s4d.infer.windows import plan_windows, window_starts
 from s4d.models import Classifier
 from s4d.models.config import EncoderConfig, ModelConfig, MoEConfig
+from s4d.plots import plot_timeline
 from tests.media_factory import write_video
 
 NAMES = ("calm", "joy", "shock")
@@ -40,8 +40,7 @@ def debug_checkpoint(tmp_path, *, align: bool = False, stride: int = 4, fps: flo
     model = build_model("s4d", "debug", video_classes=3, image_classes=3)
     model.config = dataclasses.replace(model.config, class_names={"video": NAMES, "image": NAMES})
     path = tmp_path / "model.safetensors"
-    save_checkpoint(model, path, extra={"input": {"stride": stride, "fps": fps, "crop": None, "align": align, "margin": 0.25,
-                                                "stored_size": 64}})
+    save_checkpoint(model, path, extra={"input": {"stride": stride, "fps": fps, "crop": None, "align": align, "margin": 0.25, "stored_size": 64}})
     return path
 
 
@@ -101,8 +100,15 @@ def test_windows_need_real_detections_and_no_face_segments_are_exact(tmp_path, m
     frames_blank = [t for t in range(60) if t not in covered]
     assert min(covered) == 18 and max(covered) == 41
     assert result["no_face_segments"] == [[0.0, 18 / 25], [42 / 25, 60 / 25]] and frames_blank == [*range(18), *range(42, 60)]
-    assert predict_mod.no_face_segments([{"start_frame": 0, "end_frame": 60, "face": False}, {"start_frame": 8, "end_frame": 68, "face": True},
-                                         {"start_frame": 16, "end_frame": 76, "face": False}], 80, 25.0) == [[0.0, 0.32], [2.76, 3.08]]
+    assert predict_mod.no_face_segments(
+        [
+            {"start_frame": 0, "end_frame": 60, "face": False},
+            {"start_frame": 8, "end_frame": 68, "face": True},
+            {"start_frame": 16, "end_frame": 76, "face": False},
+        ],
+        80,
+        25.0,
+    ) == [[0.0, 0.32], [2.76, 3.08]]
 
 
 def test_pixels_match_the_eval_loader():
@@ -212,8 +218,9 @@ def test_cli_writes_outputs_and_bad_files_are_one_line(tmp_path):
     garbage.write_bytes(b"not a video at all" * 20)
     cut = tmp_path / "cut.webm"
     cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])  # a download that stopped half way
-    bad = run_cli("predict", str(garbage), str(cut), str(video), str(tmp_path / "missing.mp4"), "-c", str(ckpt), "--no-align",
-                  "--out", str(tmp_path / "many"))
+    bad = run_cli(
+        "predict", str(garbage), str(cut), str(video), str(tmp_path / "missing.mp4"), "-c", str(ckpt), "--no-align", "--out", str(tmp_path / "many")
+    )
     assert bad.returncode == 2  # bad inputs are reported one line each; the good one is still done
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 3, bad.stderr
@@ -285,8 +292,7 @@ def test_a_model_without_a_trained_image_head_reads_images_with_its_video_head(t
     model = build_model("s4d", "debug", video_classes=3, image_classes=7)
     model.config = dataclasses.replace(model.config, class_names={"video": NAMES})
     path = tmp_path / "video_only.safetensors"
-    save_checkpoint(model, path, extra={"input": {"stride": 4, "fps": None, "crop": None, "align": False, "margin": 0.25,
-                                                "stored_size": 64}})
+    save_checkpoint(model, path, extra={"input": {"stride": 4, "fps": None, "crop": None, "align": False, "margin": 0.25, "stored_size": 64}})
     result = Predictor(PredictConfig(str(path)))(fixtures_dir / "single_face.jpg")
     assert result["head"] == "video" and result["classes"] == list(NAMES) and result["prediction"]["class"] in NAMES
 

@@ -88,8 +88,14 @@ def _s4d_with_file_limit(limit: int, *args):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    res = subprocess.run([sys.executable, "-m", "s4d", *map(str, args)], capture_output=True, text=True, timeout=300,
-                         preexec_fn=cap, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"})
+    res = subprocess.run(
+        [sys.executable, "-m", "s4d", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=cap,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"},
+    )
     return res.returncode, res.stdout, res.stderr
 
 
@@ -209,8 +215,9 @@ def test_a_list_that_is_not_utf8_names_its_line_and_byte(tmp_path):
     assert rc == 2 and f"{listing}: line 2 (byte 10) is not UTF-8" in line and text == ""
 
 
-@pytest.mark.parametrize("target,says", [("media", "is a folder: give --out RESULTS.parquet"),
-                                         ("media/list.txt", "is a list of inputs: give --out RESULTS.parquet")])
+@pytest.mark.parametrize(
+    "target,says", [("media", "is a folder: give --out RESULTS.parquet"), ("media/list.txt", "is a list of inputs: give --out RESULTS.parquet")]
+)
 def test_a_folder_or_list_without_a_table_is_refused_by_name(tmp_path, target, says):
     ckpt, media = debug_checkpoint(tmp_path, stride=2), _media(tmp_path)
     (media / "list.txt").write_text("a.webm\n")
@@ -220,8 +227,7 @@ def test_a_folder_or_list_without_a_table_is_refused_by_name(tmp_path, target, s
     assert text == ""  # refused before a.webm was predicted
 
 
-@pytest.mark.parametrize("field,value", [("stored_size", 100_000), ("stride", 10_000), ("crop", [0, 0, 9000, 9000]),
-                                         ("fps", float("inf"))])
+@pytest.mark.parametrize("field,value", [("stored_size", 100_000), ("stride", 10_000), ("crop", [0, 0, 9000, 9000]), ("fps", float("inf"))])
 def test_a_checkpoint_config_declaring_huge_input_is_refused_before_sizing(tmp_path, field, value):
     """The ``input`` record in a checkpoint's JSON config sizes predict's aligned frames: it is
     bounded like an ONNX file's metadata, one line naming the JSON file and the field."""

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from preprocess.faces import Face, NotEnoughFaces, align_clip, fill_nearest, warp_matrix
 from preprocess.manifest import load_manifest, parse_manifest
-from preprocess.shards.folder import finalize
 from preprocess.run import SampleProcessor, parse_part, run_shards
 from preprocess.shards.encoding import unpack_info
+from preprocess.shards.folder import finalize
 from s4d.cli import app
 
 from .media_factory import moving_square, write_frames, write_image, write_video
@@ -269,8 +269,9 @@ def test_shards_and_inspect_commands(tmp_path):
     res = runner.invoke(app, ["shards", "--manifest", str(manifest_path), "--raw", str(raw), "--data-root", str(tmp_path / "data")])
     assert res.exit_code == 2 and "1 of 5 samples skipped (20.0% > --max-skipped 5%)" in res.output  # written, but not in silence
     assert "mine: 4 samples" in res.output and "1 sample(s) skipped" in res.output and "train 3 kept / 1 skipped" in res.output
-    res = runner.invoke(app, ["shards", "--manifest", str(manifest_path), "--raw", str(raw), "--data-root", str(tmp_path / "data"),
-                              "--max-skipped", "0.25"])
+    res = runner.invoke(
+        app, ["shards", "--manifest", str(manifest_path), "--raw", str(raw), "--data-root", str(tmp_path / "data"), "--max-skipped", "0.25"]
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["inspect", str(tmp_path / "data" / "mine")])
     assert res.exit_code == 0 and "train: 3 (calm 2, upset 1)" in res.output and "test: 1 (upset 1)" in res.output
@@ -320,8 +321,9 @@ def test_own_csv_becomes_a_manifest(tmp_path):
     (raw / "mixed.csv").write_text("path,label\nv0.webm,calm\npic.jpg,upset\n")
     with pytest.raises(ManifestError, match="mixes images and videos"):
         manifest_from_csv(raw / "mixed.csv")
-    res = CliRunner().invoke(app, ["shards", "--csv", str(raw / "list.csv"), "--no-align", "--data-root", str(tmp_path / "data"),
-                                   "--max-skipped", "0.2"])
+    res = CliRunner().invoke(
+        app, ["shards", "--csv", str(raw / "list.csv"), "--no-align", "--data-root", str(tmp_path / "data"), "--max-skipped", "0.2"]
+    )
     assert res.exit_code == 0, res.output
     assert "manifest for training" in res.output and (tmp_path / "data" / "list" / "manifest.json").is_file()
     res = CliRunner().invoke(app, ["inspect", str(tmp_path / "data" / "list"), "--verify"])
@@ -344,8 +346,15 @@ def test_tiny_or_odd_media_are_reported_not_fatal(tmp_path):
     write_image(raw / "tiny.jpg", np.zeros((10, 10, 3), np.uint8))
     write_image(raw / "ok.jpg", moving_square(1, 120, 100)[0])
     (raw / "list.csv").write_text("path,label,split\ntiny.jpg,calm,train\nok.jpg,upset,train\n")
-    m = parse_manifest({**json.loads(json.dumps(csv_manifest(tmp_path).to_dict())), "modality": "image", "clip": None,
-                        "preprocess": {"align": True, "size": 48, "codec": "jpeg", "quality": 90}}, tmp_path / "img.json")
+    m = parse_manifest(
+        {
+            **json.loads(json.dumps(csv_manifest(tmp_path).to_dict())),
+            "modality": "image",
+            "clip": None,
+            "preprocess": {"align": True, "size": 48, "codec": "jpeg", "quality": 90},
+        },
+        tmp_path / "img.json",
+    )
     out = tmp_path / "out"
     run_shards(m, raw, out)
     result = finalize(m, out)
@@ -385,6 +394,7 @@ def test_parts_then_merge_only_from_the_command_line(tmp_path):
 
 
 # ----------------------------------------------------------------------------- frame geometry and face framing
+
 
 def three_bands(h=100, w=200):
     """A non-square frame: red | green | blue vertical bands (quarter, half, quarter)."""
@@ -442,8 +452,12 @@ def test_affectnet_box_is_squashed_or_squared(tmp_path):
 
 
 def image_manifest(tmp_path, geometry):
-    raw = {**json.loads(json.dumps(csv_manifest(tmp_path).to_dict())), "modality": "image", "clip": None,
-           "preprocess": {"align": False, "size": 40, "codec": "jpeg", "quality": 95, "geometry": geometry}}
+    raw = {
+        **json.loads(json.dumps(csv_manifest(tmp_path).to_dict())),
+        "modality": "image",
+        "clip": None,
+        "preprocess": {"align": False, "size": 40, "codec": "jpeg", "quality": 95, "geometry": geometry},
+    }
     return parse_manifest(raw, tmp_path / f"img-{geometry}.json")
 
 
@@ -537,7 +551,7 @@ def test_a_phone_video_is_turned_upright_by_its_display_matrix(tmp_path):
     identity = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
     at = data.find(identity, data.find(b"tkhd"))  # the track header's matrix, after the movie header's
     rotated = tmp_path / "portrait.mp4"
-    rotated.write_bytes(data[:at] + struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000) + data[at + 36:])
+    rotated.write_bytes(data[:at] + struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000) + data[at + 36 :])
     plain, _ = read_video(path)
     upright, _ = read_video(rotated)
     assert plain.shape[1:3] == (32, 64) and upright.shape[1:3] == (64, 32)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -21,8 +20,9 @@ def torchrun(job: str, *args: str) -> dict:
     """Run ``tests/<job>`` on 2 CPU processes; its rank 0 prints one JSON line last."""
     path = Path(__file__).with_name(job)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(path), *args]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(path.parent.parent)})
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(path.parent.parent)}
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -32,8 +32,14 @@ def test_every_rank_draws_its_own_numbers_from_rank_zeros_weights(tmp_path):
     masks and the MoAE router noise under DDP for the same input; the weights (built after the
     per-rank seeds) are rank 0's on every rank, and without noise the ranks route alike."""
     assert torchrun("ddp_ranks_job.py", str(tmp_path)) == {
-        "torch_differs": True, "random_differs": True, "numpy_differs": True, "masks_differ": True,
-        "noise_differs": True, "gates_agree_without_noise": True, "weights_agree": True}
+        "torch_differs": True,
+        "random_differs": True,
+        "numpy_differs": True,
+        "masks_differ": True,
+        "noise_differs": True,
+        "gates_agree_without_noise": True,
+        "weights_agree": True,
+    }
 
 
 def test_ddp_touches_the_idle_head_instead_of_searching_for_it():
@@ -42,8 +48,15 @@ def test_ddp_touches_the_idle_head_instead_of_searching_for_it():
     accumulation keeps the ranks identical, and without the touch DDP
     (find_unused_parameters=False) fails at the next step."""
     assert torchrun("ddp_heads_job.py") == {
-        "image_grads_zero": True, "idle_experts_zero": True, "video_grads_agree": True, "image_kept": True,
-        "no_image_state": True, "steps": 3, "agree": True, "control_fails": True}
+        "image_grads_zero": True,
+        "idle_experts_zero": True,
+        "video_grads_agree": True,
+        "image_kept": True,
+        "no_image_state": True,
+        "steps": 3,
+        "agree": True,
+        "control_fails": True,
+    }
 
 
 @pytest.mark.parametrize("aug", [Augment.image(), Augment.mae_image()], ids=["crop", "rrc"])

@@ -46,8 +46,7 @@ def _nothing_outside(tree):
 def test_a_csv_fold_with_dot_dot_is_one_line_and_writes_nothing(tree):
     csv = tree / "raw" / "list.csv"
     csv.write_text("path,label,fold\nv0.webm,a,1\nv1.webm,b,../../x\n")
-    rc, _, err = s4d("shards", "--csv", csv, "--no-align", "--size", "32", "--frames", "4", "--stride", "1",
-                     "--data-root", tree / "work" / "data")
+    rc, _, err = s4d("shards", "--csv", csv, "--no-align", "--size", "32", "--frames", "4", "--stride", "1", "--data-root", tree / "work" / "data")
     line = one_error_line(err)
     assert rc == 2 and "list.csv:3: fold: must be a plain folder name" in line and "'../../x'" in line, line
     _nothing_outside(tree)
@@ -69,8 +68,21 @@ def test_a_manifest_fold_key_with_dot_dot_stops_cv_before_anything_is_written(tr
     folds = {"main": {"train": ["train"], "test": ["test"]}, "../../elsewhere/evil": {"train": ["test"], "test": ["train"]}}
     spec = {**GOOD, "folds": folds}
     (tree / "m.json").write_text(json.dumps(spec))
-    rc, _, err = s4d("cv", "--manifest", tree / "m.json", "--size", "debug", "--epochs", "1", "--backend", "torch",
-                     "--data-root", tree / "work" / "data", "--out", tree / "work" / "runs" / "cv")
+    rc, _, err = s4d(
+        "cv",
+        "--manifest",
+        tree / "m.json",
+        "--size",
+        "debug",
+        "--epochs",
+        "1",
+        "--backend",
+        "torch",
+        "--data-root",
+        tree / "work" / "data",
+        "--out",
+        tree / "work" / "runs" / "cv",
+    )
     line = one_error_line(err)
     assert rc == 2 and "m.json: folds: must be a plain folder name" in line and "evil" in line, line
     _nothing_outside(tree)
@@ -89,23 +101,45 @@ def test_shard_names_read_back_from_a_plan_are_checked(tmp_path):
         finalize(m, out)
 
 
-@pytest.mark.parametrize("env,part", [
-    ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"}, (2, 4)),
-    ({"SLURM_ARRAY_TASK_ID": "20", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0",  # --array=0-30:10
-      "SLURM_ARRAY_TASK_MAX": "30", "SLURM_ARRAY_TASK_STEP": "10"}, (2, 4)),
-])
+@pytest.mark.parametrize(
+    "env,part",
+    [
+        ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"}, (2, 4)),
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "20",
+                "SLURM_ARRAY_TASK_COUNT": "4",
+                "SLURM_ARRAY_TASK_MIN": "0",  # --array=0-30:10
+                "SLURM_ARRAY_TASK_MAX": "30",
+                "SLURM_ARRAY_TASK_STEP": "10",
+            },
+            (2, 4),
+        ),
+    ],
+)
 def test_part_auto_maps_contiguous_and_stepped_arrays(env, part):
     from preprocess.run import parse_part
 
     assert parse_part("auto", env) == part
 
 
-@pytest.mark.parametrize("env,index,count", [
-    ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "3"}, 4, 3),  # SLURM_ARRAY_TASK_MIN unset
-    ({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1",  # --array=1,5,9
-      "SLURM_ARRAY_TASK_MAX": "9"}, 4, 3),
-    ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "0"}, 0, 0),
-])
+@pytest.mark.parametrize(
+    "env,index,count",
+    [
+        ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "3"}, 4, 3),  # SLURM_ARRAY_TASK_MIN unset
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "5",
+                "SLURM_ARRAY_TASK_COUNT": "3",
+                "SLURM_ARRAY_TASK_MIN": "1",  # --array=1,5,9
+                "SLURM_ARRAY_TASK_MAX": "9",
+            },
+            4,
+            3,
+        ),
+        ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "0"}, 0, 0),
+    ],
+)
 def test_part_auto_refuses_an_index_outside_the_part_count(env, index, count):
     from preprocess.run import parse_part
 
@@ -117,8 +151,19 @@ def test_part_auto_outside_the_array_is_one_line_through_the_cli(tmp_path):
     csv = tmp_path / "list.csv"
     write_video(tmp_path / "v0.webm", moving_square(6, 32, 32, seed=0))
     csv.write_text("path,label,split\nv0.webm,a,train\n")
-    rc, _, err = s4d("shards", "--csv", csv, "--no-align", "--workers", "1", "--part", "auto", "--out", tmp_path / "out",
-                     env={"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "0"})
+    rc, _, err = s4d(
+        "shards",
+        "--csv",
+        csv,
+        "--no-align",
+        "--workers",
+        "1",
+        "--part",
+        "auto",
+        "--out",
+        tmp_path / "out",
+        env={"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "0"},
+    )
     line = one_error_line(err)
     assert rc == 2 and "index 4" in line and "part count 3" in line, line
     assert not (tmp_path / "out").exists()

@@ -30,8 +30,8 @@ def test_holdout_split_is_stratified_seeded_and_disjoint():
 
 
 def test_selector_keeps_the_first_best_epoch(monkeypatch, tmp_path):
-    from s4d.train import select
     from s4d.runtime.dist import Dist
+    from s4d.train import select
 
     labels = np.array([0, 0, 1, 1])
     preds = {0: [0, 0, 0, 0], 1: [0, 0, 1, 1], 2: [0, 1, 1, 1], 3: [0, 0, 1, 1]}  # UAR .5, 1, .75, 1
@@ -74,8 +74,7 @@ def _data(colour_task, tmp_path):
 
 
 def _val_cfg(m, shards, tmp_path, name, **kw):
-    base = dict(out=str(tmp_path / name), epochs=5, video_batch=2, select="val", val_fraction=0.25,
-                optim=OptimConfig(base_lr=1e-2, warmup_epochs=0))
+    base = dict(out=str(tmp_path / name), epochs=5, video_batch=2, select="val", val_fraction=0.25, optim=OptimConfig(base_lr=1e-2, warmup_epochs=0))
     return _run_cfg(m, shards, tmp_path, **{**base, **kw})
 
 
@@ -98,6 +97,7 @@ def test_select_val_holds_out_a_stratified_part_and_keeps_the_best_epoch(colour_
             for task, b in batches:
                 trained.update(b["keys"])
                 yield task, b
+
         return real(model, seen(), *a, **kw)
 
     monkeypatch.setattr(finetune, "train_epoch", spy)
@@ -207,12 +207,46 @@ def test_cv_reports_pooled_last_and_pooled_selected(tmp_path):
         rows.append(f"v{i}.webm,{'warm' if i % 2 == 0 else 'cold'},{'abc'[i % 3]}")
     (raw / "list.csv").write_text("\n".join(rows) + "\n")
     runner = CliRunner()
-    res = runner.invoke(app, ["shards", "--csv", str(raw / "list.csv"), "--no-align", "--size", "64", "--frames", "4", "--stride", "2",
-                              "--data-root", str(tmp_path / "data")])
+    res = runner.invoke(
+        app,
+        [
+            "shards",
+            "--csv",
+            str(raw / "list.csv"),
+            "--no-align",
+            "--size",
+            "64",
+            "--frames",
+            "4",
+            "--stride",
+            "2",
+            "--data-root",
+            str(tmp_path / "data"),
+        ],
+    )
     assert res.exit_code == 0, res.output
-    args = ["cv", "--manifest", str(tmp_path / "data" / "list" / "manifest.json"), "--size", "debug", "--epochs", "2", "--video-batch", "2",
-            "--no-sfer", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "cv"), "--backend", "torch", "--select", "test",
-            "--lr", "1e-2"]
+    args = [
+        "cv",
+        "--manifest",
+        str(tmp_path / "data" / "list" / "manifest.json"),
+        "--size",
+        "debug",
+        "--epochs",
+        "2",
+        "--video-batch",
+        "2",
+        "--no-sfer",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "cv"),
+        "--backend",
+        "torch",
+        "--select",
+        "test",
+        "--lr",
+        "1e-2",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "cv" / "summary.json").read_text())

@@ -75,19 +75,24 @@ def _flip_a_byte(folder):
 
 DAMAGE = [  # (break it, the repair line must say)
     (lambda f: (f / "train-00000.tar").unlink(), "train-00000.tar: encoding the shard again from the raw data (train-00000.tar: missing)"),
-    (lambda f: (f / "train-00000.tar").write_bytes((f / "train-00000.tar").read_bytes()[:-1024]),
-     "train-00000.tar: encoding the shard again from the raw data (train-00000.tar: "),
+    (
+        lambda f: (f / "train-00000.tar").write_bytes((f / "train-00000.tar").read_bytes()[:-1024]),
+        "train-00000.tar: encoding the shard again from the raw data (train-00000.tar: ",
+    ),
     (_flip_a_byte, "train-00000.tar: encoding the shard again from the raw data (train-00000.tar: sha256 differs from its record"),
     (lambda f: (f / "train-00000.record.json").write_text("{not json"), "(train-00000.record.json: not valid JSON"),
     (lambda f: (f / "train-00000.record.json").write_text("[]"), "(train-00000.record.json: not a shard record)"),
     (lambda f: (f / "train-00000.idx").unlink(), "train-00000.idx: rebuilt from train-00000.tar (train-00000.idx is missing)"),
-    (lambda f: (f / "train-00000.idx").write_bytes(b"\x00\xffgarbage"),
-     "train-00000.idx: rebuilt from train-00000.tar (train-00000.idx does not match train-00000.tar)"),
+    (
+        lambda f: (f / "train-00000.idx").write_bytes(b"\x00\xffgarbage"),
+        "train-00000.idx: rebuilt from train-00000.tar (train-00000.idx does not match train-00000.tar)",
+    ),
 ]
 
 
-@pytest.mark.parametrize("damage,said", DAMAGE, ids=["tar-deleted", "tar-truncated", "tar-flipped", "record-garbage", "record-not-object", "idx-deleted",
-                                                      "idx-garbage"])
+@pytest.mark.parametrize(
+    "damage,said", DAMAGE, ids=["tar-deleted", "tar-truncated", "tar-flipped", "record-garbage", "record-not-object", "idx-deleted", "idx-garbage"]
+)
 def test_a_rerun_repairs_a_damaged_shard_byte_for_byte(raw, pristine, shards, damage, said):
     damage(shards)
     lines, _ = rerun(raw, shards)
@@ -105,14 +110,15 @@ def test_a_rerun_of_an_intact_folder_repairs_nothing(raw, pristine, shards):
 
 def test_shards_json_never_lists_a_tar_that_is_gone(raw, shards):
     from preprocess.run import run_shards
-
     from preprocess.shards.folder import finalize
 
     (shards / "test-00000.tar").unlink()
     m = manifest(shards)
     said = run_shards(m, raw, shards, part=(1, 2), on_repair=None).repaired  # the part without the damaged shard
-    assert said == [f"{shards / 'shards.json'}: removed with index.parquet (lists test-00000.tar, which is missing); re-run the "
-                    "part that holds it, then the merge rewrites both"]
+    assert said == [
+        f"{shards / 'shards.json'}: removed with index.parquet (lists test-00000.tar, which is missing); re-run the "
+        "part that holds it, then the merge rewrites both"
+    ]
     assert not (shards / "shards.json").exists() and not (shards / "index.parquet").exists()
     said = run_shards(m, raw, shards, part=(0, 2), on_repair=None).repaired  # this part repairs it
     assert len(said) == 1 and "test-00000.tar: encoding the shard again" in said[0]
@@ -163,15 +169,15 @@ def test_labels_swapped_in_the_index_stop_open_dataset_naming_index_and_shard(sh
     with pytest.raises(ManifestError) as err:
         open_dataset(manifest(shards), shards, role="train")
     line = str(err.value)
-    assert line.startswith(f"{shards / 'index.parquet'}: sample v0: label 1, 6 frames, but its own record in train-00000.tar says "
-                           "label 0, 6 frames")
+    assert line.startswith(f"{shards / 'index.parquet'}: sample v0: label 1, 6 frames, but its own record in train-00000.tar says label 0, 6 frames")
     open_dataset(manifest(shards), shards, role="test")  # the other shard is fine
 
 
 def test_labels_swapped_in_the_index_stop_training_in_one_line(shards, tmp_path):
     _edit_index(shards, _swap_train_labels)
-    rc, _, err = s4d("train", "--manifest", shards / "manifest.json", "--size", "debug", "--epochs", "1", "--out", tmp_path / "run",
-                     "--backend", "torch")
+    rc, _, err = s4d(
+        "train", "--manifest", shards / "manifest.json", "--size", "debug", "--epochs", "1", "--out", tmp_path / "run", "--backend", "torch"
+    )
     line = one_error_line(err)
     assert rc == 2 and "index.parquet: sample v0" in line and "train-00000.tar" in line and "--merge-only" in line, line
     assert not (tmp_path / "run" / "config.json").exists()
@@ -189,8 +195,9 @@ def test_a_garbage_record_in_a_tar_is_blamed_on_the_tar_at_open(shards):
     tar.write_bytes(bytes(data))
     with pytest.raises(ShardError) as err:
         open_dataset(manifest(shards), shards, role="train")
-    assert str(err.value) == (f"{tar}: sample v0: its .info record is garbage (label 90, 0 frames): the tar is corrupt; "
-                              "re-run `s4d shards` to rebuild it")
+    assert str(err.value) == (
+        f"{tar}: sample v0: its .info record is garbage (label 90, 0 frames): the tar is corrupt; re-run `s4d shards` to rebuild it"
+    )
 
 
 def test_the_open_check_reads_at_most_three_records_per_shard():
@@ -220,6 +227,7 @@ def _summary_version(value):
         summary = json.loads((folder / "shards.json").read_text())
         summary["format_version"] = value
         (folder / "shards.json").write_text(json.dumps(summary))
+
     return edit
 
 
@@ -227,6 +235,7 @@ def _index_version(value: bytes):
     def edit(folder):
         table = pq.read_table(folder / "index.parquet")
         pq.write_table(table.replace_schema_metadata({INDEX_META_KEY: value}), folder / "index.parquet")
+
     return edit
 
 
@@ -241,8 +250,7 @@ VERSION_CASES = [  # (set the version, the file named, the exact line's text)
 ]
 
 
-@pytest.mark.parametrize("edit,file,text", VERSION_CASES, ids=["summary-newer", "summary-older", "summary-garbage", "index-newer",
-                                                                "index-older"])
+@pytest.mark.parametrize("edit,file,text", VERSION_CASES, ids=["summary-newer", "summary-older", "summary-garbage", "index-newer", "index-older"])
 def test_a_format_version_this_s4d_cannot_read_is_one_line(shards, edit, file, text):
     from pipelines.dataset import open_dataset
 
@@ -273,5 +281,6 @@ def test_a_garbage_idx_is_named_and_says_how_to_rebuild(shards, text, said):
     with pytest.raises(ShardError) as err:
         open_dataset(manifest(shards), shards, role="train")
     line = str(err.value)
-    assert line.startswith(f"{shards / 'train-00000.idx'}{said}") and line.endswith(
-        "delete it and re-run `s4d shards` to rebuild it from its tar"), line
+    assert line.startswith(f"{shards / 'train-00000.idx'}{said}") and line.endswith("delete it and re-run `s4d shards` to rebuild it from its tar"), (
+        line
+    )

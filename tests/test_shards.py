@@ -5,8 +5,7 @@ import av
 import numpy as np
 import pytest
 
-from preprocess.shards.encoding import encode_clip, encode_image
-from preprocess.shards.encoding import pack_info, unpack_info
+from preprocess.shards.encoding import encode_clip, encode_image, pack_info, unpack_info
 from preprocess.shards.writer import ShardWriter
 
 from .media_factory import moving_square

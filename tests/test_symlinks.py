@@ -63,8 +63,7 @@ def test_shards_cli_refuses_a_planted_lock_in_one_line(tmp_path, plant):
 
     raw = make_raw(tmp_path / "raw", n=2)
     target = plant(tmp_path / "out", ".s4d.lock")
-    rc, _, err = s4d("shards", "--csv", raw / "list.csv", "--no-align", "--size", "32", "--frames", "4", "--stride", "1",
-                     "--out", tmp_path / "out")
+    rc, _, err = s4d("shards", "--csv", raw / "list.csv", "--no-align", "--size", "32", "--frames", "4", "--stride", "1", "--out", tmp_path / "out")
     assert rc == 2 and ".s4d.lock is a symbolic link; refusing to write through it" in one_error_line(err)
     assert target.read_text() == SECRET
 

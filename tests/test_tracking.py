@@ -34,8 +34,8 @@ def wandb_history(run_file):
         if block - pos % block < 7:  # block trailer padding
             pos += block - pos % block
             continue
-        _, n, kind = struct.unpack("<IHB", raw[pos:pos + 7])
-        part, pos = part + raw[pos + 7:pos + 7 + n], pos + 7 + n
+        _, n, kind = struct.unpack("<IHB", raw[pos : pos + 7])
+        part, pos = part + raw[pos + 7 : pos + 7 + n], pos + 7 + n
         if kind == 0 and n == 0:
             break
         if kind in (1, 4):
@@ -87,8 +87,12 @@ def test_a_resumed_run_logs_each_step_once_to_tensorboard_and_wandb_offline(colo
     assert steps == [1, 2, 3, 4, 5, 6]
     test = [row for row in rows if "test/uar" in row]
     assert len(test) == 1 and test[0]["test/uar"] == pytest.approx(summary["uar"])
-    figures = [(row["_step"], tag, row[f"{tag}/path"]) for row in rows for tag in ("experts/mean_gate", "test/confusion")
-               if row.get(f"{tag}/_type") == "image-file"]  # an image: its PNG copied into the run's files
+    figures = [
+        (row["_step"], tag, row[f"{tag}/path"])
+        for row in rows
+        for tag in ("experts/mean_gate", "test/confusion")
+        if row.get(f"{tag}/_type") == "image-file"
+    ]  # an image: its PNG copied into the run's files
     assert [(s, t) for s, t, _ in figures] == [(3, "experts/mean_gate"), (6, "experts/mean_gate"), (6, "test/confusion")]
     assert all(any((r / "files" / path).is_file() for r in runs) for *_, path in figures)
 

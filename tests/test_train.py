@@ -9,8 +9,8 @@ import torch
 from pipelines import Augment, JointLoader, Loader, LoaderConfig, open_dataset
 from pipelines.mixing import BatchMixer
 from preprocess.manifest import parse_manifest
-from preprocess.shards.folder import finalize
 from preprocess.run import run_shards
+from preprocess.shards.folder import finalize
 from s4d import build_model
 from s4d.eval import predict, scores
 from s4d.train import NonFiniteLoss, OptimConfig, build_mae_optimizer, build_optimizer, build_scheduler, train_epoch
@@ -120,17 +120,47 @@ def test_loss_weight_one_on_both_tasks_unless_alpha():
     assert loss(video) == pytest.approx(ce["video"], rel=1e-5) and loss(image) == pytest.approx(ce["image"], rel=1e-5)
     assert loss(video, alpha=0.3) == pytest.approx(0.3 * ce["video"], rel=1e-5)
     assert loss(image, alpha=0.3) == pytest.approx(0.7 * ce["image"], rel=1e-5)
-    opts = dict(manifest="m.json", out=None, fold=None, variant="s4d", size="debug", epochs=1, video_batch=1, image_batch=1, sfer=False,
-                init=None, data_root=None, seed=0, lr=4e-5, backend="torch", amp="auto", compile_=False, accum=1, alpha=None,
-                select="last", val_fraction=0.1, select_metric="uar", threads=None, tensorboard=True, wandb=None)
+    opts = dict(
+        manifest="m.json",
+        out=None,
+        fold=None,
+        variant="s4d",
+        size="debug",
+        epochs=1,
+        video_batch=1,
+        image_batch=1,
+        sfer=False,
+        init=None,
+        data_root=None,
+        seed=0,
+        lr=4e-5,
+        backend="torch",
+        amp="auto",
+        compile_=False,
+        accum=1,
+        alpha=None,
+        select="last",
+        val_fraction=0.1,
+        select_metric="uar",
+        threads=None,
+        tensorboard=True,
+        wandb=None,
+    )
     assert train_config(**opts).alpha is None and train_config(**{**opts, "alpha": 0.3}).alpha == 0.3
     with pytest.raises(ValueError, match="alpha must be in"):
         TrainConfig(manifest="m", out="o", alpha=1.5)
 
 
 def _manifest(tmp, name, modality, classes, **extra):
-    raw = {"name": name, "modality": modality, "classes": classes, "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
-           "partitions": ["train", "test"], "folds": {"main": {"train": ["train"], "test": ["test"]}}, **extra}
+    raw = {
+        "name": name,
+        "modality": modality,
+        "classes": classes,
+        "layout": {"adapter": "csv", "options": {"csv": "list.csv"}},
+        "partitions": ["train", "test"],
+        "folds": {"main": {"train": ["train"], "test": ["test"]}},
+        **extra,
+    }
     return parse_manifest(raw, tmp / f"{name}.json")
 
 
@@ -195,9 +225,11 @@ def test_joint_epoch_with_mixup_and_image_head(colour_task, tmp_path):
     m, out = colour_task
     mi = make_stills(tmp_path, tmp_path / "out", 8)
     video = Loader(open_dataset(m, out, role="train"), LoaderConfig(batch_size=4, train=True, size=64, frames=4, stride=2), backend="torch")
-    image = Loader(open_dataset(mi, tmp_path / "out", role="train"),
-                   LoaderConfig(batch_size=4, train=True, size=64, image_resize=64, class_balanced=True, augment=Augment.image()),
-                   backend="torch")
+    image = Loader(
+        open_dataset(mi, tmp_path / "out", role="train"),
+        LoaderConfig(batch_size=4, train=True, size=64, image_resize=64, class_balanced=True, augment=Augment.image()),
+        backend="torch",
+    )
     joint = JointLoader(video, image, proportion=0.5)
     model = build_model("s4d", "debug", video_classes=2, image_classes=2)
     opt = build_optimizer(model, OptimConfig(), global_batch=4)
@@ -245,8 +277,18 @@ def _run_cfg(m, shards, tmp, **kw):
 
     path = tmp / "colour.json"
     path.write_text(_json.dumps(m.to_dict()))
-    base = dict(manifest=str(path), out=str(tmp / "run"), size="debug", epochs=2, video_batch=4, sfer=False, augment=False,
-                data_root=str(shards.parent), optim=OptimConfig(base_lr=1e-3, warmup_epochs=0), backend="torch")
+    base = dict(
+        manifest=str(path),
+        out=str(tmp / "run"),
+        size="debug",
+        epochs=2,
+        video_batch=4,
+        sfer=False,
+        augment=False,
+        data_root=str(shards.parent),
+        optim=OptimConfig(base_lr=1e-3, warmup_epochs=0),
+        backend="torch",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -308,12 +350,43 @@ def test_cross_validation_pools_folds(tmp_path):
         rows.append(f"v{i}.webm,{'warm' if i % 2 == 0 else 'cold'},{'abc'[i % 3]}")
     (raw / "list.csv").write_text("\n".join(rows) + "\n")
     runner = CliRunner()
-    res = runner.invoke(app, ["shards", "--csv", str(raw / "list.csv"), "--no-align", "--size", "64", "--frames", "4", "--stride", "2",
-                              "--data-root", str(tmp_path / "data")])
+    res = runner.invoke(
+        app,
+        [
+            "shards",
+            "--csv",
+            str(raw / "list.csv"),
+            "--no-align",
+            "--size",
+            "64",
+            "--frames",
+            "4",
+            "--stride",
+            "2",
+            "--data-root",
+            str(tmp_path / "data"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     manifest = tmp_path / "data" / "list" / "manifest.json"  # own data: the manifest lives beside its shards
-    args = ["cv", "--manifest", str(manifest), "--size", "debug", "--epochs", "1", "--video-batch", "2", "--no-sfer",
-            "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "cv"), "--backend", "torch"]
+    args = [
+        "cv",
+        "--manifest",
+        str(manifest),
+        "--size",
+        "debug",
+        "--epochs",
+        "1",
+        "--video-batch",
+        "2",
+        "--no-sfer",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "cv"),
+        "--backend",
+        "torch",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "cv" / "summary.json").read_text())
@@ -336,15 +409,25 @@ def test_cross_validation_pools_folds(tmp_path):
     assert '- name: "cv-fold_a"' in card and "fold `a`" in card
     res = runner.invoke(app, args)  # re-run: every fold is kept, only pooling runs
     assert res.exit_code == 0 and res.output.count("done before, kept") == 3
-    res = runner.invoke(app, [*args[:args.index("--epochs") + 1], "2", *args[args.index("--epochs") + 2:]])
+    res = runner.invoke(app, [*args[: args.index("--epochs") + 1], "2", *args[args.index("--epochs") + 2 :]])
     assert res.exit_code == 2 and "different settings (epochs)" in res.output  # kept folds must match the command
 
     import os
     import subprocess
     import sys
 
-    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29521", "-m", "s4d",
-           *[a if a != str(tmp_path / "cv") else str(tmp_path / "cv_ddp") for a in args]]
+    ddp = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29521",
+        "-m",
+        "s4d",
+        *[a if a != str(tmp_path / "cv") else str(tmp_path / "cv_ddp") for a in args],
+    ]
     res = subprocess.run(ddp, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("fold a: training") == 1  # rank 0 speaks
@@ -367,9 +450,35 @@ def test_two_process_ddp_with_torchrun(colour_task, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(out, data / "colour")
     (tmp_path / "colour.json").write_text(json.dumps(m.to_dict()))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "s4d", "train",
-           "--manifest", str(tmp_path / "colour.json"), "--size", "debug", "--epochs", "2", "--video-batch", "2", "--no-sfer",
-           "--data-root", str(data), "--out", str(tmp_path / "ddp"), "--backend", "torch", "--lr", "1e-3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "s4d",
+        "train",
+        "--manifest",
+        str(tmp_path / "colour.json"),
+        "--size",
+        "debug",
+        "--epochs",
+        "2",
+        "--video-batch",
+        "2",
+        "--no-sfer",
+        "--data-root",
+        str(data),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--backend",
+        "torch",
+        "--lr",
+        "1e-3",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -390,8 +499,8 @@ def test_eval_command_and_cross_task_mapping(colour_task, tmp_path):
 
     from s4d import save_checkpoint
     from s4d.cli import app
-    from s4d.models import model_config
     from s4d.eval.evaluate import head_columns
+    from s4d.models import model_config
 
     assert head_columns(("happy", "sad", "contempt"), ("neutral", "happiness", "sadness")) == [1, 2, None]
     m, out = colour_task
@@ -454,8 +563,27 @@ def test_sigterm_stops_training_and_the_same_command_resumes(colour_task, tmp_pa
     data = tmp_path / "data"
     shutil.copytree(out, data / "colour")
     (tmp_path / "colour.json").write_text(json.dumps(m.to_dict()))
-    cmd = [sys.executable, "-m", "s4d", "train", "--manifest", str(tmp_path / "colour.json"), "--size", "debug", "--epochs", "40",
-           "--video-batch", "4", "--no-sfer", "--data-root", str(data), "--out", str(tmp_path / "r"), "--backend", "torch"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "s4d",
+        "train",
+        "--manifest",
+        str(tmp_path / "colour.json"),
+        "--size",
+        "debug",
+        "--epochs",
+        "40",
+        "--video-batch",
+        "4",
+        "--no-sfer",
+        "--data-root",
+        str(data),
+        "--out",
+        str(tmp_path / "r"),
+        "--backend",
+        "torch",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     metrics = tmp_path / "r" / "metrics.jsonl"
     deadline = time.time() + 120
@@ -466,7 +594,7 @@ def test_sigterm_stops_training_and_the_same_command_resumes(colour_task, tmp_pa
     assert proc.returncode == 130 and "re-run the same command" in err
     done = len(metrics.read_text().splitlines())
     assert 2 <= done < 40
-    res = subprocess.run([*cmd[:cmd.index("--epochs") + 1], str(done + 1), *cmd[cmd.index("--epochs") + 2:]], capture_output=True, text=True)
+    res = subprocess.run([*cmd[: cmd.index("--epochs") + 1], str(done + 1), *cmd[cmd.index("--epochs") + 2 :]], capture_output=True, text=True)
     assert res.returncode == 2 and "different settings (epochs)" in res.stderr  # a changed command does not silently resume
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0 and f"resuming from epoch {done}" in res.stdout
@@ -479,8 +607,8 @@ def test_pretrain_on_a_mixture_then_finetune_from_it(colour_task, tmp_path):
 
     from s4d import load_model
     from s4d.models import PretrainMAE
-    from s4d.train.finetune import train
     from s4d.train.config import PretrainConfig
+    from s4d.train.finetune import train
     from s4d.train.pretrain import pretrain
 
     m, out = colour_task
@@ -489,10 +617,19 @@ def test_pretrain_on_a_mixture_then_finetune_from_it(colour_task, tmp_path):
     stills = make_stills(tmp_path, data / "stills", 6)
     (tmp_path / "colour.json").write_text(json.dumps(m.to_dict()))
     (tmp_path / "stills.json").write_text(json.dumps(stills.to_dict()))
-    (tmp_path / "mix.json").write_text(json.dumps({"name": "mix", "sources": [
-        {"manifest": "colour.json", "share": 0.5, "repeat": 2}, {"manifest": "stills.json", "share": 1.0}]}))
-    cfg = PretrainConfig(mixture=str(tmp_path / "mix.json"), out=str(tmp_path / "pre"), size="debug", epochs=2, video_batch=2,
-                         image_batch=2, data_root=str(data), backend="torch")
+    (tmp_path / "mix.json").write_text(
+        json.dumps({"name": "mix", "sources": [{"manifest": "colour.json", "share": 0.5, "repeat": 2}, {"manifest": "stills.json", "share": 1.0}]})
+    )
+    cfg = PretrainConfig(
+        mixture=str(tmp_path / "mix.json"),
+        out=str(tmp_path / "pre"),
+        size="debug",
+        epochs=2,
+        video_batch=2,
+        image_batch=2,
+        data_root=str(data),
+        backend="torch",
+    )
     lines = []
     assert pretrain(cfg, log=lines.append)
     assert "colour 3 batches, stills 3 batches per epoch" in lines[0]  # 12 clips / 2 x 0.5; 6 images / 2
@@ -529,10 +666,22 @@ def test_ddp_resume_is_exact(colour_task, tmp_path):
     shutil.copytree(out, data / "colour")
     (tmp_path / "colour.json").write_text(json.dumps(m.to_dict()))
     job = Path(__file__).with_name("ddp_resume_job.py")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519", str(job),
-           str(tmp_path / "colour.json"), str(data), str(tmp_path / "runs")]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1",
-                                                                                 "PYTHONPATH": str(job.parent.parent)})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29519",
+        str(job),
+        str(tmp_path / "colour.json"),
+        str(data),
+        str(tmp_path / "runs"),
+    ]
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(job.parent.parent)}
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads(res.stdout.strip().splitlines()[-1])
     assert result["identical"] and result["losses"][0] == result["losses"][1]  # Mixup RNG restored per rank
@@ -614,8 +763,9 @@ def test_ddp_gradient_accumulation_keeps_ranks_identical():
 
     job = Path(__file__).with_name("ddp_accum_job.py")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29521", str(job)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1",
-                                                                                 "PYTHONPATH": str(job.parent.parent)})
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(job.parent.parent)}
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads(res.stdout.strip().splitlines()[-1]) == {"steps": 2, "agree": True}
 

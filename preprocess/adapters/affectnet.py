@@ -21,8 +21,9 @@ def list_affectnet(root: Path, manifest: Manifest) -> AdapterResult:
     images = root / opts.get("images_dir", "Manually_Annotated_Images")
     lists = root / opts.get("lists_dir", "Manually_Annotated_file_lists")
     use_box = bool(opts.get("crop_to_face_box", True))
-    result = AdapterResult(layout="official", label_base=0, paths={"lists": lists.relative_to(root).as_posix(),
-                                                                  "images": images.relative_to(root).as_posix()})
+    result = AdapterResult(
+        layout="official", label_base=0, paths={"lists": lists.relative_to(root).as_posix(), "images": images.relative_to(root).as_posix()}
+    )
     for partition in manifest.partitions:
         path = lists / f"{partition}.csv"
         if not path.is_file():

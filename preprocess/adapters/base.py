@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from ..manifest import ManifestError
 from ..errors import InputError
+from ..manifest import ManifestError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
@@ -79,8 +79,9 @@ def read_text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise ManifestError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save it as UTF-8 "
-                            "(e.g. iconv -f latin1 -t utf-8)") from None
+        raise ManifestError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def csv_rows(path: Path) -> csv.DictReader:
@@ -109,6 +110,7 @@ def media_kind(path: Path) -> Literal["video", "frames", "image"]:
 
 # ----------------------------------------------------------------------------- finding a form
 
+
 def option_list(opts: dict[str, Any], key: str, default: Iterable[str], dataset: str) -> tuple[str, ...]:
     """A layout option that names one path or a list of candidate paths."""
     value = opts.get(key, tuple(default))
@@ -122,9 +124,7 @@ def _shown(template: str) -> str:
     return template.replace("{role}", "{train,test}").replace("{k}", "{1..5}")
 
 
-def locate_splits(
-    root: Path, dataset: str, forms: dict[str, tuple[str, ...]], pinned: Any, files: list[dict[str, Any]]
-) -> tuple[str, str]:
+def locate_splits(root: Path, dataset: str, forms: dict[str, tuple[str, ...]], pinned: Any, files: list[dict[str, Any]]) -> tuple[str, str]:
     """The first form and path template (``{role}``, ``{k}`` placeholders) under which every split
     file exists. ``pinned`` (layout.options.form) restricts the search to one form. When none
     is complete, one error lists every place searched."""
@@ -141,8 +141,10 @@ def locate_splits(
                 return form, template
             partial = f" (incomplete: {missing[0].relative_to(root)} missing)" if len(missing) < len(paths) else ""
             searched.append(f"{form}: {_shown(template)}{partial}")
-    raise ManifestError(f"{dataset}: no split files found under {root}; searched {'; '.join(searched)} "
-                        "(pin the form or the paths with layout.options in the manifest)")
+    raise ManifestError(
+        f"{dataset}: no split files found under {root}; searched {'; '.join(searched)} "
+        "(pin the form or the paths with layout.options in the manifest)"
+    )
 
 
 def locate_dir(root: Path, candidates: tuple[str, ...], dataset: str, what: str) -> Path:
@@ -150,8 +152,9 @@ def locate_dir(root: Path, candidates: tuple[str, ...], dataset: str, what: str)
     for rel in candidates:
         if (root / rel).is_dir():
             return root / rel
-    raise ManifestError(f"{dataset}: no {what} folder under {root}; searched {', '.join(candidates)} "
-                        "(set layout.options in the manifest if yours lives elsewhere)")
+    raise ManifestError(
+        f"{dataset}: no {what} folder under {root}; searched {', '.join(candidates)} (set layout.options in the manifest if yours lives elsewhere)"
+    )
 
 
 # ----------------------------------------------------------------------------- reading split files
@@ -222,12 +225,16 @@ def detect_label_base(rows: Iterable[Row], n_classes: int, pinned: Any, dataset:
         return int(pinned)
     span = f"{min(values)}..{max(values)}" if values else "none"
     if 0 in values and n_classes in values:
-        raise ManifestError(f"{dataset}: labels span {span}, more values than the {n_classes} classes; "
-                            "check the split files or set layout.options.label_base to 0 or 1")
+        raise ManifestError(
+            f"{dataset}: labels span {span}, more values than the {n_classes} classes; "
+            "check the split files or set layout.options.label_base to 0 or 1"
+        )
     if 0 in values or n_classes in values:
         return 0 if 0 in values else 1
-    raise ManifestError(f"{dataset}: numeric labels {span} could be 0-based or 1-based for {n_classes} classes; "
-                        "set layout.options.label_base to 0 or 1 in the manifest")
+    raise ManifestError(
+        f"{dataset}: numeric labels {span} could be 0-based or 1-based for {n_classes} classes; "
+        "set layout.options.label_base to 0 or 1 in the manifest"
+    )
 
 
 def numeric_label(row: Row, base: int, order: tuple[str, ...], manifest_classes: tuple[str, ...], result: AdapterResult) -> int | None:

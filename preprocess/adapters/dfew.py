@@ -16,8 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..manifest import Manifest
-from .base import (AdapterResult, RawSample, Row, clip_name, detect_label_base, locate_dir,
-                   numeric_label, option_list)
+from .base import AdapterResult, RawSample, Row, clip_name, detect_label_base, locate_dir, numeric_label, option_list
 from .folds import collect_folds, locate_fold_splits, read_fold_tables
 
 DFEW_ORDER = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")  # the files' label order (1..7 / 0..6)

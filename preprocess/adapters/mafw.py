@@ -12,12 +12,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..manifest import Manifest, ManifestError
-from .base import (AdapterResult, RawSample, Row, clip_name, detect_label_base, named_label,
-                   numeric_label, sanitise_key)
+from .base import AdapterResult, RawSample, Row, clip_name, detect_label_base, named_label, numeric_label, sanitise_key
 from .folds import collect_folds, locate_fold_splits, read_fold_tables
 
-MAFW_ORDER = ("anger", "anxiety", "contempt", "disappointment", "disgust", "fear", "happiness", "helplessness", "neutral",
-              "sadness", "surprise")  # the authors' numbering (alphabetical)
+MAFW_ORDER = (
+    "anger",
+    "anxiety",
+    "contempt",
+    "disappointment",
+    "disgust",
+    "fear",
+    "happiness",
+    "helplessness",
+    "neutral",
+    "sadness",
+    "surprise",
+)  # the authors' numbering (alphabetical)
 OFFICIAL = ("split/single/no_caption/set_{k}/{role}.txt",)
 AUTHORS = ("anno/single/no_caption/set_{k}/{role}.csv",)
 
@@ -28,15 +38,17 @@ def list_mafw(root: Path, manifest: Manifest) -> AdapterResult:
     clips = root / opts.get("clips_dir", "data/clips")
     frames = root / opts.get("frames_dir", "data/frames")
     if not clips.is_dir() and not frames.is_dir():
-        raise ManifestError(f"mafw: no clip or frame folder under {root}; searched {clips.relative_to(root)}, "
-                            f"{frames.relative_to(root)} (set layout.options.clips_dir / frames_dir in the manifest)")
-    result = AdapterResult(layout=form, paths={"splits": template, "clips": clips.relative_to(root).as_posix(),
-                                               "frames": frames.relative_to(root).as_posix()})
+        raise ManifestError(
+            f"mafw: no clip or frame folder under {root}; searched {clips.relative_to(root)}, "
+            f"{frames.relative_to(root)} (set layout.options.clips_dir / frames_dir in the manifest)"
+        )
+    result = AdapterResult(
+        layout=form, paths={"splits": template, "clips": clips.relative_to(root).as_posix(), "frames": frames.relative_to(root).as_posix()}
+    )
     tables = read_fold_tables(root, template, folds, result)
     numeric = form == "authors" or opts.get("label_base") not in (None, "auto", "names")
     if numeric:
-        result.label_base = detect_label_base((r for rows in tables.values() for r in rows), len(MAFW_ORDER),
-                                              opts.get("label_base"), "mafw", result)
+        result.label_base = detect_label_base((r for rows in tables.values() for r in rows), len(MAFW_ORDER), opts.get("label_base"), "mafw", result)
 
     def read(row: Row) -> tuple[str, int] | None:
         if numeric:

@@ -102,8 +102,10 @@ def read_index(folder: Path, columns: list[str]) -> dict[str, list]:
         index_version(path, pq.read_schema(path).metadata)
         return pq.read_table(path, columns=columns).to_pydict()
     except (OSError, pa.ArrowException, KeyError) as err:
-        raise ManifestError(f"{path}: unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}); "
-                            "re-run `s4d shards --merge-only` to rewrite it") from None
+        raise ManifestError(
+            f"{path}: unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}); "
+            "re-run `s4d shards --merge-only` to rewrite it"
+        ) from None
 
 
 def finalize(manifest: Manifest, out_dir: Path) -> dict[str, Any]:
@@ -118,8 +120,10 @@ def finalize(manifest: Manifest, out_dir: Path) -> dict[str, Any]:
     if not isinstance(plan, dict) or not isinstance(plan.get("shards"), dict):
         raise ManifestError(f"{plan_path}: not a shard plan; remove it and the shards beside it, or use a new --out")
     if plan.get("manifest") != manifest.name or plan.get("classes") != list(manifest.classes):
-        raise ManifestError(f"{plan_path}: written for manifest {plan.get('manifest')!r} with classes {plan.get('classes')}, "
-                            f"not {manifest.name!r} with {list(manifest.classes)}")
+        raise ManifestError(
+            f"{plan_path}: written for manifest {plan.get('manifest')!r} with classes {plan.get('classes')}, "
+            f"not {manifest.name!r} with {list(manifest.classes)}"
+        )
     for name in plan["shards"]:  # names read back from a file in the folder: they must stay in it
         check_name(name, "shards", plan_path)
     missing = [name for name in plan["shards"] if not record_path(out_dir, name).is_file()]
@@ -140,16 +144,12 @@ def finalize(manifest: Manifest, out_dir: Path) -> dict[str, Any]:
     summary = {
         SUMMARY_FIELD: FORMAT_VERSION,
         "manifest": manifest.name,
-        "shards": [
-            {k: rec[k] for k in ("file", "partition", "count", "bytes", "sha256")} for rec in records if rec["file"]
-        ],
+        "shards": [{k: rec[k] for k in ("file", "partition", "count", "bytes", "sha256")} for rec in records if rec["file"]],
         "counts": {p: counts.get(p, 0) for p in manifest.partitions},
         "classes": list(manifest.classes),
         "problems": problems,
         "excluded": plan["excluded"],
-        "expected_mismatch": {
-            p: {"expected": n, "written": counts.get(p, 0)} for p, n in manifest.expected.items() if counts.get(p, 0) != n
-        },
+        "expected_mismatch": {p: {"expected": n, "written": counts.get(p, 0)} for p, n in manifest.expected.items() if counts.get(p, 0) != n},
     }
     write_json_atomic(out_dir / "shards.json", summary)
     return summary
@@ -255,6 +255,8 @@ def shortfalls(summary: dict[str, Any], max_skipped: float) -> list[str]:
     kept = sum(k for k, _ in per.values())
     skipped = sum(s for _, s in per.values())
     if kept + skipped and skipped / (kept + skipped) > max_skipped:
-        reasons.append(f"{skipped} of {kept + skipped} samples skipped ({100 * skipped / (kept + skipped):.1f}% > "
-                       f"--max-skipped {100 * max_skipped:.0f}%); reasons in shards.json")
+        reasons.append(
+            f"{skipped} of {kept + skipped} samples skipped ({100 * skipped / (kept + skipped):.1f}% > "
+            f"--max-skipped {100 * max_skipped:.0f}%); reasons in shards.json"
+        )
     return reasons

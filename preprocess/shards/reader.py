@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from ..errors import InputError
 
 
@@ -64,8 +65,10 @@ def _index_line(idx_path: Path, n: int, line: str, tar_size: int) -> tuple[str |
             raise ShardError(f"{idx_path}:{n}: malformed index line; {REBUILD_IDX}")
         off, size = int(off), int(size)
         if off + size > tar_size:
-            raise ShardError(f"{idx_path}:{n}: sample {name} ends at byte {off + size} but {idx_path.with_suffix('.tar').name} "
-                             f"has {tar_size} bytes (the index does not fit its tar); {REBUILD_IDX}")
+            raise ShardError(
+                f"{idx_path}:{n}: sample {name} ends at byte {off + size} but {idx_path.with_suffix('.tar').name} "
+                f"has {tar_size} bytes (the index does not fit its tar); {REBUILD_IDX}"
+            )
         key = name[: -len(ext) - 1]
         parts[ext] = (off, size)
     return key, parts

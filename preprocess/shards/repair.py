@@ -43,8 +43,7 @@ def repair_finished(out_dir: Path, names: list[str], on_repair: Callable[[str], 
     if stale is not None:
         for merged in MERGED:
             (out_dir / merged).unlink(missing_ok=True)
-        lines.append(f"{out_dir / 'shards.json'}: removed with index.parquet ({stale}); re-run the part that holds it, "
-                     "then the merge rewrites both")
+        lines.append(f"{out_dir / 'shards.json'}: removed with index.parquet ({stale}); re-run the part that holds it, then the merge rewrites both")
         if on_repair is not None:
             on_repair(lines[-1])
     return lines

@@ -66,8 +66,9 @@ def _index(path: Path) -> dict[str, list]:
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as err:
-        raise ManifestError(f"{path}: unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
-                            "re-run `s4d shards --merge-only` to rewrite it") from None
+        raise ManifestError(
+            f"{path}: unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120]}); re-run `s4d shards --merge-only` to rewrite it"
+        ) from None
     index_version(path, table.schema.metadata)
     missing = [c for c in INDEX_COLUMNS if c not in table.column_names]
     if missing:
@@ -154,16 +155,20 @@ def _deep(manifest: Manifest, folder: Path, summary: dict[str, Any], index: dict
 
 def label_mismatch(index_path: Path, key: str, label: int, frames: int, info: dict[str, int], shard: str) -> ManifestError:
     """The one-line error for an index row that disagrees with its sample's own ``.info`` record."""
-    return ManifestError(f"{index_path}: sample {key}: label {label}, {frames} frames, but its own record in {shard} says "
-                         f"label {info['label']}, {info['frames']} frames; re-run `s4d shards --merge-only` to rewrite "
-                         "index.parquet from the shard records (`s4d inspect --verify` checks every sample)")
+    return ManifestError(
+        f"{index_path}: sample {key}: label {label}, {frames} frames, but its own record in {shard} says "
+        f"label {info['label']}, {info['frames']} frames; re-run `s4d shards --merge-only` to rewrite "
+        "index.parquet from the shard records (`s4d inspect --verify` checks every sample)"
+    )
 
 
 def _info(raw: bytes, tar: Path, key: str) -> dict[str, int]:
     """A sample's ``.info`` record (16 bytes) unpacked; any other size is one line naming the tar."""
     if len(raw) != INFO_BYTES:
-        raise ManifestError(f"{tar}: sample {key}: .info record is {len(raw)} bytes, not {INFO_BYTES} (corrupt shard or .idx); "
-                            "re-run `s4d shards` to repair the folder")
+        raise ManifestError(
+            f"{tar}: sample {key}: .info record is {len(raw)} bytes, not {INFO_BYTES} (corrupt shard or .idx); "
+            "re-run `s4d shards` to repair the folder"
+        )
     return unpack_info(raw)
 
 
@@ -174,8 +179,7 @@ def spot_positions(n: int, k: int = SPOT_CHECKS) -> list[int]:
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
 
 
-def spot_check(index_path: Path, reader: ShardReader, rows: list[tuple[str, str, int, int]], classes: int,
-               k: int = SPOT_CHECKS) -> None:
+def spot_check(index_path: Path, reader: ShardReader, rows: list[tuple[str, str, int, int]], classes: int, k: int = SPOT_CHECKS) -> None:
     """Cheap check of ``index.parquet`` against the shards, for every open: per shard, ``k``
     of its ``rows`` (key, shard file, label, frames) are read through the ``.idx`` offsets and
     their ``.info`` record compared (a few small reads per shard; no hashing). A record that
@@ -189,11 +193,15 @@ def spot_check(index_path: Path, reader: ShardReader, rows: list[tuple[str, str,
             key, label, frames = members[i]
             loc = reader.locations.get(key)
             if loc is None or reader.paths[loc.shard].name != shard or "info" not in loc.parts:
-                raise ManifestError(f"{index_path}: sample {key} is listed under {shard}, but {shard} has no such sample "
-                                    "(by its .idx); re-run `s4d shards` to repair the folder")
+                raise ManifestError(
+                    f"{index_path}: sample {key} is listed under {shard}, but {shard} has no such sample "
+                    "(by its .idx); re-run `s4d shards` to repair the folder"
+                )
             info = _info(bytes(reader.get(key, "info")), reader.paths[loc.shard], key)
             if not -1 <= info["label"] < classes or info["frames"] < 1:
-                raise ShardError(f"{reader.paths[loc.shard]}: sample {key}: its .info record is garbage (label {info['label']}, "
-                                 f"{info['frames']} frames): the tar is corrupt; re-run `s4d shards` to rebuild it")
+                raise ShardError(
+                    f"{reader.paths[loc.shard]}: sample {key}: its .info record is garbage (label {info['label']}, "
+                    f"{info['frames']} frames): the tar is corrupt; re-run `s4d shards` to rebuild it"
+                )
             if (info["label"], info["frames"]) != (label, frames):
                 raise label_mismatch(index_path, key, label, frames, info, shard)

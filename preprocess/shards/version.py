@@ -34,10 +34,10 @@ def check_version(path: str | Path, found: Any) -> int:
         if found in READABLE:
             return found
         if found > FORMAT_VERSION:
-            raise FormatVersionError(f"{path}: shard format version {found} is newer than this s4d reads "
-                                     f"({FORMAT_VERSION}); upgrade s4d")
-    raise FormatVersionError(f"{path}: shard format version {found!r:.40} is not one this s4d reads ({FORMAT_VERSION}); "
-                             "re-run `s4d shards` to rebuild")
+            raise FormatVersionError(f"{path}: shard format version {found} is newer than this s4d reads ({FORMAT_VERSION}); upgrade s4d")
+    raise FormatVersionError(
+        f"{path}: shard format version {found!r:.40} is not one this s4d reads ({FORMAT_VERSION}); re-run `s4d shards` to rebuild"
+    )
 
 
 def index_version(path: str | Path, metadata: dict[bytes, bytes] | None) -> int:

@@ -14,8 +14,8 @@ from pipelines import Loader, open_dataset
 from preprocess.manifest import Manifest, ManifestError, load_manifest, load_sfer
 
 from ..checkpoint import load_classifier
-from ..eval.data import eval_loader_config, shard_folder
 from ..checkpoint.finite import check_finite
+from ..eval.data import eval_loader_config, shard_folder
 from ..eval.protocol import flat_clips, video_mean
 from ..models import Classifier
 from ..runtime import autocast, autocast_dtype, dali_device_id, resolve_device
@@ -59,8 +59,17 @@ def _task_data(m: Manifest, manifest_arg: str, fold: str | None, data_root: str 
     return open_dataset(m, shard_folder(m, data_root, manifest_arg), fold, role).sample(limit), f"{fold}/{role}"
 
 
-def collect_tasks(checkpoint: str, manifest: str, *, fold: str | None = None, data_root: str | None = None, limit: int = 1000,
-                  backend: str = "auto", batch_size: int = 8, device: str = "auto") -> dict[str, Any]:
+def collect_tasks(
+    checkpoint: str,
+    manifest: str,
+    *,
+    fold: str | None = None,
+    data_root: str | None = None,
+    limit: int = 1000,
+    backend: str = "auto",
+    batch_size: int = 8,
+    device: str = "auto",
+) -> dict[str, Any]:
     """Runs the model over the video manifest and its still-image source (if any)."""
     m = load_manifest(manifest)
     if m.modality != "video":

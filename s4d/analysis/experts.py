@@ -23,9 +23,13 @@ def analyze_experts(collected: dict[str, Any], out: Path, title: str, *, force: 
         raise ManifestError("this model has no MoAE layers (a plain ViT baseline): nothing to analyse")
     layers = list(model.config.moae.blocks)
     by_task = {task: t["data"].gates.mean(axis=1) for task, t in collected["tasks"].items()}  # (layers, E)
-    result = {"layers": layers, "experts": model.config.moae.num_experts, "top_k": model.config.moae.top_k,
-              "samples": {task: int(len(t["data"].labels)) for task, t in collected["tasks"].items()},
-              "mean_gate": {task: v.round(6).tolist() for task, v in by_task.items()}}
+    result = {
+        "layers": layers,
+        "experts": model.config.moae.num_experts,
+        "top_k": model.config.moae.top_k,
+        "samples": {task: int(len(t["data"].labels)) for task, t in collected["tasks"].items()},
+        "mean_gate": {task: v.round(6).tolist() for task, v in by_task.items()},
+    }
     if len(by_task) == 2:  # how differently the tasks route: half the L1 distance of the normalised gate profiles
         v, i = by_task["video"], by_task["image"]
         tv = 0.5 * np.abs(v / v.sum(1, keepdims=True) - i / i.sum(1, keepdims=True)).sum(1)

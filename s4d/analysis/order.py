@@ -34,8 +34,17 @@ def shuffle_frames(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def frame_order_test(checkpoint: str, manifest: str, *, fold: str | None = None, data_root: str | None = None, backend: str = "auto",
-                     batch_size: int = 8, seed: int = 0, device: str = "auto") -> dict[str, Any]:
+def frame_order_test(
+    checkpoint: str,
+    manifest: str,
+    *,
+    fold: str | None = None,
+    data_root: str | None = None,
+    backend: str = "auto",
+    batch_size: int = 8,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict[str, Any]:
     """Does the model use time? The test split scored twice: frames in order, and the same
     frames in a random order per clip (never the identity). Classes told apart only by the order
     of their frames fall to chance when shuffled; a model blind to time scores the same both ways."""
@@ -45,8 +54,10 @@ def frame_order_test(checkpoint: str, manifest: str, *, fold: str | None = None,
         raise ManifestError(f"{checkpoint} on {m.name}: the frame-order test needs a video manifest")
     head = tuple(model.config.class_names.get("video", ()))
     if (head and head != m.classes) or model.config.heads["video"] != len(m.classes):
-        raise ManifestError(f"{checkpoint}: its video head ({', '.join(head) or model.config.heads['video']}) does not "
-                            f"predict {m.name}'s classes ({', '.join(m.classes)}); the frame-order test needs the same classes")
+        raise ManifestError(
+            f"{checkpoint}: its video head ({', '.join(head) or model.config.heads['video']}) does not "
+            f"predict {m.name}'s classes ({', '.join(m.classes)}); the frame-order test needs the same classes"
+        )
     dev = resolve_device(device)
     model = model.to(dev).eval()
     fold = m.fold_name(fold)
@@ -62,8 +73,14 @@ def frame_order_test(checkpoint: str, manifest: str, *, fold: str | None = None,
     y = np.concatenate(labels)
     a = scores(y, np.concatenate(ordered), len(m.classes))
     b = scores(y, np.concatenate(shuffled), len(m.classes))
-    return {"classes": list(m.classes), "count": int(len(y)), "uar": a["uar"], "uar_shuffled": b["uar"],
-            "recall": dict(zip(m.classes, a["recall"])), "recall_shuffled": dict(zip(m.classes, b["recall"]))}
+    return {
+        "classes": list(m.classes),
+        "count": int(len(y)),
+        "uar": a["uar"],
+        "uar_shuffled": b["uar"],
+        "recall": dict(zip(m.classes, a["recall"])),
+        "recall_shuffled": dict(zip(m.classes, b["recall"])),
+    }
 
 
 def write_frame_order(result: dict[str, Any], out: Path, *, force: bool = False) -> Path:

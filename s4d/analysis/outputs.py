@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from preprocess.ownership import check, claim
 from preprocess.safe_io import write_text
 from preprocess.safe_json import dumps
 
-from preprocess.ownership import check, claim
 from . import WRITES
 
 

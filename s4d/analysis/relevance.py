@@ -36,13 +36,14 @@ def analyze_relevance(collected: dict[str, Any], out: Path, title: str, *, force
         raise ManifestError("the manifest names no still-image (sfer) source: task relevance needs both")
     v, i = tasks["video"], tasks["image"]
     v_names, i_names = v["manifest"].classes, i["manifest"].classes
-    sim = cosine(class_centres(v["data"].features, v["data"].labels, len(v_names)),
-                 class_centres(i["data"].features, i["data"].labels, len(i_names)))
-    result = {"video_classes": list(v_names), "image_classes": list(i_names),
-              "cosine": [[None if np.isnan(x) else round(float(x), 6) for x in row] for row in sim],
-              "closest_image_class": {c: (i_names[int(np.nanargmax(row))] if not np.isnan(row).all() else None)
-                                      for c, row in zip(v_names, sim)},
-              "samples": {"video": int(len(v["data"].labels)), "image": int(len(i["data"].labels))}}
+    sim = cosine(class_centres(v["data"].features, v["data"].labels, len(v_names)), class_centres(i["data"].features, i["data"].labels, len(i_names)))
+    result = {
+        "video_classes": list(v_names),
+        "image_classes": list(i_names),
+        "cosine": [[None if np.isnan(x) else round(float(x), 6) for x in row] for row in sim],
+        "closest_image_class": {c: (i_names[int(np.nanargmax(row))] if not np.isnan(row).all() else None) for c, row in zip(v_names, sim)},
+        "samples": {"video": int(len(v["data"].labels)), "image": int(len(i["data"].labels))},
+    }
     write_result(out, "relevance", result, force=force)
     result["plot"] = str(plot_relevance(out / "relevance.png", np.nan_to_num(sim), v_names, i_names, title))
     return result

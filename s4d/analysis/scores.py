@@ -11,9 +11,9 @@ import numpy as np
 
 from preprocess.errors import InputError
 from preprocess.manifest import ManifestError, read_json_file
+from preprocess.ownership import SUBFOLDER
 
 from ..plots import plot_scores
-from preprocess.ownership import SUBFOLDER
 from .outputs import claim_out
 
 
@@ -47,5 +47,10 @@ def analyze_scores(run_dir: Path, out: Path | None = None, *, force: bool = Fals
     classes = list(summary["recall"])
     off = cm - np.diag(np.diag(cm))
     worst = np.unravel_index(off.argmax(), off.shape) if off.any() else None
-    return {"plots": [str(p) for p in plots], "uar": summary["uar"], "war": summary.get("war"), "out": str(out),
-            "most_confused": {"true": classes[worst[0]], "predicted": classes[worst[1]], "count": int(off[worst])} if worst else None}
+    return {
+        "plots": [str(p) for p in plots],
+        "uar": summary["uar"],
+        "war": summary.get("war"),
+        "out": str(out),
+        "most_confused": {"true": classes[worst[0]], "predicted": classes[worst[1]], "count": int(off[worst])} if worst else None,
+    }

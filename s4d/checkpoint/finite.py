@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+
 from preprocess.errors import InputError
 
 
@@ -30,8 +31,10 @@ def check_finite(values: np.ndarray, what: str, keys: list[str] | None = None) -
     if keys is None:
         raise NonFiniteOutput(f"{what} answered NaN or inf; the weights are damaged or the model overflows on this input")
     bad = np.flatnonzero(~ok)
-    err = NonFiniteOutput(f"{what} answered NaN or inf for {len(bad)} of {len(ok)} sample(s), first "
-                          f"{keys[bad[0]]!r}; the weights are damaged or the model overflows on this data")
+    err = NonFiniteOutput(
+        f"{what} answered NaN or inf for {len(bad)} of {len(ok)} sample(s), first "
+        f"{keys[bad[0]]!r}; the weights are damaged or the model overflows on this data"
+    )
     err.key = keys[bad[0]]
     raise err
 

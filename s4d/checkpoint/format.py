@@ -1,7 +1,8 @@
 """Our checkpoint file format, and reading any checkpoint file safely.
 
 ``NAME.safetensors`` (weights) + ``NAME.json`` (``format``, ``format_version`` (readers refuse a
-newer one with one line; a file without it is version 1), the ``config`` that rebuilds the model, what training recorded: epoch, fold, ``input`` settings, selection, and ``sha256`` of the
+newer one with one line; a file without it is version 1), the ``config`` that rebuilds the
+model, what training recorded: epoch, fold, ``input`` settings, selection, and ``sha256`` of the
 tensors, ``finite.tensor_digest``, checked on load; ~0.3 s for a 383 MiB base model). Foreign files
 (``.pt``/``.pth``/``.bin``) are read with ``torch.load(weights_only=True)``: tensors and plain
 data only. Every error names the file.
@@ -89,8 +90,7 @@ def resolve(path: str | os.PathLike) -> Path:
     here, with the command that runs it."""
     local = _resolve_hub(path)
     if local.suffix.lower() == ".onnx":
-        raise CheckpointError(f"{local} is an ONNX export; use `s4d predict --onnx {local} ...` to run it "
-                              "(-c takes a .safetensors/.pt checkpoint)")
+        raise CheckpointError(f"{local} is an ONNX export; use `s4d predict --onnx {local} ...` to run it (-c takes a .safetensors/.pt checkpoint)")
     return local
 
 
@@ -106,8 +106,7 @@ def format_version(meta: dict[str, Any], where: str | os.PathLike) -> int:
     except (TypeError, ValueError):
         raise CheckpointError(f"{where}: format_version {raw!r} is not a whole number; use an intact copy") from None
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"{where}: checkpoint format version {version} is newer than this s4d reads "
-                              f"(up to {FORMAT_VERSION}); upgrade s4d")
+        raise CheckpointError(f"{where}: checkpoint format version {version} is newer than this s4d reads (up to {FORMAT_VERSION}); upgrade s4d")
     return version
 
 
@@ -156,8 +155,10 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any] | None
         if recorded is not None:
             actual = tensor_digest(tensors)
             if actual != recorded and _header_digest(path) != actual:
-                raise CheckpointError(f"{path}: has been modified or damaged since it was saved: sha256 {actual[:16]}... != "
-                                      f"recorded {str(recorded)[:16]}... (in {meta_path.name}); use an intact copy")
+                raise CheckpointError(
+                    f"{path}: has been modified or damaged since it was saved: sha256 {actual[:16]}... != "
+                    f"recorded {str(recorded)[:16]}... (in {meta_path.name}); use an intact copy"
+                )
         return tensors, config
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
@@ -199,8 +200,7 @@ def header_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
 def check_weights_finite(path: Path | str, obj: Any) -> None:
     bad = first_nonfinite(obj)
     if bad is not None:
-        raise CheckpointError(f"{path}: tensor {bad} holds NaN or inf values: the weights are damaged (or the run "
-                              "diverged); use an intact copy")
+        raise CheckpointError(f"{path}: tensor {bad} holds NaN or inf values: the weights are damaged (or the run diverged); use an intact copy")
 
 
 def _first_line(err: BaseException) -> str:

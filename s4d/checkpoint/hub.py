@@ -21,7 +21,7 @@ def is_hub(spec: str | os.PathLike) -> bool:
 def parse(spec: str | os.PathLike) -> tuple[str, str, str | None]:
     """(repo id, path in the repo, revision or None)."""
     text = str(spec)
-    rest = text[len(PREFIX):] if text.startswith(PREFIX) else text[len("hf:/"):]
+    rest = text[len(PREFIX) :] if text.startswith(PREFIX) else text[len("hf:/") :]
     revision = None
     if "@" in rest:
         rest, revision = rest.rsplit("@", 1)

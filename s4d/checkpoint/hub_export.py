@@ -21,9 +21,9 @@ from typing import Any
 
 from preprocess.errors import InputError
 from preprocess.manifest import read_json_file
+from preprocess.ownership import check, claim
 from preprocess.safe_io import open_new, refuse_symlink, write_text
 
-from preprocess.ownership import check, claim
 from .format import checkpoint_meta, read_checkpoint, sidecar
 from .keymap import CheckpointError
 
@@ -43,8 +43,9 @@ def export_hub(run: Path, out: Path, which: str = "last", *, force: bool = False
     check(out, "export-hub", force=force)  # refused before the work
     folds = sorted(p.name for p in run.glob("fold_*") if (p / "checkpoints").is_dir())
     if not (run / "checkpoints").is_dir() and folds:
-        raise InputError(f"{run}: an s4d cv folder holds one model per fold; export one of them, e.g. {run / folds[0]} "
-                         "(its card includes the pooled scores)")
+        raise InputError(
+            f"{run}: an s4d cv folder holds one model per fold; export one of them, e.g. {run / folds[0]} (its card includes the pooled scores)"
+        )
     refuse_symlink(run / "checkpoints")
     ckpt = refuse_symlink(run / "checkpoints" / f"{which}.safetensors")
     if not ckpt.is_file():
@@ -106,69 +107,125 @@ def _pooled(run: Path) -> dict[str, Any] | None:
     if not run.name.startswith("fold_") or not parent.is_file():
         return None
     summary = _read_json(parent)
-    return summary if run.name[len("fold_"):] in summary.get("folds", {}) else None
+    return summary if run.name[len("fold_") :] in summary.get("folds", {}) else None
 
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}"
 
 
-def model_card(meta: dict[str, Any], config: dict[str, Any], summary: dict[str, Any] | None, which: str,
-               pooled: dict[str, Any] | None, name: str) -> str:
+def model_card(
+    meta: dict[str, Any], config: dict[str, Any], summary: dict[str, Any] | None, which: str, pooled: dict[str, Any] | None, name: str
+) -> str:
     """README.md for the Hub: YAML front matter (tags, ``model-index``) and the card's text."""
     model = meta.get("config", {})
     classes = model.get("class_names", {})
     dataset = meta.get("manifest") or meta.get("mixture") or config.get("manifest") or config.get("mixture")
     fold = meta.get("fold")
     rows = _score_rows(summary, pooled, which)
-    lines = ["---", "library_name: s4d", "license: other",
-             "tags: [facial-expression-recognition, dynamic-facial-expression-recognition, video-classification, "
-             "mixture-of-experts, s4d]", "pipeline_tag: video-classification"]
+    lines = [
+        "---",
+        "library_name: s4d",
+        "license: other",
+        "tags: [facial-expression-recognition, dynamic-facial-expression-recognition, video-classification, mixture-of-experts, s4d]",
+        "pipeline_tag: video-classification",
+    ]
     if rows:
-        lines += ["model-index:", f"- name: {json.dumps(name)}", "  results:", "  - task:", "      type: video-classification",
-                  "      name: Dynamic facial expression recognition", "    dataset:",
-                  f"      name: {json.dumps(f'{dataset} fold {fold}' if fold else str(dataset))}", f"      type: {json.dumps(str(dataset))}",
-                  "    metrics:"]
+        lines += [
+            "model-index:",
+            f"- name: {json.dumps(name)}",
+            "  results:",
+            "  - task:",
+            "      type: video-classification",
+            "      name: Dynamic facial expression recognition",
+            "    dataset:",
+            f"      name: {json.dumps(f'{dataset} fold {fold}' if fold else str(dataset))}",
+            f"      type: {json.dumps(str(dataset))}",
+            "    metrics:",
+        ]
         for label, s, _ in rows:
             for metric in ("uar", "war"):
-                lines += [f"    - type: {metric}", f"      value: {round(100 * s[metric], 2)}",
-                          f"      name: {json.dumps(f'{metric.upper()} ({label})')}"]
+                lines += [
+                    f"    - type: {metric}",
+                    f"      value: {round(100 * s[metric], 2)}",
+                    f"      name: {json.dumps(f'{metric.upper()} ({label})')}",
+                ]
     lines += ["---", "", f"# S4D: {name}", ""]
     if summary is None:
-        lines += [f"A ViT encoder pre-trained as a masked autoencoder on the mixture `{dataset}` (S4D's dual-modal "
-                  f"pre-training, {config.get('epochs')} epochs). Fine-tune it with "
-                  "`s4d train --manifest NAME --init hf://OWNER/REPO/model.safetensors`.", ""]
+        lines += [
+            f"A ViT encoder pre-trained as a masked autoencoder on the mixture `{dataset}` (S4D's dual-modal "
+            f"pre-training, {config.get('epochs')} epochs). Fine-tune it with "
+            "`s4d train --manifest NAME --init hf://OWNER/REPO/model.safetensors`.",
+            "",
+        ]
     else:
         video = classes.get("video") or [f"class {i}" for i in range(model.get("heads", {}).get("video", 0))]
-        lines += [f"An S4D model, variant `{config.get('variant', 's4d')}` (ViT {config.get('size', '?')}"
-                  f"{', Mixture of Adapter Experts in blocks ' + ', '.join(map(str, model['moae']['blocks'])) if model.get('moae') else ''})"
-                  f" that recognises {len(video)} expressions in face video clips: {', '.join(video)}.", ""]
+        lines += [
+            f"An S4D model, variant `{config.get('variant', 's4d')}` (ViT {config.get('size', '?')}"
+            f"{', Mixture of Adapter Experts in blocks ' + ', '.join(map(str, model['moae']['blocks'])) if model.get('moae') else ''})"
+            f" that recognises {len(video)} expressions in face video clips: {', '.join(video)}.",
+            "",
+        ]
         if "image" in classes:
             lines += [f"It also has a still-image head ({', '.join(classes['image'])}).", ""]
-        lines += ["## Training data", "", f"- Video dataset: `{dataset}`" + (f", fold `{fold}`" if fold else ""),
-                  f"- Still images trained jointly: {'yes, the manifest' + chr(39) + 's still-image source' if config.get('sfer') else 'no'}"
-                  + (f" (proportion {config['proportion']})" if config.get("proportion") is not None else ""),
-                  f"- Initialisation: `{config.get('init') or 'random'}`",
-                  f"- {config.get('epochs')} epochs, seed {config.get('seed')}; the whole configuration is in `training_config.json`", ""]
-        lines += ["## Which checkpoint, and its scores", "",
-                  f"This is the **{'last epoch' if which == 'last' else 'selected epoch'}** of the run "
-                  f"(epoch {meta.get('epoch', '?') + 1 if isinstance(meta.get('epoch'), int) else '?'}). Scores on the test split, "
-                  "each labelled with how its checkpoint was chosen (UAR: mean recall over classes; WAR: accuracy):", "",
-                  "| checkpoint | chosen by | UAR % | WAR % | videos |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "## Training data",
+            "",
+            f"- Video dataset: `{dataset}`" + (f", fold `{fold}`" if fold else ""),
+            f"- Still images trained jointly: {'yes, the manifest' + chr(39) + 's still-image source' if config.get('sfer') else 'no'}"
+            + (f" (proportion {config['proportion']})" if config.get("proportion") is not None else ""),
+            f"- Initialisation: `{config.get('init') or 'random'}`",
+            f"- {config.get('epochs')} epochs, seed {config.get('seed')}; the whole configuration is in `training_config.json`",
+            "",
+        ]
+        lines += [
+            "## Which checkpoint, and its scores",
+            "",
+            f"This is the **{'last epoch' if which == 'last' else 'selected epoch'}** of the run "
+            f"(epoch {meta.get('epoch', '?') + 1 if isinstance(meta.get('epoch'), int) else '?'}). Scores on the test split, "
+            "each labelled with how its checkpoint was chosen (UAR: mean recall over classes; WAR: accuracy):",
+            "",
+            "| checkpoint | chosen by | UAR % | WAR % | videos |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for label, s, how in rows:
             lines.append(f"| {label} | {how} | {_pct(s['uar'])} | {_pct(s['war'])} | {s.get('count', '?')} |")
-        lines += ["", "Only a last-epoch or val-selected score is an unbiased estimate; test-selected scores (the "
-                  "authors' protocol, best epoch on the test split) are optimistic.", ""]
+        lines += [
+            "",
+            "Only a last-epoch or val-selected score is an unbiased estimate; test-selected scores (the "
+            "authors' protocol, best epoch on the test split) are optimistic.",
+            "",
+        ]
     inp = meta.get("input") or {}
-    lines += ["## Use", "", "```bash", "pip install .   # in the S4D repository", "s4d predict video.mp4 -c hf://OWNER/REPO/model.safetensors", "```", "",
-              "```python", "from s4d import load_model", "model = load_model(\"hf://OWNER/REPO/model.safetensors\")", "```", ""]
+    lines += [
+        "## Use",
+        "",
+        "```bash",
+        "pip install .   # in the S4D repository",
+        "s4d predict video.mp4 -c hf://OWNER/REPO/model.safetensors",
+        "```",
+        "",
+        "```python",
+        "from s4d import load_model",
+        'model = load_model("hf://OWNER/REPO/model.safetensors")',
+        "```",
+        "",
+    ]
     if inp:
-        lines += [f"Input, as in training: {model.get('encoder', {}).get('num_frames', '?')} frames at "
-                  f"{model.get('encoder', {}).get('img_size', '?')} px, every {inp.get('stride')} frames at {inp.get('fps')} fps, "
-                  f"faces {'MTCNN-aligned' if inp.get('align') else 'as given'} ({inp.get('geometry')} framing); "
-                  "`s4d predict` prepares a raw video the same way from `model.json`.", ""]
-    lines += ["## Licence", "", "The code is MIT. These weights derive from the training datasets above, whose licences "
-              "(DFEW, FERV39K, MAFW, AffectNet: research, non-commercial) bind their use; check them before you use the model.", ""]
+        lines += [
+            f"Input, as in training: {model.get('encoder', {}).get('num_frames', '?')} frames at "
+            f"{model.get('encoder', {}).get('img_size', '?')} px, every {inp.get('stride')} frames at {inp.get('fps')} fps, "
+            f"faces {'MTCNN-aligned' if inp.get('align') else 'as given'} ({inp.get('geometry')} framing); "
+            "`s4d predict` prepares a raw video the same way from `model.json`.",
+            "",
+        ]
+    lines += [
+        "## Licence",
+        "",
+        "The code is MIT. These weights derive from the training datasets above, whose licences "
+        "(DFEW, FERV39K, MAFW, AffectNet: research, non-commercial) bind their use; check them before you use the model.",
+        "",
+    ]
     return "\n".join(lines)
 
 

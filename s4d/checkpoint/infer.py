@@ -19,7 +19,11 @@ def _block_ids(keys: list[str], prefix: str = "") -> list[int]:
 
 
 def infer_encoder_config(
-    tensors: dict[str, torch.Tensor], prefix: str = "", *, num_heads: int | None = None, img_size: int | None = None,
+    tensors: dict[str, torch.Tensor],
+    prefix: str = "",
+    *,
+    num_heads: int | None = None,
+    img_size: int | None = None,
     num_frames: int | None = None,
 ) -> EncoderConfig:
     """Rebuild the encoder shape from its tensors. Heads, image size and frame count are not

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+
 from preprocess.errors import InputError
 
 Kind = Literal["classifier", "mae", "encoder"]

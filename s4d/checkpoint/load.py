@@ -9,8 +9,8 @@ import math
 import os
 import re
 from contextlib import contextmanager
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import torch
@@ -67,8 +67,10 @@ def check_stored_config(path: str, stored: dict[str, Any], tensors: dict[str, to
     enc = cfg.encoder
     meta_json = sidecar(Path(path)).name
     if 12 * enc.dim * enc.dim * enc.depth > MAX_PARAMS:  # a ViT block's weights, a lower bound
-        raise CheckpointError(f"{meta_json}: encoder.dim {enc.dim} and encoder.depth {enc.depth} ask for more than "
-                              f"{MAX_PARAMS:,} parameters; refusing to allocate (is this the file's own config?)")
+        raise CheckpointError(
+            f"{meta_json}: encoder.dim {enc.dim} and encoder.depth {enc.depth} ask for more than "
+            f"{MAX_PARAMS:,} parameters; refusing to allocate (is this the file's own config?)"
+        )
     with torch.device("meta"):
         model = PretrainMAE(cfg) if isinstance(cfg, MAEConfig) else Classifier(cfg)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -80,13 +82,17 @@ def check_stored_config(path: str, stored: dict[str, Any], tensors: dict[str, to
         if key in tensors and tuple(tensors[key].shape) != shape:
             actual = tuple(tensors[key].shape)
             field_ = _field_for(flat, shape, actual)
-            raise CheckpointError(f"tensor {key} has shape {actual} in the file but {meta_json} ({field_}) gives {shape}; "
-                                  "the weights and their .json do not belong together: use the matching pair")
+            raise CheckpointError(
+                f"tensor {key} has shape {actual} in the file but {meta_json} ({field_}) gives {shape}; "
+                "the weights and their .json do not belong together: use the matching pair"
+            )
     blocks = {int(m[1]) for k in tensors if (m := re.match(r"^(?:encoder\.)?blocks\.(\d+)\.", k))}
     lacking = [k for k in expected if (m := re.match(r"^(?:encoder\.)?blocks\.(\d+)\.", k)) and int(m[1]) not in blocks]
     if lacking:
-        raise CheckpointError(f"tensor {lacking[0]} is not in the file (its blocks: {len(blocks)}) but {meta_json} "
-                              f"(encoder.depth {enc.depth}) implies it; the weights and their .json do not belong together")
+        raise CheckpointError(
+            f"tensor {lacking[0]} is not in the file (its blocks: {len(blocks)}) but {meta_json} "
+            f"(encoder.depth {enc.depth}) implies it; the weights and their .json do not belong together"
+        )
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -221,7 +227,9 @@ def load_model(
         as_mae = native.kind == "mae" and target != "classifier"
         if config is not None and isinstance(config, MAEConfig) != as_mae:
             want = "MAEConfig" if as_mae else "ModelConfig"
-            raise CheckpointError(f"config is a {type(config).__name__} but this load builds a {'PretrainMAE' if as_mae else 'Classifier'} (pass a {want})")
+            raise CheckpointError(
+                f"config is a {type(config).__name__} but this load builds a {'PretrainMAE' if as_mae else 'Classifier'} (pass a {want})"
+            )
         stored_kind = stored.get("kind") if stored else None
         if stored_kind in ("mae", "classifier") and config is None:
             check_stored_config(name, stored, native.tensors)
@@ -230,12 +238,17 @@ def load_model(
             cfg = config or (MAEConfig.from_dict(stored) if stored_kind == "mae" else infer_mae_config(native.tensors, **geometry))
             model: nn.Module = PretrainMAE(cfg)
         elif native.kind == "classifier":
-            cfg = config or (ModelConfig.from_dict(stored) if stored_kind == "classifier" else infer_model_config(native.tensors, top_k=top_k, **geometry))
+            cfg = config or (
+                ModelConfig.from_dict(stored) if stored_kind == "classifier" else infer_model_config(native.tensors, top_k=top_k, **geometry)
+            )
             model = Classifier(cfg)
         else:  # a pre-training or encoder-only source initialises a classifier
             if config is None:
-                enc = MAEConfig.from_dict(stored).encoder if stored_kind == "mae" else infer_encoder_config(
-                    native.tensors, "encoder." if native.kind == "mae" else "", **geometry)
+                enc = (
+                    MAEConfig.from_dict(stored).encoder
+                    if stored_kind == "mae"
+                    else infer_encoder_config(native.tensors, "encoder." if native.kind == "mae" else "", **geometry)
+                )
                 config = default_classifier_config(enc, top_k)
             model = Classifier(config)
             report = init_from_pretrained(model, native)
@@ -262,6 +275,5 @@ def load_classifier(path: str | os.PathLike, **options: Any) -> Classifier:
     checkpoint is one clear error instead of a model without heads."""
     model = load_model(path, **options)
     if not isinstance(model, Classifier):
-        raise CheckpointError(f"{path}: a pre-training (MAE) checkpoint has no classifier head; fine-tune it first "
-                              f"(s4d train --init {path})")
+        raise CheckpointError(f"{path}: a pre-training (MAE) checkpoint has no classifier head; fine-tune it first (s4d train --init {path})")
     return model

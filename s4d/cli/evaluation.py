@@ -9,8 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .main import app, one_line_errors
-from .options import (AnalyzeOutOpt, BackendOpt, CheckpointOpt, DataRootOpt, DeviceOpt, EvalOutOpt, FoldOpt, ForceOpt, ManifestOpt,
-                      default_out)
+from .options import AnalyzeOutOpt, BackendOpt, CheckpointOpt, DataRootOpt, DeviceOpt, EvalOutOpt, FoldOpt, ForceOpt, ManifestOpt, default_out
 
 
 @app.command("eval")
@@ -31,8 +30,17 @@ def eval_cmd(
 
     with one_line_errors():
         target = out or default_out("eval", manifest, load_manifest(manifest).fold_name(fold))
-        evaluate_checkpoint(manifest, str(checkpoint), out=str(target), fold=fold, task=task,
-                            data_root=str(data_root) if data_root else None, backend=backend, force=force, log=typer.echo)
+        evaluate_checkpoint(
+            manifest,
+            str(checkpoint),
+            out=str(target),
+            fold=fold,
+            task=task,
+            data_root=str(data_root) if data_root else None,
+            backend=backend,
+            force=force,
+            log=typer.echo,
+        )
     typer.echo(f"outputs in {target}")
 
 
@@ -41,8 +49,7 @@ app.add_typer(analyze_app, name="analyze")
 LimitOpt = Annotated[int, typer.Option(help="At most this many samples per task (a random, fixed subset).")]
 
 
-def _analyze(kind: str, checkpoint: Path, manifest: str, fold, out, data_root, limit: int, backend: str, device: str,
-             force: bool) -> None:
+def _analyze(kind: str, checkpoint: Path, manifest: str, fold, out, data_root, limit: int, backend: str, device: str, force: bool) -> None:
     from preprocess.errors import InputError
 
     from ..analysis.collect import collect_tasks
@@ -57,8 +64,9 @@ def _analyze(kind: str, checkpoint: Path, manifest: str, fold, out, data_root, l
         resolve_device(device)
         target = out or default_out("analyze", manifest)
         check_out(target, kind, force=force)  # refused before the work
-        collected = collect_tasks(str(checkpoint), manifest, fold=fold, data_root=str(data_root) if data_root else None,
-                                  limit=limit, backend=backend, device=device)
+        collected = collect_tasks(
+            str(checkpoint), manifest, fold=fold, data_root=str(data_root) if data_root else None, limit=limit, backend=backend, device=device
+        )
         ckpt = Path(checkpoint)
         title = f"{ckpt.parent.parent.name if ckpt.parent.name == 'checkpoints' else ckpt.stem} on {Path(manifest).stem}"
         result = (analyze_experts if kind == "experts" else analyze_relevance)(collected, target, title, force=force)
@@ -71,25 +79,48 @@ def _analyze(kind: str, checkpoint: Path, manifest: str, fold, out, data_root, l
 
 
 @analyze_app.command("experts")
-def analyze_experts_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: FoldOpt = None,
-                        out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = 1000, backend: BackendOpt = "auto",
-                        device: DeviceOpt = "auto", force: ForceOpt = False) -> None:
+def analyze_experts_cmd(
+    checkpoint: CheckpointOpt,
+    manifest: ManifestOpt,
+    fold: FoldOpt = None,
+    out: AnalyzeOutOpt = None,
+    data_root: DataRootOpt = None,
+    limit: LimitOpt = 1000,
+    backend: BackendOpt = "auto",
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
     """Mean gate weight of each expert per MoAE layer, video vs still-image inputs (Fig. 5)."""
     _analyze("experts", checkpoint, manifest, fold, out, data_root, limit, backend, device, force)
 
 
 @analyze_app.command("relevance")
-def analyze_relevance_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: FoldOpt = None,
-                          out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, limit: LimitOpt = 1000, backend: BackendOpt = "auto",
-                          device: DeviceOpt = "auto", force: ForceOpt = False) -> None:
+def analyze_relevance_cmd(
+    checkpoint: CheckpointOpt,
+    manifest: ManifestOpt,
+    fold: FoldOpt = None,
+    out: AnalyzeOutOpt = None,
+    data_root: DataRootOpt = None,
+    limit: LimitOpt = 1000,
+    backend: BackendOpt = "auto",
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
     """Cosine similarity of class centres, video classes x still-image classes (Fig. 4)."""
     _analyze("relevance", checkpoint, manifest, fold, out, data_root, limit, backend, device, force)
 
 
 @analyze_app.command("order")
-def analyze_order_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: FoldOpt = None,
-                      out: AnalyzeOutOpt = None, data_root: DataRootOpt = None, backend: BackendOpt = "auto", device: DeviceOpt = "auto",
-                      force: ForceOpt = False) -> None:
+def analyze_order_cmd(
+    checkpoint: CheckpointOpt,
+    manifest: ManifestOpt,
+    fold: FoldOpt = None,
+    out: AnalyzeOutOpt = None,
+    data_root: DataRootOpt = None,
+    backend: BackendOpt = "auto",
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
     """Does the model use time? Test-set recall with frames in order vs shuffled within each clip."""
     from ..analysis.order import frame_order_test, write_frame_order
     from ..analysis.outputs import check_out
@@ -99,8 +130,9 @@ def analyze_order_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: Fo
         resolve_device(device)
         target = out or default_out("analyze", manifest)
         check_out(target, "order", force=force)  # refused before the work
-        result = frame_order_test(str(checkpoint), manifest, fold=fold, data_root=str(data_root) if data_root else None,
-                                  backend=backend, device=device)
+        result = frame_order_test(
+            str(checkpoint), manifest, fold=fold, data_root=str(data_root) if data_root else None, backend=backend, device=device
+        )
         written = write_frame_order(result, target, force=force)
     typer.echo(f"UAR {100 * result['uar']:.1f}% in order, {100 * result['uar_shuffled']:.1f}% with frames shuffled")
     for c in result["classes"]:
@@ -111,8 +143,9 @@ def analyze_order_cmd(checkpoint: CheckpointOpt, manifest: ManifestOpt, fold: Fo
 @analyze_app.command("scores")
 def analyze_scores_cmd(
     run: Annotated[Path, typer.Argument(help="Output folder of s4d eval, train or cv (with summary.json).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the figures, not a training run's folder "
-                                                                    "(default RUN/analysis).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Where to write the figures, not a training run's folder (default RUN/analysis).")
+    ] = None,
     force: ForceOpt = False,
 ) -> None:
     """Confusion matrix and per-class recall bars of an evaluation (Fig. 7)."""

@@ -11,8 +11,9 @@ from typing import Annotated, Iterator
 import typer
 from rich.console import Console
 
-app = typer.Typer(name="s4d", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="S4D: facial expression recognition in face videos.")
+app = typer.Typer(
+    name="s4d", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="S4D: facial expression recognition in face videos."
+)
 err_console = Console(stderr=True)
 _DEBUG = {"on": False}
 
@@ -35,8 +36,7 @@ def run() -> None:
             raise
         log = _write_traceback()
         text = str(err).strip().splitlines()
-        print_error(f"unexpected {type(err).__name__}: {text[0][:300] if text else ''} (traceback in {log}; --debug shows it; "
-                    "please report it)")
+        print_error(f"unexpected {type(err).__name__}: {text[0][:300] if text else ''} (traceback in {log}; --debug shows it; please report it)")
         sys.exit(2)
 
 

@@ -16,36 +16,55 @@ from .main import app, err_console, one_line_errors, print_error
 
 @app.command("predict")
 def predict_cmd(
-    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Videos (any container/codec PyAV reads) or still images; with "
-                                                                "--out X.parquet also folders and .txt lists of paths.")] = None,
+    inputs: Annotated[
+        Optional[list[Path]],
+        typer.Argument(help="Videos (any container/codec PyAV reads) or still images; with --out X.parquet also folders and .txt lists of paths."),
+    ] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Our .safetensors or the authors' fine-tuned file.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Per-window results: a .json or .csv file (a folder for several inputs), or "
-                                                     "one .parquet table for folders and lists (resumable).")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Per-window results: a .json or .csv file (a folder for several inputs), or one .parquet table for folders and lists (resumable)."
+        ),
+    ] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Timeline PNG of class probabilities (a folder for several inputs).")] = None,
     hop: Annotated[Optional[int], typer.Option(help="Frames between window starts (default: half a window).")] = None,
     stride: Annotated[Optional[int], typer.Option(help="Frame stride in a window (default: the checkpoint's training stride).")] = None,
-    align: Annotated[bool, typer.Option("--align/--no-align", help="Find, follow and align the face; --no-align for videos that are already face crops.")] = True,
+    align: Annotated[
+        bool, typer.Option("--align/--no-align", help="Find, follow and align the face; --no-align for videos that are already face crops.")
+    ] = True,
     classes: Annotated[Optional[str], typer.Option(help="Class names for checkpoints without them: 'a,b,c' or a manifest (e.g. dfew).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
-    faces: Annotated[str, typer.Option(help="main: the main face's timeline | all: one timeline per person (tracks by "
-                                            "overlap + appearance); a photo gets one answer per face, largest first.")] = "main",
-    live: Annotated[Optional[str], typer.Option("--live", help="A live source PyAV opens (/dev/video0, rtsp://..., http://..., "
-                                                               "'-' for stdin): one JSON line per window as it completes.")] = None,
+    faces: Annotated[
+        str,
+        typer.Option(
+            help="main: the main face's timeline | all: one timeline per person (tracks by "
+            "overlap + appearance); a photo gets one answer per face, largest first."
+        ),
+    ] = "main",
+    live: Annotated[
+        Optional[str],
+        typer.Option(
+            "--live", help="A live source PyAV opens (/dev/video0, rtsp://..., http://..., '-' for stdin): one JSON line per window as it completes."
+        ),
+    ] = None,
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="An exported head (s4d export) run by onnxruntime, instead of -c.")] = None,
 ) -> None:
     """Emotion of the main face (or every face) in a raw video, per-window timeline, or a still image."""
-    from ..infer import PredictConfig, Predictor, summary_line, write_output
-    from ..plots import plot_timeline
-
     from preprocess.media import MediaError
 
     from ..checkpoint.finite import NonFiniteOutput
+    from ..infer import PredictConfig, Predictor, summary_line, write_output
+    from ..plots import plot_timeline
 
     inputs = inputs or []
     with one_line_errors():
         if bool(inputs) == bool(live):
-            raise InputError("give input files (or folders, lists) or --live SOURCE, not both" if inputs else
-                             "give input files (or folders, lists) or --live SOURCE")
+            raise InputError(
+                "give input files (or folders, lists) or --live SOURCE, not both"
+                if inputs
+                else "give input files (or folders, lists) or --live SOURCE"
+            )
         if live and (out is not None or plot is not None):
             raise InputError("--live prints its results as JSON lines on stdout; --out and --plot go with files")
     several = len(inputs) > 1
@@ -63,8 +82,18 @@ def predict_cmd(
             if folder.is_dir():  # never into a training run's, an eval's or a shard folder
                 guard(folder, "predict")
             _probe_writable(flag, given, folder)
-        predictor = Predictor(PredictConfig(str(checkpoint) if checkpoint else None, hop=hop, stride=stride, align=align, classes=classes,
-                                            device=device, onnx=str(onnx) if onnx else None, faces=faces))
+        predictor = Predictor(
+            PredictConfig(
+                str(checkpoint) if checkpoint else None,
+                hop=hop,
+                stride=stride,
+                align=align,
+                classes=classes,
+                device=device,
+                onnx=str(onnx) if onnx else None,
+                faces=faces,
+            )
+        )
     predictor = _NamingInput(predictor)
     if table:
         _predict_table(predictor, inputs, out)
@@ -179,13 +208,16 @@ def _predict_table(predictor, inputs: list[Path], out: Path) -> None:
         files, problems = list_inputs(inputs)
         if not files and not problems:
             raise InputError(f"no videos or images in {', '.join(map(str, inputs))}")
-        with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                      console=err_console, transient=True) as bar:
+        with Progress(
+            "{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True
+        ) as bar:
             task = bar.add_task("predict: files", total=len(files))
             summary = predict_many(predictor, files, out, on_file=lambda path, status: bar.advance(task))
     failed = summary["failed"]
-    typer.echo(f"{summary['files'] - len(failed)} of {summary['files']} file(s) in {summary['out']} ({summary['rows']} rows; "
-               f"{summary['done_before']} done before)")
+    typer.echo(
+        f"{summary['files'] - len(failed)} of {summary['files']} file(s) in {summary['out']} ({summary['rows']} rows; "
+        f"{summary['done_before']} done before)"
+    )
     for reason in problems + [f"{reason}" if reason.startswith(path) else f"{path}: {reason}" for path, reason in failed]:
         print_error(reason)
     if failed or problems:
@@ -196,8 +228,7 @@ def _predict_table(predictor, inputs: list[Path], out: Path) -> None:
 @app.command("export")
 def export_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="A fine-tuned checkpoint (ours or the authors').")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write, or an existing folder to write "
-                                                         "CHECKPOINT-STEM_TASK.onnx into.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write, or an existing folder to write CHECKPOINT-STEM_TASK.onnx into.")],
     task: Annotated[str, typer.Option(help="The head to export: video | image.")] = "video",
 ) -> None:
     """Export one head as ONNX: dynamic batch, class names and input settings in its metadata

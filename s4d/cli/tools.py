@@ -41,8 +41,7 @@ def doctor_cmd(
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2, default=str))
     failed = [r.name for r in results if r.failed]
     if not json_:
-        typer.echo(f"{len(results) - len(failed)} of {len(results)} checks did not fail"
-                   + (f"; failed: {', '.join(failed)}" if failed else ""))
+        typer.echo(f"{len(results) - len(failed)} of {len(results)} checks did not fail" + (f"; failed: {', '.join(failed)}" if failed else ""))
     raise typer.Exit(1 if failed else 0)
 
 
@@ -61,15 +60,25 @@ def demo_cmd(
     ckpt = summary["checkpoint"]
     order = summary["analysis"]["frame_order"]
     pair = ("happy_onset", "happy_offset")
-    typer.echo(f"\ndemo finished in {summary['seconds']:.0f} s: test UAR {100 * summary['uar']:.1f}%  WAR {100 * summary['war']:.1f}% "
-               f"(4 classes, chance 25%)")
-    typer.echo("frame order matters: recall of " + ", ".join(
-        f"{c} {100 * order['recall'][c]:.0f}% -> {100 * order['recall_shuffled'][c]:.0f}%" for c in pair) + " with the frames shuffled")
+    typer.echo(
+        f"\ndemo finished in {summary['seconds']:.0f} s: test UAR {100 * summary['uar']:.1f}%  WAR {100 * summary['war']:.1f}% "
+        f"(4 classes, chance 25%)"
+    )
+    typer.echo(
+        "frame order matters: recall of "
+        + ", ".join(f"{c} {100 * order['recall'][c]:.0f}% -> {100 * order['recall_shuffled'][c]:.0f}%" for c in pair)
+        + " with the frames shuffled"
+    )
     pred = summary["timeline"]["prediction"]
     typer.echo(f"predict on a new face acting all four (demo/story.webm): {pred['class']} {pred['probability']:.2f} overall")
     typer.echo("plots:")
-    for path in (run / "confusion.png", run / "recall.png", summary["timeline"]["plot"], summary["analysis"]["experts"]["plot"],
-                 summary["analysis"]["relevance"]["plot"]):
+    for path in (
+        run / "confusion.png",
+        run / "recall.png",
+        summary["timeline"]["plot"],
+        summary["analysis"]["experts"]["plot"],
+        summary["analysis"]["relevance"]["plot"],
+    ):
         typer.echo(f"  {path}")
     typer.echo("try next:")
     typer.echo(f"  s4d predict {summary['timeline']['video']} -c {ckpt} --no-align --hop 2 --plot story.png --out story.csv")

@@ -8,9 +8,34 @@ from typing import Annotated, Optional
 import typer
 
 from .main import app, one_line_errors
-from .options import (AccumOpt, AlphaOpt, AmpOpt, BackendOpt, CompileOpt, DataRootOpt, EpochsOpt, ImageBatchOpt, InitOpt, LrOpt,
-                      ManifestOpt, OutOpt, SeedOpt, SelectMetricOpt, SelectOpt, SferOpt, SizeOpt, TensorboardOpt, ThreadsOpt,
-                      ValFractionOpt, VariantOpt, VideoBatchOpt, WandbOpt, default_out, train_config, without)
+from .options import (
+    AccumOpt,
+    AlphaOpt,
+    AmpOpt,
+    BackendOpt,
+    CompileOpt,
+    DataRootOpt,
+    EpochsOpt,
+    ImageBatchOpt,
+    InitOpt,
+    LrOpt,
+    ManifestOpt,
+    OutOpt,
+    SeedOpt,
+    SelectMetricOpt,
+    SelectOpt,
+    SferOpt,
+    SizeOpt,
+    TensorboardOpt,
+    ThreadsOpt,
+    ValFractionOpt,
+    VariantOpt,
+    VideoBatchOpt,
+    WandbOpt,
+    default_out,
+    train_config,
+    without,
+)
 
 
 @app.command("train")
@@ -85,10 +110,20 @@ def pretrain_cmd(
     from ..train.pretrain import pretrain
 
     with one_line_errors():
-        cfg = PretrainConfig(mixture=manifest, out=str(out or default_out("pretrain", manifest)), size=size,
-                             epochs=epochs, video_batch=video_batch, image_batch=image_batch,
-                             data_root=str(data_root) if data_root else None, seed=seed, backend=backend,
-                             loader_threads=threads, tensorboard=tensorboard, wandb=wandb)
+        cfg = PretrainConfig(
+            mixture=manifest,
+            out=str(out or default_out("pretrain", manifest)),
+            size=size,
+            epochs=epochs,
+            video_batch=video_batch,
+            image_batch=image_batch,
+            data_root=str(data_root) if data_root else None,
+            seed=seed,
+            backend=backend,
+            loader_threads=threads,
+            tensorboard=tensorboard,
+            wandb=wandb,
+        )
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, base_lr=lr))
         pretrain(cfg, log=typer.echo)
     typer.echo(f"outputs in {cfg.out} (encoder for fine-tuning: s4d train --init {cfg.out}/checkpoints/last.safetensors)")

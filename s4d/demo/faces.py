@@ -33,12 +33,14 @@ def random_identity(rng: np.random.Generator) -> Identity:
     tone = rng.uniform(0.35, 1.0)
     skin = (int(90 + 150 * tone), int(60 + 130 * tone), int(40 + 110 * tone))
     bg = tuple(int(v) for v in rng.integers(0, 256, 3))
-    return Identity(skin, bg, rng.uniform(0.75, 0.95), (rng.uniform(0.45, 0.55), rng.uniform(0.45, 0.55)),
-                    rng.uniform(0.32, 0.42), rng.uniform(2, 10))
+    return Identity(
+        skin, bg, rng.uniform(0.75, 0.95), (rng.uniform(0.45, 0.55), rng.uniform(0.45, 0.55)), rng.uniform(0.32, 0.42), rng.uniform(2, 10)
+    )
 
 
-def draw_face(size: int, ident: Identity, smile: float, open_: float, brow: float, frown: float,
-              shift: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+def draw_face(
+    size: int, ident: Identity, smile: float, open_: float, brow: float, frown: float, shift: tuple[float, float], rng: np.random.Generator
+) -> np.ndarray:
     """One RGB frame. ``smile``/``frown`` bend the mouth, ``open_`` opens it, ``brow`` raises the
     brows; all in [0, 1]."""
     img = np.empty((size, size, 3), np.uint8)
@@ -82,8 +84,12 @@ def expression_track(cls: str, frames: int) -> list[dict[str, float]]:
     raise ValueError(f"unknown demo class {cls!r}")
 
 
-APEX = {"neutral": dict(smile=0.0, open_=0.0, brow=0.0, frown=0.0), "happy": dict(smile=1.0, open_=0.2, brow=0.1, frown=0.0),
-        "surprise": dict(smile=0.0, open_=1.0, brow=1.0, frown=0.0), "sad": dict(smile=0.0, open_=0.0, brow=0.0, frown=1.0)}
+APEX = {
+    "neutral": dict(smile=0.0, open_=0.0, brow=0.0, frown=0.0),
+    "happy": dict(smile=1.0, open_=0.2, brow=0.1, frown=0.0),
+    "surprise": dict(smile=0.0, open_=1.0, brow=1.0, frown=0.0),
+    "sad": dict(smile=0.0, open_=0.0, brow=0.0, frown=1.0),
+}
 
 
 def make_clip(cls: str, rng: np.random.Generator, frames: int = 32, size: int = 64) -> np.ndarray:
@@ -92,8 +98,9 @@ def make_clip(cls: str, rng: np.random.Generator, frames: int = 32, size: int = 
     return np.stack([draw_face(size, ident, shift=tuple(drift[i]), rng=rng, **e) for i, e in enumerate(expression_track(cls, frames))])
 
 
-def make_story(rng: np.random.Generator, classes: tuple[str, ...] = VIDEO_CLASSES, frames_per_part: int = 32,
-               size: int = 64) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+def make_story(
+    rng: np.random.Generator, classes: tuple[str, ...] = VIDEO_CLASSES, frames_per_part: int = 32, size: int = 64
+) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
     """One identity acting the ``classes`` one after another (the demo's ``predict`` input):
     (T, size, size, 3) frames and the true parts as (class, first frame, end frame)."""
     ident = random_identity(rng)

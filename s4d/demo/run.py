@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from preprocess.manifest import parse_manifest
-from preprocess.shards.folder import finalize
 from preprocess.run import run_shards
+from preprocess.shards.folder import finalize
 
-from ..train.config import TrainConfig
+from ..train.config import PretrainConfig, TrainConfig
 from ..train.finetune import train
 from ..train.optim import OptimConfig
-from ..train.config import PretrainConfig
 from ..train.pretrain import pretrain
 from .faces import IMAGE_CLASSES, VIDEO_CLASSES, make_story, write_dataset
 
@@ -30,18 +29,32 @@ def demo_manifests(root: Path) -> tuple[Path, Path, Path]:
     """Manifests for the generated CSVs (own-data layout), written to ``root/manifests``."""
     out = root / "manifests"
     out.mkdir(parents=True, exist_ok=True)
-    videos = {"name": "demo_videos", "modality": "video", "classes": list(VIDEO_CLASSES),
-              "description": "Procedural face clips of the S4D demo; happy_onset/happy_offset differ only in time.",
-              "layout": {"adapter": "csv", "options": {"csv": "videos.csv"}},
-              "preprocess": {"align": False, "size": 64, "codec": "vp9"}, "partitions": ["train", "test"], "folds": FOLDS,
-              "clip": {"frames": 8, "stride": 4}, "sfer": {"manifest": "demo_images.json", "proportion": 0.5}}
-    images = {"name": "demo_images", "modality": "image", "classes": list(IMAGE_CLASSES),
-              "description": "Apex frames of the procedural faces (the still-image source).",
-              "layout": {"adapter": "csv", "options": {"csv": "images.csv"}},
-              "preprocess": {"align": False, "size": 72, "codec": "jpeg", "quality": 95}, "partitions": ["train"],
-              "folds": {"main": {"train": ["train"], "test": []}}}
-    mixture = {"name": "demo_pretrain", "sources": [{"manifest": "demo_videos.json", "share": 1.0, "repeat": 2},
-                                                     {"manifest": "demo_images.json", "share": 1.0}]}
+    videos = {
+        "name": "demo_videos",
+        "modality": "video",
+        "classes": list(VIDEO_CLASSES),
+        "description": "Procedural face clips of the S4D demo; happy_onset/happy_offset differ only in time.",
+        "layout": {"adapter": "csv", "options": {"csv": "videos.csv"}},
+        "preprocess": {"align": False, "size": 64, "codec": "vp9"},
+        "partitions": ["train", "test"],
+        "folds": FOLDS,
+        "clip": {"frames": 8, "stride": 4},
+        "sfer": {"manifest": "demo_images.json", "proportion": 0.5},
+    }
+    images = {
+        "name": "demo_images",
+        "modality": "image",
+        "classes": list(IMAGE_CLASSES),
+        "description": "Apex frames of the procedural faces (the still-image source).",
+        "layout": {"adapter": "csv", "options": {"csv": "images.csv"}},
+        "preprocess": {"align": False, "size": 72, "codec": "jpeg", "quality": 95},
+        "partitions": ["train"],
+        "folds": {"main": {"train": ["train"], "test": []}},
+    }
+    mixture = {
+        "name": "demo_pretrain",
+        "sources": [{"manifest": "demo_videos.json", "share": 1.0, "repeat": 2}, {"manifest": "demo_images.json", "share": 1.0}],
+    }
     paths = []
     for name, spec in (("demo_videos", videos), ("demo_images", images), ("demo_pretrain", mixture)):
         (out / f"{name}.json").write_text(json.dumps(spec, indent=2) + "\n")
@@ -49,8 +62,17 @@ def demo_manifests(root: Path) -> tuple[Path, Path, Path]:
     return paths[0], paths[1], paths[2]
 
 
-def run_demo(root: str | Path = "demo", *, clips_per_class: int = 150, images_per_class: int = 60, pretrain_epochs: int = 3,
-             epochs: int = 60, backend: str = "auto", seed: int = 0, log=print) -> dict:
+def run_demo(
+    root: str | Path = "demo",
+    *,
+    clips_per_class: int = 150,
+    images_per_class: int = 60,
+    pretrain_epochs: int = 3,
+    epochs: int = 60,
+    backend: str = "auto",
+    seed: int = 0,
+    log=print,
+) -> dict:
     """The whole path; returns the test summary plus the paths and figures of what followed:
     ``predict`` on a generated video, the analyses, and the frame-order test."""
     root = Path(root)
@@ -66,13 +88,35 @@ def run_demo(root: str | Path = "demo", *, clips_per_class: int = 150, images_pe
         run_shards(m, raw, data / m.name)
         result = finalize(m, data / m.name)
         log(f"shards: {m.name}: {sum(result['counts'].values())} samples in {data / m.name}")
-    pre = PretrainConfig(mixture=str(mixture), out=str(root / "runs" / "pretrain"), size="demo", epochs=pretrain_epochs,
-                         video_batch=8, image_batch=16, data_root=str(data), backend=backend, seed=seed)
+    pre = PretrainConfig(
+        mixture=str(mixture),
+        out=str(root / "runs" / "pretrain"),
+        size="demo",
+        epochs=pretrain_epochs,
+        video_batch=8,
+        image_batch=16,
+        data_root=str(data),
+        backend=backend,
+        seed=seed,
+    )
     pretrain(pre, log=log)
-    cfg = TrainConfig(manifest=str(video_m), out=str(root / "runs" / "train"), size="demo", epochs=epochs, video_batch=8,
-                      image_batch=16, init=str(root / "runs" / "pretrain" / "checkpoints" / "last.safetensors"),
-                      data_root=str(data), augment=False, mixup=0.0, cutmix=0.0, smoothing=0.0, backend=backend, seed=seed,
-                      optim=OptimConfig(base_lr=1e-3, reference_batch=8, layer_decay=1.0, weight_decay=0.0, warmup_epochs=1))
+    cfg = TrainConfig(
+        manifest=str(video_m),
+        out=str(root / "runs" / "train"),
+        size="demo",
+        epochs=epochs,
+        video_batch=8,
+        image_batch=16,
+        init=str(root / "runs" / "pretrain" / "checkpoints" / "last.safetensors"),
+        data_root=str(data),
+        augment=False,
+        mixup=0.0,
+        cutmix=0.0,
+        smoothing=0.0,
+        backend=backend,
+        seed=seed,
+        optim=OptimConfig(base_lr=1e-3, reference_batch=8, layer_decay=1.0, weight_decay=0.0, warmup_epochs=1),
+    )
     summary = train(cfg, log=log)
     ckpt = str(root / "runs" / "train" / "checkpoints" / "last.safetensors")
     summary["checkpoint"] = ckpt
@@ -94,9 +138,12 @@ def demo_timeline(root: Path, ckpt: str, seed: int) -> dict:
     video.write_bytes(encode_clip(frames, FPS, "vp9", 31))
     result = Predictor(PredictConfig(ckpt, hop=2, align=False))(video)  # drawn faces: MTCNN sees none
     marks = [(cls, a / FPS, b / FPS) for cls, a, b in parts]
-    return {"video": str(video), "json": str(write_output(result, root / "story.json")),
-            "plot": str(plot_timeline(result, root / "story.png", "s4d predict demo/story.webm (top: what the face does)", marks)),
-            "prediction": result["prediction"]}
+    return {
+        "video": str(video),
+        "json": str(write_output(result, root / "story.json")),
+        "plot": str(plot_timeline(result, root / "story.png", "s4d predict demo/story.webm (top: what the face does)", marks)),
+        "prediction": result["prediction"],
+    }
 
 
 def demo_analyses(root: Path, ckpt: str, manifest: str, data: str, backend: str) -> dict:

@@ -26,9 +26,14 @@ def _version(dist: str) -> str | None:
 def environment(ctx: Context) -> dict[str, Any]:
     dali = {name: _version(name) for name in ("nvidia-dali-cuda130", "nvidia-dali-cuda120", "nvidia-dali-cuda110")}
     detail: dict[str, Any] = {
-        "python": platform.python_version(), "torch": torch.__version__, "torch CUDA": torch.version.cuda,
-        "DALI": next((f"{v} ({k})" for k, v in dali.items() if v), None), "facenet-pytorch": _version("facenet-pytorch"),
-        "PyAV": _version("av"), "timm": _version("timm"), "libnvcuvid": ctypes.util.find_library("nvcuvid"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch CUDA": torch.version.cuda,
+        "DALI": next((f"{v} ({k})" for k, v in dali.items() if v), None),
+        "facenet-pytorch": _version("facenet-pytorch"),
+        "PyAV": _version("av"),
+        "timm": _version("timm"),
+        "libnvcuvid": ctypes.util.find_library("nvcuvid"),
         "CPU cores": len(__import__("os").sched_getaffinity(0)),
     }
     if ctx.cuda:
@@ -38,8 +43,9 @@ def environment(ctx: Context) -> dict[str, Any]:
             out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True)
             detail["driver"] = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
         if detail["DALI"] and "cuda130" in detail["DALI"] and detail.get("driver") and int(detail["driver"].split(".")[0]) < 580:
-            raise AssertionError(f"nvidia-dali-cuda130 needs driver >= 580 (this one: {detail['driver']}); "
-                                 "pip install 's4d[cuda120]' instead (README)")
+            raise AssertionError(
+                f"nvidia-dali-cuda130 needs driver >= 580 (this one: {detail['driver']}); pip install 's4d[cuda120]' instead (README)"
+            )
     return detail
 
 
@@ -47,8 +53,7 @@ def moae_kernels(ctx: Context) -> dict[str, Any]:
     """The experts of one MoAE layer at base width: bf16 ``grouped_mm`` against fp32 on the same
     rows (one expert left without tokens), forward and backward; on a GPU the whole layer's bf16
     forward and backward with host syncs forbidden."""
-    from ..models import MixtureOfExperts, MoEConfig
-    from ..models import moe
+    from ..models import MixtureOfExperts, MoEConfig, moe
 
     torch.manual_seed(0)
     layer = MixtureOfExperts(768, MoEConfig(noise="none")).to(ctx.device)
@@ -67,8 +72,10 @@ def moae_kernels(ctx: Context) -> dict[str, Any]:
     err = float((outs[0] - outs[1]).abs().max() / outs[1].abs().max())
     gerr = float((grads[0] - grads[1]).abs().max() / grads[1].abs().max())
     if err > 0.05 or gerr > 0.05 or grads[0][1].abs().max() > 0:
-        raise AssertionError(f"bf16 grouped experts differ from fp32 by {err:.3f} (output) / {gerr:.3f} (grad), bounds 0.05; "
-                             f"idle expert grad {float(grads[0][1].abs().max()):.2g}")
+        raise AssertionError(
+            f"bf16 grouped experts differ from fp32 by {err:.3f} (output) / {gerr:.3f} (grad), bounds 0.05; "
+            f"idle expert grad {float(grads[0][1].abs().max()):.2g}"
+        )
     synced = "not checked on CPU"
     if ctx.cuda:
         tokens = torch.randn(4, 392, 768, device=ctx.device)
@@ -104,15 +111,25 @@ def flash_attention(ctx: Context) -> dict[str, Any]:
 def step_syncs(ctx: Context) -> dict[str, Any]:
     """Training steps of the real loop on device-resident batches, counting host syncs (on a
     GPU: torch's sync debug mode; expected: the end-of-epoch loss read and NaN check only)."""
+    from pipelines.mixing import BatchMixer
+
     from ..models import build_model
     from ..train.loop import train_epoch
-    from pipelines.mixing import BatchMixer
 
     size, frames, side = ("small", 16, 160) if ctx.cuda else ("debug", 4, 64)
     model = build_model("s4d", size, video_classes=4).to(ctx.device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    batches = [("video", {"pixels": torch.randn(4, 3, frames, side, side, device=ctx.device),
-                          "labels": torch.randint(0, 4, (4,), device=ctx.device), "keys": [f"k{i}"]}) for i in range(6)]
+    batches = [
+        (
+            "video",
+            {
+                "pixels": torch.randn(4, 3, frames, side, side, device=ctx.device),
+                "labels": torch.randint(0, 4, (4,), device=ctx.device),
+                "keys": [f"k{i}"],
+            },
+        )
+        for i in range(6)
+    ]
     mixers = {"video": BatchMixer(4, 0.8, 1.0, 0.1)}
     amp = torch.bfloat16 if ctx.cuda else None
     train_epoch(model, batches[:1], opt, mixers=mixers, device=ctx.device, autocast_dtype=amp)  # warm-up
@@ -131,8 +148,7 @@ def step_syncs(ctx: Context) -> dict[str, Any]:
         syncs = sum("synchroniz" in str(w.message) for w in caught)
         if syncs > 3:
             raise AssertionError(f"{syncs} host syncs in {stats.steps} steps (expected at most 3, at the end of the epoch)")
-    return {"model": size, "steps": stats.steps, "loss": round(stats.loss, 4),
-            "host syncs": syncs if syncs is not None else "not counted on CPU"}
+    return {"model": size, "steps": stats.steps, "loss": round(stats.loss, 4), "host syncs": syncs if syncs is not None else "not counted on CPU"}
 
 
 def process_group(ctx: Context) -> dict[str, Any]:
@@ -167,28 +183,38 @@ def short_runs(ctx: Context) -> dict[str, Any]:
     (small size in bf16 on a GPU, debug size on a CPU); both checkpoints load back."""
     from ..checkpoint import load_model
     from ..models import Classifier, PretrainMAE
-    from ..train.config import TrainConfig
+    from ..train.config import PretrainConfig, TrainConfig
     from ..train.finetune import train
     from ..train.optim import OptimConfig
-    from ..train.config import PretrainConfig
     from ..train.pretrain import pretrain
 
     s = ctx.need("shards")
     size = "small" if ctx.cuda else "debug"
     device = str(ctx.device)
     quiet = lambda *_: None  # noqa: E731
-    cfg = TrainConfig(manifest=str(s["video_path"]), out=str(ctx.root / "train"), size=size, epochs=1, video_batch=4,
-                      image_batch=4, data_root=str(s["data"]), device=device, optim=OptimConfig(warmup_epochs=0))
+    cfg = TrainConfig(
+        manifest=str(s["video_path"]),
+        out=str(ctx.root / "train"),
+        size=size,
+        epochs=1,
+        video_batch=4,
+        image_batch=4,
+        data_root=str(s["data"]),
+        device=device,
+        optim=OptimConfig(warmup_epochs=0),
+    )
     summary = train(cfg, log=quiet)
     mix = ctx.root / "mixture.json"
-    mix.write_text('{"name": "doctor", "sources": [{"manifest": "%s", "share": 1.0, "repeat": 2}, {"manifest": "%s", "share": 1.0}]}'
-                   % (s["video_path"], s["video_path"].with_name("demo_images.json")))
-    pre = PretrainConfig(mixture=str(mix), out=str(ctx.root / "pretrain"), size=size, epochs=1, video_batch=2, image_batch=4,
-                         data_root=str(s["data"]), device=device)
+    mix.write_text(
+        '{"name": "doctor", "sources": [{"manifest": "%s", "share": 1.0, "repeat": 2}, {"manifest": "%s", "share": 1.0}]}'
+        % (s["video_path"], s["video_path"].with_name("demo_images.json"))
+    )
+    pre = PretrainConfig(
+        mixture=str(mix), out=str(ctx.root / "pretrain"), size=size, epochs=1, video_batch=2, image_batch=4, data_root=str(s["data"]), device=device
+    )
     pretrain(pre, log=quiet)
     clf = load_model(ctx.root / "train" / "checkpoints" / "last.safetensors")
     mae = load_model(ctx.root / "pretrain" / "checkpoints" / "last.safetensors")
     if not isinstance(clf, Classifier) or not isinstance(mae, PretrainMAE):
         raise AssertionError("the checkpoints did not load back as a classifier and an MAE")
-    return {"model": size, "amp": "bf16" if ctx.cuda else "fp32", "fine-tune test UAR": round(summary["uar"], 3),
-            "checkpoints": "written and loaded"}
+    return {"model": size, "amp": "bf16" if ctx.cuda else "fp32", "fine-tune test UAR": round(summary["uar"], 3), "checkpoints": "written and loaded"}

@@ -13,8 +13,8 @@ from pipelines import Augment, Loader, LoaderConfig, open_dataset
 from pipelines.augment import BatchAugment, epoch_generator
 from pipelines.loader import dali_available
 from preprocess.manifest import parse_manifest
-from preprocess.shards.folder import finalize
 from preprocess.run import run_shards
+from preprocess.shards.folder import finalize
 
 from .runner import Context, Skip
 
@@ -157,7 +157,11 @@ def loader_vs_model(ctx: Context) -> dict[str, Any]:
     train_epoch(model, batches, opt, device=ctx.device, autocast_dtype=torch.bfloat16)
     torch.cuda.synchronize()
     model_rate = 8 * len(batches) / (time.perf_counter() - t0)
-    detail = {"loader clips/s": round(loader_rate, 1), "base model clips/s (bf16 train step)": round(model_rate, 1),
-              "ratio": round(loader_rate / model_rate, 2), "keeps up": "yes" if loader_rate >= model_rate else "no",
-              "loader threads": loader.threads}
+    detail = {
+        "loader clips/s": round(loader_rate, 1),
+        "base model clips/s (bf16 train step)": round(model_rate, 1),
+        "ratio": round(loader_rate / model_rate, 2),
+        "keeps up": "yes" if loader_rate >= model_rate else "no",
+        "loader threads": loader.threads,
+    }
     return detail

@@ -28,8 +28,9 @@ def face_frames(count: int = 16, side: int = 320) -> np.ndarray:
 
     rng = np.random.default_rng(0)
     people = [random_identity(rng) for _ in range(4)]
-    return np.stack([draw_face(side, people[(k // 4) % 4], smile=(k % 4) / 3, open_=0.1, brow=0.0, frown=0.0, shift=(0.0, 0.0),
-                               rng=rng) for k in range(count)])
+    return np.stack(
+        [draw_face(side, people[(k // 4) % 4], smile=(k % 4) / 3, open_=0.1, brow=0.0, frown=0.0, shift=(0.0, 0.0), rng=rng) for k in range(count)]
+    )
 
 
 def mtcnn_cuda(ctx: Context) -> dict[str, Any]:
@@ -54,14 +55,18 @@ def mtcnn_cuda(ctx: Context) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     on_cpu = FaceDetector(device="cpu", batch_size=len(frames)).detect_all(frames)
     same_count = sum(len(a) == len(b) for a, b in zip(on_gpu, on_cpu))
-    shift = max((max(abs(u - v) for u, v in zip(a[0].box, b[0].box)) / b[0].side for a, b in zip(on_gpu, on_cpu) if a and b),
-                default=0.0)
+    shift = max((max(abs(u - v) for u, v in zip(a[0].box, b[0].box)) / b[0].side for a, b in zip(on_gpu, on_cpu) if a and b), default=0.0)
     found = sum(bool(a) for a in on_gpu)
     if found < len(frames) // 2 or same_count < len(frames) - 2 or shift > 0.05:
-        raise AssertionError(f"MTCNN on {ctx.device} found faces in {found} of {len(frames)} frames, the same count as the CPU in "
-                             f"{same_count}, boxes up to {100 * shift:.1f}% of the face apart (bounds: half, all but 2, 5%)")
-    return {"frames/s (320 px)": round(len(frames) / seconds, 1), "frames with a face": f"{found}/{len(frames)}",
-            "same as the CPU": f"{same_count}/{len(frames)} frames, boxes within {100 * shift:.1f}%"}
+        raise AssertionError(
+            f"MTCNN on {ctx.device} found faces in {found} of {len(frames)} frames, the same count as the CPU in "
+            f"{same_count}, boxes up to {100 * shift:.1f}% of the face apart (bounds: half, all but 2, 5%)"
+        )
+    return {
+        "frames/s (320 px)": round(len(frames) / seconds, 1),
+        "frames with a face": f"{found}/{len(frames)}",
+        "same as the CPU": f"{same_count}/{len(frames)} frames, boxes within {100 * shift:.1f}%",
+    }
 
 
 def ddp_two_gpus(ctx: Context) -> dict[str, Any]:
@@ -79,9 +84,32 @@ def ddp_train(ctx: Context, size: str, timeout: float = 300) -> dict[str, Any]:
     with gloo); rank 0's metrics and checkpoint are read back."""
     s = ctx.need("shards")
     out = ctx.root / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "s4d", "train",
-           "--manifest", str(s["video_path"]), "--size", size, "--epochs", "1", "--video-batch", "4", "--image-batch", "4",
-           "--data-root", str(s["data"]), "--out", str(out), "--no-tensorboard"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "s4d",
+        "train",
+        "--manifest",
+        str(s["video_path"]),
+        "--size",
+        size,
+        "--epochs",
+        "1",
+        "--video-batch",
+        "4",
+        "--image-batch",
+        "4",
+        "--data-root",
+        str(s["data"]),
+        "--out",
+        str(out),
+        "--no-tensorboard",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     t0 = time.perf_counter()
     try:
@@ -116,8 +144,11 @@ def compiled_steps(device: torch.device, *, size: str = "debug", backend: str = 
     torch.manual_seed(0)
     model = build_model("s4d", size, video_classes=4).to(device)
     enc = model.config.encoder
-    batch = {"pixels": torch.randn(8, 3, enc.num_frames, enc.img_size, enc.img_size, device=device),
-             "labels": torch.randint(0, 4, (8,), device=device), "keys": []}
+    batch = {
+        "pixels": torch.randn(8, 3, enc.num_frames, enc.img_size, enc.img_size, device=device),
+        "labels": torch.randint(0, 4, (8,), device=device),
+        "keys": [],
+    }
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     amp = torch.bfloat16 if device.type == "cuda" else None
     compiled = torch.compile(model, backend=backend)
@@ -131,6 +162,12 @@ def compiled_steps(device: torch.device, *, size: str = "debug", backend: str = 
         if not np.isfinite(stats.loss):
             raise AssertionError(f"{name} step: loss {stats.loss}")
     breaks = sum(counters["graph_break"].values())
-    return {"model": size, "backend": backend, "compile seconds": round(times["compile"], 1),
-            "step ms compiled": round(1000 * times["compiled"] / steps, 1), "step ms eager": round(1000 * times["eager"] / steps, 1),
-            "graph breaks": breaks, "graphs": counters["stats"].get("unique_graphs", 0)}
+    return {
+        "model": size,
+        "backend": backend,
+        "compile seconds": round(times["compile"], 1),
+        "step ms compiled": round(1000 * times["compiled"] / steps, 1),
+        "step ms eager": round(1000 * times["eager"] / steps, 1),
+        "graph breaks": breaks,
+        "graphs": counters["stats"].get("unique_graphs", 0),
+    }

@@ -74,7 +74,11 @@ def loader_in_the_loop(ctx: Context) -> dict[str, Any]:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     share = waited.seconds / seconds
-    return {"model": f"{size} ({'bf16' if amp else 'fp32'})", "loader": f"{loader.backend}, decoded on {loader.decode_on}",
-            "steps": stats.steps, "clips/s": round(waited.clips / seconds, 1),
-            "waiting for input": f"{100 * share:.0f}% of step time ({1000 * waited.seconds / max(stats.steps, 1):.0f} ms a step)",
-            "bound by": "input" if share > INPUT_BOUND else "the model"}
+    return {
+        "model": f"{size} ({'bf16' if amp else 'fp32'})",
+        "loader": f"{loader.backend}, decoded on {loader.decode_on}",
+        "steps": stats.steps,
+        "clips/s": round(waited.clips / seconds, 1),
+        "waiting for input": f"{100 * share:.0f}% of step time ({1000 * waited.seconds / max(stats.steps, 1):.0f} ms a step)",
+        "bound by": "input" if share > INPUT_BOUND else "the model",
+    }

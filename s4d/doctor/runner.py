@@ -73,8 +73,14 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0][:300]}" if text else type(err).__name__
 
 
-def run_checks(checks: list[tuple[str, Check]], device: torch.device, *, root: Path | None = None,
-               on_result: Callable[[Result], None] | None = None, debug: bool = False) -> list[Result]:
+def run_checks(
+    checks: list[tuple[str, Check]],
+    device: torch.device,
+    *,
+    root: Path | None = None,
+    on_result: Callable[[Result], None] | None = None,
+    debug: bool = False,
+) -> list[Result]:
     results = []
     with tempfile.TemporaryDirectory(prefix="s4d-doctor-") as tmp:
         ctx = Context(Path(root or tmp), device)

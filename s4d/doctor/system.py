@@ -49,8 +49,7 @@ def from_nvidia_smi(command: str | None = None) -> tuple[SystemGpus | None, str 
     if exe is None:
         return None, None
     try:
-        res = subprocess.run([exe, "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
+        res = subprocess.run([exe, "--query-gpu=name,driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as err:
         return None, f"nvidia-smi: {err}"
     rows = [[x.strip() for x in line.split(",")] for line in res.stdout.splitlines() if line.strip()]
@@ -114,29 +113,40 @@ def diagnose(gpus: SystemGpus, torch_version: str, torch_cuda: str | None, init_
     need = MIN_DRIVER.get(cuda_major) if cuda_major else None
     fixes: dict[str, str] = {}
     if torch_cuda is None:
-        fixes["torch"] = (f"pip install --force-reinstall torch torchvision (PyPI's builds use CUDA 13, driver >= {MIN_DRIVER[13]})"
-                          if drv is not None and drv >= MIN_DRIVER[13] else TORCH_CU12)
+        fixes["torch"] = (
+            f"pip install --force-reinstall torch torchvision (PyPI's builds use CUDA 13, driver >= {MIN_DRIVER[13]})"
+            if drv is not None and drv >= MIN_DRIVER[13]
+            else TORCH_CU12
+        )
         why = f"the system shows {seen} but torch {torch_version} is a CPU-only build; fix: a CUDA build of torch ({fixes['torch']})"
     elif need and drv is not None and drv < need:
         if drv >= MIN_DRIVER[12]:
             fixes = {"DALI": DALI_CU12, "torch": TORCH_CU12, "or": f"a driver >= {need}"}
             # the Makefile's DALI=cuda120 switches DALI only: PyPI's torch stays a CUDA 13 build
-            fix = (f"driver >= {need}, or the CUDA 12 wheels: DALI's cuda120 extra (make install DALI=cuda120 in a fresh "
-                   ".venv), then torch from download.pytorch.org/whl/cu126 (exact commands: s4d doctor --json)")
+            fix = (
+                f"driver >= {need}, or the CUDA 12 wheels: DALI's cuda120 extra (make install DALI=cuda120 in a fresh "
+                ".venv), then torch from download.pytorch.org/whl/cu126 (exact commands: s4d doctor --json)"
+            )
         else:
             fixes = {"driver": f">= {MIN_DRIVER[12]} (CUDA 12 wheels) or >= {MIN_DRIVER[13]} (CUDA 13, the default)"}
             fix = f"a driver >= {MIN_DRIVER[12]} with the CUDA 12 wheels, or >= {need}"
-        why = (f"the system shows {seen} but torch cannot use it: torch {torch_version} is built for CUDA {torch_cuda}, "
-               f"which needs driver >= {need}; fix: {fix}")
+        why = (
+            f"the system shows {seen} but torch cannot use it: torch {torch_version} is built for CUDA {torch_cuda}, "
+            f"which needs driver >= {need}; fix: {fix}"
+        )
     elif need and drv is None:
-        why = (f"the system shows {seen} but torch cannot use it: torch {torch_version} is built for CUDA {torch_cuda}, which "
-               f"needs driver >= {need}; torch says: {init_error}; fix: check the driver (nvidia-smi), or use the CUDA 12 "
-               "wheels for a driver >= 525 (README 'Which DALI wheel')")
+        why = (
+            f"the system shows {seen} but torch cannot use it: torch {torch_version} is built for CUDA {torch_cuda}, which "
+            f"needs driver >= {need}; torch says: {init_error}; fix: check the driver (nvidia-smi), or use the CUDA 12 "
+            "wheels for a driver >= 525 (README 'Which DALI wheel')"
+        )
         fixes = {"check": "nvidia-smi; cat /proc/driver/nvidia/version", "torch": TORCH_CU12, "DALI": DALI_CU12}
     else:
-        why = (f"the system shows {seen} and torch {torch_version} (CUDA {torch_cuda}) should run on it, yet finds no "
-               f"CUDA device: {init_error}; fix: give this process the GPU (container --gpus, CUDA_VISIBLE_DEVICES) and "
-               "check that nvidia-smi works")
+        why = (
+            f"the system shows {seen} and torch {torch_version} (CUDA {torch_cuda}) should run on it, yet finds no "
+            f"CUDA device: {init_error}; fix: give this process the GPU (container --gpus, CUDA_VISIBLE_DEVICES) and "
+            "check that nvidia-smi works"
+        )
         fixes["check"] = "nvidia-smi; echo $CUDA_VISIBLE_DEVICES; python -c 'import torch; torch.cuda.init()'"
     return why, fixes
 
@@ -157,5 +167,14 @@ def torch_sees_gpu(ctx: Context) -> dict[str, Any]:
         raise Skip(f"CUDA_VISIBLE_DEVICES={hidden!r} hides the {len(gpus.names)} NVIDIA GPU(s) from torch")
     ctx.no_cuda = "no CUDA device usable by torch (see the FAIL above)"
     why, fixes = diagnose(gpus, torch.__version__, torch.version.cuda, cuda_init_error())
-    raise Fail(why, {"GPUs (system)": list(gpus.names), "driver": gpus.driver, "read from": gpus.source,
-                     "torch": torch.__version__, "torch CUDA": torch.version.cuda, "fix": fixes})
+    raise Fail(
+        why,
+        {
+            "GPUs (system)": list(gpus.names),
+            "driver": gpus.driver,
+            "read from": gpus.source,
+            "torch": torch.__version__,
+            "torch CUDA": torch.version.cuda,
+            "fix": fixes,
+        },
+    )

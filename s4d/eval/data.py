@@ -25,7 +25,7 @@ def eval_loader_config(m: Manifest, enc: EncoderConfig, batch_size: int = 8) -> 
     if m.modality == "video":
         if m.clip.frames != enc.num_frames:
             raise ManifestError(f"{m.source}: clip.frames {m.clip.frames} but the checkpoint's model takes {enc.num_frames} frames")
-        return LoaderConfig(batch_size=batch_size, train=False, size=enc.img_size, frames=m.clip.frames, stride=m.clip.stride,
-                            crop=m.clip.crop, augment=Augment.off())
-    return LoaderConfig(batch_size=batch_size, train=False, size=enc.img_size, image_resize=round(enc.img_size * 1.2),
-                        augment=Augment.off())
+        return LoaderConfig(
+            batch_size=batch_size, train=False, size=enc.img_size, frames=m.clip.frames, stride=m.clip.stride, crop=m.clip.crop, augment=Augment.off()
+        )
+    return LoaderConfig(batch_size=batch_size, train=False, size=enc.img_size, image_resize=round(enc.img_size * 1.2), augment=Augment.off())

@@ -11,12 +11,12 @@ import numpy as np
 
 from pipelines import Loader, open_dataset
 from preprocess.manifest import ManifestError, load_manifest
+from preprocess.ownership import check, claim
 
 from ..checkpoint import load_classifier
 from ..checkpoint.finite import NonFiniteOutput
 from ..runtime import autocast_dtype, dali_device_id
 from ..runtime.dist import setup
-from preprocess.ownership import check, claim
 from .data import eval_loader_config, shard_folder
 from .outputs import score_fields, write_eval
 from .protocol import predict
@@ -43,8 +43,17 @@ def shard_of(ds, key: str | None) -> str:
 
 
 def evaluate_checkpoint(
-    manifest: str, checkpoint: str, *, out: str, fold: str | None = None, task: str | None = None,
-    data_root: str | None = None, backend: str = "auto", batch_size: int = 8, force: bool = False, log=print,
+    manifest: str,
+    checkpoint: str,
+    *,
+    out: str,
+    fold: str | None = None,
+    task: str | None = None,
+    data_root: str | None = None,
+    backend: str = "auto",
+    batch_size: int = 8,
+    force: bool = False,
+    log=print,
 ) -> dict[str, Any]:
     """Score ``checkpoint``'s ``task`` head on ``manifest``'s test split of ``fold`` and write
     ``out`` (``write_eval``). ``out`` must be an eval folder (``preprocess.ownership``): never a
@@ -57,11 +66,12 @@ def evaluate_checkpoint(
         raise ManifestError(f"{checkpoint}: no {task!r} head (heads: {sorted(model.head)})")
     head_names = tuple(model.config.class_names.get(task, ())) or None
     if head_names is None and task != m.modality:
-        raise ManifestError(f"{checkpoint}: the {task} head has no class names, so its classes cannot be matched to "
-                            f"{m.name}'s; cross-task evaluation needs a checkpoint trained by s4d (names in its config)")
+        raise ManifestError(
+            f"{checkpoint}: the {task} head has no class names, so its classes cannot be matched to "
+            f"{m.name}'s; cross-task evaluation needs a checkpoint trained by s4d (names in its config)"
+        )
     if head_names is None and model.config.heads[task] != len(m.classes):
-        raise ManifestError(f"{checkpoint}: the {task} head has {model.config.heads[task]} classes and no class names; "
-                            f"{m.name} has {len(m.classes)}")
+        raise ManifestError(f"{checkpoint}: the {task} head has {model.config.heads[task]} classes and no class names; {m.name} has {len(m.classes)}")
     check(Path(out), "eval", force=force)  # refused before the work: a run's folder, another owner, earlier outputs
     enc = model.config.encoder
     fold = m.fold_name(fold)
@@ -81,10 +91,21 @@ def evaluate_checkpoint(
         probs = np.stack([pred["probs"][:, c] if c is not None else np.zeros(len(pred["keys"])) for c in cols], axis=1)
         pred = {"keys": [k for k, ok in zip(pred["keys"], keep) if ok], "labels": pred["labels"][keep], "probs": probs[keep]}
     s = score_fields(pred, m.classes)
-    summary = {"manifest": m.name, "fold": fold, "checkpoint": str(checkpoint), "task_head": task, "uar": s["uar"], "war": s["war"],
-               "count": s["count"], "excluded_no_matching_class": excluded, "recall": s["recall"], "confusion": s["confusion"]}
-    write_eval(claim(Path(out), "eval", force=force), summary, f"{m.name} fold {fold} ({task} head)", pred=pred, fold=fold,
-               classes=m.classes)
-    log(f"{m.name} fold {fold}, {task} head: UAR {100 * s['uar']:.2f}  WAR {100 * s['war']:.2f} over {s['count']} samples"
-        + (f" ({excluded} without a matching class left out)" if excluded else ""))
+    summary = {
+        "manifest": m.name,
+        "fold": fold,
+        "checkpoint": str(checkpoint),
+        "task_head": task,
+        "uar": s["uar"],
+        "war": s["war"],
+        "count": s["count"],
+        "excluded_no_matching_class": excluded,
+        "recall": s["recall"],
+        "confusion": s["confusion"],
+    }
+    write_eval(claim(Path(out), "eval", force=force), summary, f"{m.name} fold {fold} ({task} head)", pred=pred, fold=fold, classes=m.classes)
+    log(
+        f"{m.name} fold {fold}, {task} head: UAR {100 * s['uar']:.2f}  WAR {100 * s['war']:.2f} over {s['count']} samples"
+        + (f" ({excluded} without a matching class left out)" if excluded else "")
+    )
     return summary

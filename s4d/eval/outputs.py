@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from preprocess.safe_json import dumps
 from preprocess.safe_io import open_new, refuse_symlink
+from preprocess.safe_json import dumps
 
 from ..plots import plot_scores
 from .metrics import scores
@@ -33,8 +33,9 @@ def write_predictions(path: Path, pred: dict, fold: str, classes: tuple[str, ...
     pq.write_table(pa.table(columns), refuse_symlink(path))
 
 
-def write_eval(out: Path, summary: dict[str, Any], title: str, *, pred: dict | None = None, fold: str | None = None,
-               classes: tuple[str, ...] = ()) -> dict[str, Any]:
+def write_eval(
+    out: Path, summary: dict[str, Any], title: str, *, pred: dict | None = None, fold: str | None = None, classes: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """``summary.json`` (``summary``, which holds ``uar``, ``recall`` and ``confusion``), its
     figures and, given ``pred``, ``predictions.parquet``."""
     out = Path(out)

@@ -23,8 +23,9 @@ def video_mean(per_clip: torch.Tensor, videos: int, clips: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, batches: Iterable[dict], task: str, device: torch.device | str = "cpu",
-            autocast_dtype: torch.dtype | None = None) -> dict:
+def predict(
+    model: torch.nn.Module, batches: Iterable[dict], task: str, device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None
+) -> dict:
     """Class probabilities (N, C) of every video by the test protocol, with its keys and labels.
     The probabilities stay on the device until the last batch: one wait for the whole pass, and
     one check on the host copy that all are finite (``NonFiniteOutput`` names the first bad key)."""

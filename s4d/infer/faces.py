@@ -35,13 +35,21 @@ class FacePrep:
     @classmethod
     def from_settings(cls, recorded: dict[str, Any], size: int) -> "FacePrep":
         settings = {**DEFAULT_INPUT, "stored_size": size, **recorded}
-        return cls(size, int(settings["stored_size"]), float(settings["margin"]), str(settings["geometry"]),
-                   tuple(settings["crop"]) if settings["crop"] else None)
+        return cls(
+            size,
+            int(settings["stored_size"]),
+            float(settings["margin"]),
+            str(settings["geometry"]),
+            tuple(settings["crop"]) if settings["crop"] else None,
+        )
 
     def frame(self, frame_HWC: np.ndarray, face: Face | None) -> np.ndarray:
         """One video frame: aligned at the stored size, the stored crop, then the model's size."""
-        out = (align(frame_HWC, face, self.margin, self.stored_size, self.geometry) if face is not None
-               else fit_frame(frame_HWC, self.stored_size, self.geometry))
+        out = (
+            align(frame_HWC, face, self.margin, self.stored_size, self.geometry)
+            if face is not None
+            else fit_frame(frame_HWC, self.stored_size, self.geometry)
+        )
         if self.crop is not None:
             top, left, h, w = self.crop
             out = out[top : top + h, left : left + w]

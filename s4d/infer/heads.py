@@ -29,8 +29,11 @@ class TorchHeads:
         self.heads: dict[str, int] = dict(self.model.config.heads)
         self.class_names: dict[str, tuple[str, ...]] = {t: tuple(n) for t, n in self.model.config.class_names.items()}
         self.input: dict[str, Any] = checkpoint_meta(checkpoint).get("input") or {}
-        check_input_record(sidecar(Path(checkpoint)), self.input or None,  # predict sizes its frames by it
-                           fix="the checkpoint's JSON config is damaged or edited: restore it beside its weights")
+        check_input_record(
+            sidecar(Path(checkpoint)),
+            self.input or None,  # predict sizes its frames by it
+            fix="the checkpoint's JSON config is damaged or edited: restore it beside its weights",
+        )
 
     @torch.no_grad()
     def probs(self, x: torch.Tensor, task: str) -> np.ndarray:
@@ -38,8 +41,7 @@ class TorchHeads:
         batch, for the answer; the input goes up without one (``to_device``). A NaN or inf
         answer is refused (``check_finite``), checked on the host copy: no extra wait."""
         with autocast(self.device, self.amp):
-            return check_finite(self.model(to_device(x, self.device), task).float().softmax(-1).cpu().numpy(),
-                                f"{self.source}: the {task} head")
+            return check_finite(self.model(to_device(x, self.device), task).float().softmax(-1).cpu().numpy(), f"{self.source}: the {task} head")
 
 
 class OnnxHeads:

@@ -51,8 +51,7 @@ def _list_entries(listing: Path) -> list[tuple[int, str]]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise InputError(f"{listing}: line {line} (byte {err.start}) is not UTF-8: save the list as UTF-8 "
-                         f"(e.g. iconv -f latin1 -t utf-8)") from None
+        raise InputError(f"{listing}: line {line} (byte {err.start}) is not UTF-8: save the list as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
     lines = (line.strip() for line in text.splitlines())
     return [(i, entry) for i, entry in enumerate(lines, start=1) if entry and not entry.startswith("#")]
 

@@ -127,9 +127,19 @@ class _State:
         latency = round(1000 * (time.perf_counter() - frames[hi][1]), 1)
         for k, row in zip(people, probs):
             self.results.setdefault(k, []).append(row)
-            yield {**base, "track": k, "face": True, "top": self.names[int(row.argmax())],
-                   "probs": {c: round(float(v), 6) for c, v in zip(self.names, row)}, "latency_ms": latency}
+            yield {
+                **base,
+                "track": k,
+                "face": True,
+                "top": self.names[int(row.argmax())],
+                "probs": {c: round(float(v), 6) for c, v in zip(self.names, row)},
+                "latency_ms": latency,
+            }
 
     def summary(self) -> dict[str, Any]:
-        return {"frames": self.t, "seconds": round(self.t / self.fps, 3), "windows": self.window,
-                "tracks": {str(k): answer(np.stack(rows), self.names) for k, rows in sorted(self.results.items())}}
+        return {
+            "frames": self.t,
+            "seconds": round(self.t / self.fps, 3),
+            "windows": self.window,
+            "tracks": {str(k): answer(np.stack(rows), self.names) for k, rows in sorted(self.results.items())},
+        }

@@ -60,10 +60,17 @@ def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The result of one file as table rows (one per window; an image is one row)."""
     rows = []
     for w in result["windows"]:
-        row = {"file": result["input"], "kind": result["kind"], **({"track": w.get("track")} if "tracks" in result else {}),
-               "start_frame": w.get("start_frame", 0),
-               "end_frame": w.get("end_frame", 0), "start_s": w.get("start_s", 0.0), "end_s": w.get("end_s", 0.0),
-               "face": bool(w["face"]), "top": w.get("top")}
+        row = {
+            "file": result["input"],
+            "kind": result["kind"],
+            **({"track": w.get("track")} if "tracks" in result else {}),
+            "start_frame": w.get("start_frame", 0),
+            "end_frame": w.get("end_frame", 0),
+            "start_s": w.get("start_s", 0.0),
+            "end_s": w.get("end_s", 0.0),
+            "face": bool(w["face"]),
+            "top": w.get("top"),
+        }
         probs = w.get("probs", {})
         row.update({f"p_{c}": probs.get(c) for c in result["classes"]})
         rows.append(row)
@@ -106,8 +113,10 @@ class Table:
             return
         changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
         if changed:
-            raise InputError(f"{pin}: this table was started with another model or settings ({', '.join(changed)}); "
-                             f"finishing it would mix two models: use a new --out")
+            raise InputError(
+                f"{pin}: this table was started with another model or settings ({', '.join(changed)}); "
+                f"finishing it would mix two models: use a new --out"
+            )
 
     def _read_pin(self, pin: Path) -> dict[str, Any] | None:
         """The pinned identity; None when there is none yet, or only an empty file left by a start
@@ -122,8 +131,9 @@ class Table:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             old = err
         if not isinstance(old, dict):
-            raise InputError(f"--out {self.out}: {pin} is not the JSON object s4d writes; delete {self.parts} to start "
-                             f"this table over (or use a new --out)")
+            raise InputError(
+                f"--out {self.out}: {pin} is not the JSON object s4d writes; delete {self.parts} to start this table over (or use a new --out)"
+            )
         return old
 
     @contextmanager
@@ -136,8 +146,10 @@ class Table:
             yield
         except (OSError, pa.ArrowException) as err:
             reason = err.strerror if isinstance(err, OSError) and err.strerror else f"{err.__class__.__name__}: {err}"
-            raise InputError(f"--out {self.out}: cannot write {target} ({reason}); free space (or choose another --out) and "
-                             f"re-run the same command: finished files are kept") from None
+            raise InputError(
+                f"--out {self.out}: cannot write {target} ({reason}); free space (or choose another --out) and "
+                f"re-run the same command: finished files are kept"
+            ) from None
 
     def part(self, path: Path) -> Path:
         return self.parts / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:20]}.parquet"
@@ -164,8 +176,10 @@ class Table:
         try:
             meta = pq.read_schema(part).metadata or {}
         except (OSError, pa.ArrowException) as err:
-            raise InputError(f"--out {self.out}: the part {part} (rows of {path}) is unreadable ({err.__class__.__name__}); "
-                             f"delete that part and re-run the same command to predict {path.name} again") from None
+            raise InputError(
+                f"--out {self.out}: the part {part} (rows of {path}) is unreadable ({err.__class__.__name__}); "
+                f"delete that part and re-run the same command to predict {path.name} again"
+            ) from None
         key = meta.get(_KEY_META)
         return key.decode() if key else None
 
@@ -209,8 +223,10 @@ class Table:
         try:
             return pq.read_table(part)
         except (OSError, pa.ArrowException) as err:
-            raise InputError(f"--out {self.out}: the part {part} (rows of {path}) is unreadable ({err.__class__.__name__}); "
-                             f"delete that part and re-run the same command to predict {path.name} again") from None
+            raise InputError(
+                f"--out {self.out}: the part {part} (rows of {path}) is unreadable ({err.__class__.__name__}); "
+                f"delete that part and re-run the same command to predict {path.name} again"
+            ) from None
 
 
 def _drop_tmp(target: Path) -> None:
@@ -230,8 +246,7 @@ def _predict_one(predictor, path: Path) -> tuple[str, dict[str, Any]]:
     return key, predict_file(predictor, path)
 
 
-def predict_many(predictor, files: list[Path], out: Path, *, on_file: Callable[[Path, str], None] = lambda p, s: None
-                 ) -> dict[str, Any]:
+def predict_many(predictor, files: list[Path], out: Path, *, on_file: Callable[[Path, str], None] = lambda p, s: None) -> dict[str, Any]:
     """Every file not done before (by content); returns counts, the failures (file, reason) and
     the rows. The table's problems (another model, an unreadable part) raise before any file."""
     table = Table(out, model_identity(predictor.cfg))

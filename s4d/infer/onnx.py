@@ -29,8 +29,6 @@ from preprocess.safe_io import refuse_symlink
 from .onnx_checks import FORMAT, META_KEY, _first_line, check_initializers, initializer_digest, load_model_proto, read_metadata
 
 
-
-
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, task: str = "video") -> Path:
     """Write ``out`` (.onnx; an existing folder: ``out/<checkpoint stem>_<task>.onnx``) from
     ``checkpoint``'s ``task`` head; returns the path. The file appears whole or not at all: the
@@ -81,9 +79,11 @@ def check_head_trained(checkpoint: str | os.PathLike, model, task: str) -> None:
     if task == "image" and run_config.get("sfer") is False:
         untrained = True
     if untrained:
-        raise InputError(f"{checkpoint}: the image head was never trained (the model was trained with --no-sfer: no "
-                         "class names for it, config sfer: false); export the video head (--task video), which "
-                         "s4d predict also uses for still images")
+        raise InputError(
+            f"{checkpoint}: the image head was never trained (the model was trained with --no-sfer: no "
+            "class names for it, config sfer: false); export the video head (--task video), which "
+            "s4d predict also uses for still images"
+        )
 
 
 def _run_config(checkpoint: Path) -> dict[str, Any]:
@@ -98,8 +98,10 @@ def _run_config(checkpoint: Path) -> dict[str, Any]:
             try:
                 config = json.loads(path.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
-                raise InputError(f"{path}: not a readable run config ({_first_line(err)}); restore it, or copy the "
-                                 "checkpoint (with its .json) out of the run folder to export it without") from None
+                raise InputError(
+                    f"{path}: not a readable run config ({_first_line(err)}); restore it, or copy the "
+                    "checkpoint (with its .json) out of the run folder to export it without"
+                ) from None
             return config if isinstance(config, dict) else {}
     return {}
 
@@ -131,13 +133,29 @@ def _write_onnx(checkpoint: str | os.PathLike, model, task: str, tmp: Path) -> N
     with torch.no_grad():
         if not bool(torch.isfinite(Probs().eval()(example)).all()):  # finite weights can still overflow
             raise NonFiniteOutput(f"{checkpoint}: the {task} head answers NaN or inf on a test input; not exported")
-        program = torch.onnx.export(Probs().eval(), (example,), input_names=["pixels"], output_names=["probs"],
-                                    dynamic_shapes={"pixels": {0: batch}}, dynamo=True, verbose=False)
+        program = torch.onnx.export(
+            Probs().eval(),
+            (example,),
+            input_names=["pixels"],
+            output_names=["probs"],
+            dynamic_shapes={"pixels": {0: batch}},
+            dynamo=True,
+            verbose=False,
+        )
     program.save(str(tmp))
     graph = onnx.load(str(tmp))
-    meta = {"format": FORMAT, "task": task, "classes": list(names), "frames": enc.num_frames, "size": enc.img_size,
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "input": checkpoint_meta(checkpoint).get("input") or {},
-            "checkpoint": str(checkpoint), "sha256": initializer_digest(graph)}
+    meta = {
+        "format": FORMAT,
+        "task": task,
+        "classes": list(names),
+        "frames": enc.num_frames,
+        "size": enc.img_size,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "input": checkpoint_meta(checkpoint).get("input") or {},
+        "checkpoint": str(checkpoint),
+        "sha256": initializer_digest(graph),
+    }
     graph.metadata_props.add(key=META_KEY, value=json.dumps(meta))
     onnx.save(graph, str(tmp))
 

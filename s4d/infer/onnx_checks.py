@@ -57,8 +57,9 @@ def load_model_proto(path: Path):
         raise InputError(f"{path}: not a readable ONNX model ({_first_line(err)})") from None
     external = next((i.name for i in model.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL), None)
     if external is not None:
-        raise InputError(f"{path}: initializer {external} is stored in another file (external data); s4d export "
-                         "writes one self-contained .onnx: export it again")
+        raise InputError(
+            f"{path}: initializer {external} is stored in another file (external data); s4d export writes one self-contained .onnx: export it again"
+        )
     return model
 
 
@@ -72,13 +73,14 @@ def check_initializers(path: Path, recorded: str | None, model=None) -> None:
     for init in model.graph.initializer:
         values = numpy_helper.to_array(init)
         if values.dtype.kind in "fc" and values.size and not np.isfinite(values).all():
-            raise InputError(f"{path}: initializer {init.name} holds NaN or inf values: the model file is damaged; "
-                             "export it again (s4d export)")
+            raise InputError(f"{path}: initializer {init.name} holds NaN or inf values: the model file is damaged; export it again (s4d export)")
     if recorded is not None:
         actual = initializer_digest(model)
         if actual != recorded:
-            raise InputError(f"{path}: has been modified or damaged since s4d export wrote it: sha256 {actual[:16]}... != "
-                             f"recorded {str(recorded)[:16]}...; export it again (s4d export)")
+            raise InputError(
+                f"{path}: has been modified or damaged since s4d export wrote it: sha256 {actual[:16]}... != "
+                f"recorded {str(recorded)[:16]}...; export it again (s4d export)"
+            )
 
 
 def read_metadata(path: Path, model) -> dict[str, Any]:
@@ -89,8 +91,9 @@ def read_metadata(path: Path, model) -> dict[str, Any]:
     if raw is None:
         raise InputError(f"{path}: not exported by s4d export (no {META_KEY!r} metadata); export it with s4d export")
     if len(raw) > MAX_META_CHARS:
-        raise InputError(f"{path}: its {META_KEY!r} metadata is {len(raw)} characters (limit {MAX_META_CHARS}); "
-                         "not written by s4d export: export it again")
+        raise InputError(
+            f"{path}: its {META_KEY!r} metadata is {len(raw)} characters (limit {MAX_META_CHARS}); not written by s4d export: export it again"
+        )
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError as err:
@@ -117,8 +120,13 @@ def _int_in(path: Path, meta: dict[str, Any], field: str, high: int, where: str 
     """``meta[field]``, a whole number in 1..high (the limit is named, and why no flag raises it)."""
     value = meta.get(field)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-        raise _bad(path, where + field, value, f"must be a whole number from 1 to {high} (the limit: s4d models take "
-                   "160 or 224 px and 16 frames, so no flag raises it)", fix)
+        raise _bad(
+            path,
+            where + field,
+            value,
+            f"must be a whole number from 1 to {high} (the limit: s4d models take 160 or 224 px and 16 frames, so no flag raises it)",
+            fix,
+        )
     return value
 
 
@@ -129,8 +137,9 @@ def _check_fields(path: Path, meta: dict[str, Any]) -> None:
     _int_in(path, meta, "size", MAX_SIZE)
     classes = meta.get("classes")
     if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_CLASSES:
-        raise _bad(path, "classes", classes if not isinstance(classes, list) else f"{len(classes)} names",
-                   f"must be a list of 1 to {MAX_CLASSES} names")
+        raise _bad(
+            path, "classes", classes if not isinstance(classes, list) else f"{len(classes)} names", f"must be a list of 1 to {MAX_CLASSES} names"
+        )
     if not all(isinstance(c, str) and 0 < len(c) <= MAX_NAME_CHARS for c in classes):
         raise _bad(path, "classes", classes, f"must be names of 1 to {MAX_NAME_CHARS} characters")
     if meta.get("sha256") is not None and not isinstance(meta["sha256"], str):
@@ -151,15 +160,24 @@ def check_input_record(path: Path, record: Any, fix: str = ONNX_FIX) -> None:
         _int_in(path, record, "stride", MAX_STRIDE, "input.", fix)
     for field in ("fps", "margin"):
         value = record.get(field)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-                                  or not 0 <= value <= 1000):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1000
+        ):
             raise _bad(path, f"input.{field}", value, "must be a finite number from 0 to 1000", fix)
     crop = record.get("crop")
     if crop is not None:
         side = record.get("stored_size") or MAX_STORED_SIZE
-        ok = (isinstance(crop, list) and len(crop) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in crop)
-              and crop[0] >= 0 and crop[1] >= 0 and crop[2] >= 1 and crop[3] >= 1
-              and crop[0] + crop[2] <= side and crop[1] + crop[3] <= side)
+        ok = (
+            isinstance(crop, list)
+            and len(crop) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in crop)
+            and crop[0] >= 0
+            and crop[1] >= 0
+            and crop[2] >= 1
+            and crop[3] >= 1
+            and crop[0] + crop[2] <= side
+            and crop[1] + crop[3] <= side
+        )
         if not ok:
             raise _bad(path, "input.crop", crop, f"must be [top, left, height, width] inside the {side} px stored frame", fix)
 
@@ -169,21 +187,24 @@ def _check_graph_input(path: Path, model, meta: dict[str, Any]) -> None:
     fixed, the metadata's channels, frames and size (the batch dim may be anything)."""
     inputs = {i.name: i for i in model.graph.input}
     if "pixels" not in inputs or "probs" not in {o.name for o in model.graph.output}:
-        raise InputError(f"{path}: the graph has no 'pixels' input or no 'probs' output: not an s4d export; "
-                         "export it with s4d export")
+        raise InputError(f"{path}: the graph has no 'pixels' input or no 'probs' output: not an s4d export; export it with s4d export")
     dims = inputs["pixels"].type.tensor_type.shape.dim
     task = meta["task"]
     want = (3, meta["frames"], meta["size"], meta["size"]) if task == "video" else (3, meta["size"], meta["size"])
     got = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
     if len(got) != _TASK_RANK[task] or any(g is not None and g != w for g, w in zip(got[1:], want)):
         shown = ", ".join("?" if g is None else str(g) for g in got)
-        raise InputError(f"{path}: the graph takes pixels ({shown}) but its metadata says a {task} model of "
-                         f"(B, {', '.join(map(str, want))}): the file is damaged or edited; export it again")
+        raise InputError(
+            f"{path}: the graph takes pixels ({shown}) but its metadata says a {task} model of "
+            f"(B, {', '.join(map(str, want))}): the file is damaged or edited; export it again"
+        )
     out = next(o for o in model.graph.output if o.name == "probs").type.tensor_type.shape.dim
     classes = out[-1].dim_value if len(out) == 2 and out[-1].HasField("dim_value") else None
     if len(out) != 2 or classes not in (None, len(meta["classes"])):
-        raise InputError(f"{path}: the graph's probs output is not (B, {len(meta['classes'])}) for the "
-                         f"{len(meta['classes'])} class names in its metadata: the file is damaged or edited; export it again")
+        raise InputError(
+            f"{path}: the graph's probs output is not (B, {len(meta['classes'])}) for the "
+            f"{len(meta['classes'])} class names in its metadata: the file is damaged or edited; export it again"
+        )
 
 
 def _first_line(err: BaseException) -> str:

@@ -38,8 +38,16 @@ def write_output(result: dict[str, Any], path: str | Path) -> Path:
             w.writerow([*(["track"] if tracks else []), "start_s", "end_s", "face", "top", *result["classes"]])
             for r in result["windows"]:
                 p = r.get("probs", {})
-                w.writerow([*([r.get("track", "")] if tracks else []), r.get("start_s", ""), r.get("end_s", ""), int(r["face"]),
-                            r.get("top", ""), *(f"{p[c]:.6f}" if c in p else "" for c in result["classes"])])
+                w.writerow(
+                    [
+                        *([r.get("track", "")] if tracks else []),
+                        r.get("start_s", ""),
+                        r.get("end_s", ""),
+                        int(r["face"]),
+                        r.get("top", ""),
+                        *(f"{p[c]:.6f}" if c in p else "" for c in result["classes"]),
+                    ]
+                )
     else:
         raise InputError(f"--out {path}: use a .json or .csv file name")
     return path

@@ -84,8 +84,10 @@ class Predictor:
             return names
         stored = tuple(self.heads.class_names.get(task, ()))
         if not stored:
-            raise CheckpointError(f"{self.heads.source}: the {task} head has no class names (not trained by s4d); "
-                                  f"pass --classes: a manifest such as dfew names both heads, 'a,b,c' the video head")
+            raise CheckpointError(
+                f"{self.heads.source}: the {task} head has no class names (not trained by s4d); "
+                f"pass --classes: a manifest such as dfew names both heads, 'a,b,c' the video head"
+            )
         return stored
 
     @property
@@ -246,9 +248,11 @@ class Predictor:
         """Videos need a video head: an exported image head (``s4d export --task image``) is
         refused naming the model and ``source`` (an input file or a live source)."""
         if "video" not in self.heads.heads:
-            raise MediaError(f"{source}: {self.heads.source} is an image model (exported with --task image) and "
-                             "classifies still images, not videos; give an image, or export the video head "
-                             "(s4d export --task video)")
+            raise MediaError(
+                f"{source}: {self.heads.source} is an image model (exported with --task image) and "
+                "classifies still images, not videos; give an image, or export the video head "
+                "(s4d export --task video)"
+            )
 
     def predict_video(self, path: Path) -> dict[str, Any]:
         self.check_video_head(path)
@@ -263,9 +267,22 @@ class Predictor:
         names = self.names(task)
         rows = [window_rows(windows, wf, pr, names, fps) for wf, pr in zip(window_faces, probs)]
         result = self._result(path, task, "video", probs[0], rows[0])
-        result.update({"fps": fps, "frames": n, "frames_with_face": found[0], "no_face_segments": no_face_segments(rows[0], n, fps),
-                       "window": {"frames": self.frames, "stride": stride, "hop": hop, "align": self.align_faces,
-                                  "training_stride": self.train_stride, "training_fps": self.train_fps}})
+        result.update(
+            {
+                "fps": fps,
+                "frames": n,
+                "frames_with_face": found[0],
+                "no_face_segments": no_face_segments(rows[0], n, fps),
+                "window": {
+                    "frames": self.frames,
+                    "stride": stride,
+                    "hop": hop,
+                    "align": self.align_faces,
+                    "training_stride": self.train_stride,
+                    "training_fps": self.train_fps,
+                },
+            }
+        )
         if self.cfg.faces == "all":
             for faces, track_rows in zip(window_faces, rows):  # where the person is: the box at the window's middle frame
                 for wf, row in zip(faces, track_rows):
@@ -296,16 +313,21 @@ class Predictor:
         probs = self._probs([self._image_input(image, face, task) for face in chosen], task) if chosen else self._none(task)
         rows: list[dict[str, Any]] = [{"face": bool(chosen), "faces_in_image": len(faces)}] if not chosen else []
         for k, face in enumerate(chosen):
-            row: dict[str, Any] = {"face": True, "faces_in_image": len(faces), "probs": {c: float(v) for c, v in zip(names, probs[k])},
-                                   "top": names[int(probs[k].argmax())]}
+            row: dict[str, Any] = {
+                "face": True,
+                "faces_in_image": len(faces),
+                "probs": {c: float(v) for c, v in zip(names, probs[k])},
+                "top": names[int(probs[k].argmax())],
+            }
             if face is not None:
                 row["box"] = [round(v, 1) for v in face.box]
             rows.append({"track": k, **row} if self.cfg.faces == "all" else row)
         result = self._result(path, task, "image", probs[:1], rows)
         if self.cfg.faces == "all":
             result["faces"] = "all"
-            result["tracks"] = [{"track": k, "box": row.get("box"), "prediction": answer(probs[k : k + 1], names)}
-                                for k, row in enumerate(rows) if row["face"]]
+            result["tracks"] = [
+                {"track": k, "box": row.get("box"), "prediction": answer(probs[k : k + 1], names)} for k, row in enumerate(rows) if row["face"]
+            ]
         return result
 
     def _image_input(self, image: np.ndarray, face: Face | None, task: str) -> torch.Tensor:
@@ -314,5 +336,12 @@ class Predictor:
 
     def _result(self, path: Path, task: str, kind: str, probs: np.ndarray, rows: list[dict[str, Any]]) -> dict[str, Any]:
         names = self.names(task)
-        return {"input": str(path), "kind": kind, "checkpoint": str(self.heads.source), "head": task, "classes": list(names),
-                "prediction": answer(probs, names), "windows": rows}
+        return {
+            "input": str(path),
+            "kind": kind,
+            "checkpoint": str(self.heads.source),
+            "head": task,
+            "classes": list(names),
+            "prediction": answer(probs, names),
+            "windows": rows,
+        }

@@ -171,8 +171,9 @@ def link_people(faces_per_frame: list[list[Face]], looks_per_frame: list[list[np
     return tracker.tracks
 
 
-def every_face(faces_per_frame: list[list[Face]], looks_per_frame: list[list[np.ndarray]], max_gap: int,
-               min_detections: int = 1) -> list[list[Face | None]]:
+def every_face(
+    faces_per_frame: list[list[Face]], looks_per_frame: list[list[np.ndarray]], max_gap: int, min_detections: int = 1
+) -> list[list[Face | None]]:
     """Per person (strongest first: most face evidence), the detection of every frame or None."""
     people = [tr for tr in link_people(faces_per_frame, looks_per_frame, max_gap) if len(tr.faces) >= min_detections]
     out = []

@@ -3,12 +3,13 @@
 Nothing here knows about data loading or training.
 """
 
+from preprocess.errors import InputError
+
 from .config import MAE_DECODERS, SIZES, VARIANTS, EncoderConfig, MAEConfig, ModelConfig, MoEConfig, model_config, moe_block_indices
 from .mae import MAEOutput, Masks, PretrainMAE, patchify, random_masking
 from .moe import MixtureOfExperts, MoEAux
 from .pos_embed import sinusoid_table
 from .vit import Classifier, ModelAux
-from preprocess.errors import InputError
 
 
 def build_model(config: ModelConfig | str = "s4d", size: str = "base", **kwargs) -> Classifier:

@@ -48,9 +48,7 @@ class EncoderConfig:
         if self.img_size % self.patch:
             raise InputError(f"encoder.img_size ({self.img_size}) must be a multiple of encoder.patch ({self.patch})")
         if self.num_frames % self.tubelet:
-            raise InputError(
-                f"encoder.num_frames ({self.num_frames}) must be a multiple of encoder.tubelet ({self.tubelet})"
-            )
+            raise InputError(f"encoder.num_frames ({self.num_frames}) must be a multiple of encoder.tubelet ({self.tubelet})")
         if self.dim % self.num_heads:
             raise InputError(f"encoder.dim ({self.dim}) must be divisible by encoder.num_heads ({self.num_heads})")
         if not 0.0 <= self.drop_path < 1.0:

@@ -32,9 +32,7 @@ class MAEOutput(NamedTuple):
     masks: Masks
 
 
-def random_masking(
-    batch: int, num_tokens: int, mask_ratio: float, generator: torch.Generator | None = None, device=None
-) -> Masks:
+def random_masking(batch: int, num_tokens: int, mask_ratio: float, generator: torch.Generator | None = None, device=None) -> Masks:
     """Independent random (not tube) masking per sample: ``int(mask_ratio * N)`` tokens are
     masked, the rest visible (800 tokens at 0.95 -> 40 visible; 100 at 0.90 -> 10)."""
     num_masked = int(mask_ratio * num_tokens)
@@ -63,8 +61,7 @@ class MAEDecoder(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, out_dim: int, ln_eps: float) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            Block(dim, attn=Attention(dim, heads), mlp=Mlp(dim, 4 * dim, act_layer=nn.GELU), ln_eps=ln_eps)
-            for _ in range(depth)
+            Block(dim, attn=Attention(dim, heads), mlp=Mlp(dim, 4 * dim, act_layer=nn.GELU), ln_eps=ln_eps) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim, eps=ln_eps)
         self.head = nn.Linear(dim, out_dim)

@@ -24,9 +24,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from timm.layers import trunc_normal_
+from torch import nn
 
 from .config import MoEConfig
 

@@ -59,15 +59,12 @@ class Transformer(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B,3,T,H,W) or (B,3,H,W) -> (B, N, D) tokens with position added."""
         if x.shape[-2:] != (self.cfg.img_size, self.cfg.img_size):
-            raise ValueError(
-                f"input is {tuple(x.shape[-2:])} pixels; this model expects {self.cfg.img_size}x{self.cfg.img_size}"
-            )
+            raise ValueError(f"input is {tuple(x.shape[-2:])} pixels; this model expects {self.cfg.img_size}x{self.cfg.img_size}")
         tokens_BND = self.patch_embed(x)
         n = tokens_BND.shape[1]
         if n > self.pos_embed.shape[0]:
             raise ValueError(
-                f"input gives {n} tokens but the model is configured for {self.cfg.num_frames} frames "
-                f"({self.pos_embed.shape[0]} tokens)"
+                f"input gives {n} tokens but the model is configured for {self.cfg.num_frames} frames ({self.pos_embed.shape[0]} tokens)"
             )
         return tokens_BND + self.pos_embed[:n].to(tokens_BND.dtype)
 
@@ -127,9 +124,7 @@ class Classifier(Transformer):
         tokens_BND, aux, balance = self.run_blocks(self.embed(x))
         return self.fc_norm(tokens_BND.mean(dim=1)), aux, balance
 
-    def forward(
-        self, x: torch.Tensor, task: str | None = None, return_aux: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, ModelAux]:
+    def forward(self, x: torch.Tensor, task: str | None = None, return_aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, ModelAux]:
         task = self.resolve_task(x, task)
         feats_BD, aux, balance = self.forward_features(x)
         logits = self.head[task](self.head_drop(feats_BD))

@@ -27,8 +27,11 @@ def _rng_state() -> dict[str, Any]:
     """All RNG states as tensors and plain Python values, so ``weights_only`` loading reads them."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-             "python": [version, list(internal), gauss]}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": [version, list(internal), gauss],
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -57,8 +60,14 @@ class Checkpointer:
         self.notes: list[str] = []  # what resume repaired, for the log
         self.history: list[dict[str, Any]] | None = None  # every saved epoch's metrics line (None: a state from before)
 
-    def save(self, epoch: int, step: int, extra: dict[str, Any] | None = None, selection: dict[str, Any] | None = None,
-             record: dict[str, Any] | None = None) -> None:
+    def save(
+        self,
+        epoch: int,
+        step: int,
+        extra: dict[str, Any] | None = None,
+        selection: dict[str, Any] | None = None,
+        record: dict[str, Any] | None = None,
+    ) -> None:
         """Every rank contributes its RNG states (Mixup and masks differ per rank); rank 0 writes
         ``state.pt.tmp``, then the weights (two files, two renames), then renames the state: the
         commit. A kill after any of these writes resumes exactly (``resume``): before the weights'
@@ -69,9 +78,17 @@ class Checkpointer:
         rngs = gather(_rng_state(), self.dist)
         if not self.dist.main:  # every rank holds the same weights and optimizer state
             return
-        state = {"epoch": epoch, "step": step, "world": self.dist.world, "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": rngs, "selection": selection, "fingerprint": self.fingerprint,
-                 "history": [*(self.history or []), json.loads(json.dumps(record))] if record is not None else self.history}
+        state = {
+            "epoch": epoch,
+            "step": step,
+            "world": self.dist.world,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rngs,
+            "selection": selection,
+            "fingerprint": self.fingerprint,
+            "history": [*(self.history or []), json.loads(json.dumps(record))] if record is not None else self.history,
+        }
         tmp = self.state_path.with_name("state.pt.tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -81,8 +98,10 @@ class Checkpointer:
             replace(tmp, self.state_path)
         except Exception as err:  # a full disk or quota (torch reports it as a RuntimeError, safetensors as its own error)
             detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-            raise OSError(f"{tmp.parent}: cannot write the epoch {epoch + 1} checkpoint ({detail}); free space, then "
-                          "re-run the same command: it resumes from the last complete epoch") from None
+            raise OSError(
+                f"{tmp.parent}: cannot write the epoch {epoch + 1} checkpoint ({detail}); free space, then "
+                "re-run the same command: it resumes from the last complete epoch"
+            ) from None
         self.history = state["history"]
 
     def resume(self) -> tuple[int, int]:
@@ -115,17 +134,26 @@ class Checkpointer:
             if state is None and weights_epoch is None:  # the first save never completed: start afresh
                 return 0, 0
         if state is None or state["epoch"] != weights_epoch:
-            raise InputError(f"{self.state_path.parent}: weights (epoch {weights_epoch}) and optimizer state "
-                             f"(epoch {None if state is None else state['epoch']}) do not match; start a new --out")
+            raise InputError(
+                f"{self.state_path.parent}: weights (epoch {weights_epoch}) and optimizer state "
+                f"(epoch {None if state is None else state['epoch']}) do not match; start a new --out"
+            )
         if state["world"] != self.dist.world:
-            raise InputError(f"{self.state_path}: saved by {state['world']} process(es); resume with the same number "
-                             f"(now {self.dist.world}) for an exact continuation")
+            raise InputError(
+                f"{self.state_path}: saved by {state['world']} process(es); resume with the same number "
+                f"(now {self.dist.world}) for an exact continuation"
+            )
         old = state.get("fingerprint")
         if old is not None and self.fingerprint is not None and old != self.fingerprint:
-            diff = ", ".join(f"{k}: {old.get(k)} -> {self.fingerprint.get(k)}" for k in sorted(set(old) | set(self.fingerprint))
-                             if old.get(k) != self.fingerprint.get(k))
-            raise InputError(f"{self.state_path}: the run started on other data or settings ({diff}); resuming would not "
-                             "continue the same run: restore them, or start a new --out")
+            diff = ", ".join(
+                f"{k}: {old.get(k)} -> {self.fingerprint.get(k)}"
+                for k in sorted(set(old) | set(self.fingerprint))
+                if old.get(k) != self.fingerprint.get(k)
+            )
+            raise InputError(
+                f"{self.state_path}: the run started on other data or settings ({diff}); resuming would not "
+                "continue the same run: restore them, or start a new --out"
+            )
         self.model.load_state_dict(load_model(self.ckpt).state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -164,8 +192,10 @@ def _read_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, zero bytes, or not ours (a planted pickle is refused here)
-        raise InputError(f"{path}: unreadable as an s4d training state ({type(err).__name__}: "
-                         f"{str(err).strip().splitlines()[0][:120] if str(err).strip() else 'no detail'})") from None
+        raise InputError(
+            f"{path}: unreadable as an s4d training state ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0][:120] if str(err).strip() else 'no detail'})"
+        ) from None
     if not isinstance(state, dict) or not {"epoch", "step", "world", "optimizer", "scheduler", "rng"} <= set(state):
         raise InputError(f"{path}: not an s4d training state (keys missing)")
     return state

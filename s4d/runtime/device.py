@@ -19,6 +19,7 @@ import contextlib
 import os
 
 import torch
+
 from preprocess.errors import InputError
 
 AMP_MODES = ("auto", "bf16", "off")

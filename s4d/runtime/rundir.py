@@ -15,10 +15,10 @@ import torch
 
 from preprocess.errors import InputError
 from preprocess.lock import folder_lock
+from preprocess.ownership import check_run, mark_run
 from preprocess.safe_io import open_new, refuse_symlink, write_point, write_text_atomic
 
 from .dist import Dist, barrier, setup
-from preprocess.ownership import check_run, mark_run
 from .signals import stop_on_sigterm
 
 
@@ -78,8 +78,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not a readable run config ({type(err).__name__}: {str(err)[:120]}); "
-                         "restore it, or start a new --out") from None
+        raise InputError(f"{path}: not a readable run config ({type(err).__name__}: {str(err)[:120]}); restore it, or start a new --out") from None
     if not isinstance(old, dict):
         raise InputError(f"{path}: not a readable run config (not a JSON object); restore it, or start a new --out")
     return old
@@ -101,8 +100,10 @@ def restore_metrics(path: Path, next_epoch: int, saved: list[dict[str, Any]] | N
     missing = [r for r in saved or [] if r["epoch"] < next_epoch and r["epoch"] not in records]
     if missing:
         records.update({r["epoch"]: r for r in missing})
-        log(f"{path}: restored the line(s) of epoch {', '.join(str(r['epoch'] + 1) for r in missing)} from the checkpoint "
-            "(the run was stopped before writing them)")
+        log(
+            f"{path}: restored the line(s) of epoch {', '.join(str(r['epoch'] + 1) for r in missing)} from the checkpoint "
+            "(the run was stopped before writing them)"
+        )
     new = "".join(json.dumps(records[e]) + "\n" for e in sorted(records))
     if new != text:
         write_text_atomic(path, new)
@@ -122,8 +123,7 @@ def _metrics_records(path: Path, text: str, log) -> list[dict[str, Any]]:
             if number == len(lines):
                 log(f"{path}: dropped its last line, cut short (a kill or a full disk); the run resumes and writes it again")
                 break
-            raise InputError(f"{path}: line {number} is not an epoch record ({str(err)[:80]}); "
-                             "repair or remove the file to resume") from None
+            raise InputError(f"{path}: line {number} is not an epoch record ({str(err)[:80]}); repair or remove the file to resume") from None
         records.append(record)
     return records
 

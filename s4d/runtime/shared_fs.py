@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .dist import Dist
 from preprocess.errors import InputError
+
+from .dist import Dist
 
 MARKER = ".s4d-shared-check"
 # How long a node keeps looking before it declares the folder not shared: NFS clients may answer
@@ -65,7 +66,8 @@ def check_shared_folder(out: Path, d: Dist, *, wait_s: float | None = None) -> N
         where = f" (this one: {socket.gethostname()})" if missed else ""
         raise RunFolderNotShared(
             f"{out}: the run folder is not on a shared file system: {int(flag.item())} node(s){where} do not see the "
-            "marker rank 0 wrote there; a multi-node run needs --out on a file system every node mounts at the same path")
+            "marker rank 0 wrote there; a multi-node run needs --out on a file system every node mounts at the same path"
+        )
 
 
 def _sees(marker: Path, token: int, wait_s: float) -> bool:

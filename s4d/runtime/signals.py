@@ -15,6 +15,7 @@ def stop_on_sigterm() -> None:
     import threading
 
     if threading.current_thread() is threading.main_thread():
+
         def handler(signum, frame):
             if _CRITICAL["inside"]:
                 _CRITICAL["pending"] = signum

@@ -37,8 +37,15 @@ class Tracker:
     """Scalars and figures to TensorBoard and/or W&B, from ``open(resume_step)`` (once the run
     knows where it resumes) to ``close()``; ``Tracker(None)`` (ranks other than 0) does nothing."""
 
-    def __init__(self, out: Path | None, *, tensorboard: bool = True, wandb_project: str | None = None,
-                 config: dict[str, Any] | None = None, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        out: Path | None,
+        *,
+        tensorboard: bool = True,
+        wandb_project: str | None = None,
+        config: dict[str, Any] | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self.out, self._want_tb, self._project, self._config = out, tensorboard, wandb_project, config or {}
         self._tb = self._wandb = None
         self.last_step = 0
@@ -63,8 +70,10 @@ class Tracker:
                     closer()
         if self.failed is None:
             detail = err.strerror or (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
-            self.failed = (f"{where}: cannot write tracking data ({detail}); TensorBoard/W&B logging is off for the rest "
-                           "of this run (metrics.jsonl keeps every epoch)")
+            self.failed = (
+                f"{where}: cannot write tracking data ({detail}); TensorBoard/W&B logging is off for the rest "
+                "of this run (metrics.jsonl keeps every epoch)"
+            )
             self._warn(self.failed)
 
     def open(self, resume_step: int = 0) -> "Tracker":
@@ -77,8 +86,9 @@ class Tracker:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise InputError("TensorBoard logging needs the tensorboard package: pip install tensorboard "
-                                 "(or run with --no-tensorboard)") from None
+                raise InputError(
+                    "TensorBoard logging needs the tensorboard package: pip install tensorboard (or run with --no-tensorboard)"
+                ) from None
 
             _quiet_writer_thread_oserrors()
             with self._guard():

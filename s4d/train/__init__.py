@@ -5,5 +5,14 @@ the runs behind ``s4d train`` (``finetune``, tested by ``report``), ``cv`` and `
 from .loop import EpochStats, NonFiniteLoss, classification_loss, mae_loss, train_epoch
 from .optim import OptimConfig, build_mae_optimizer, build_optimizer, build_scheduler
 
-__all__ = ["EpochStats", "NonFiniteLoss", "OptimConfig", "build_mae_optimizer", "build_optimizer", "build_scheduler",
-           "classification_loss", "mae_loss", "train_epoch"]
+__all__ = [
+    "EpochStats",
+    "NonFiniteLoss",
+    "OptimConfig",
+    "build_mae_optimizer",
+    "build_optimizer",
+    "build_scheduler",
+    "classification_loss",
+    "mae_loss",
+    "train_epoch",
+]

@@ -8,10 +8,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from preprocess.errors import InputError
+
 from ..runtime.device import AMP_MODES
 from .optim import OptimConfig
 from .select import SELECT_METRICS, SELECT_MODES
-from preprocess.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-
 @dataclass(frozen=True)
 class PretrainConfig:
     mixture: str
@@ -84,9 +84,11 @@ class PretrainConfig:
     warmup_fraction: float = 0.05  # of all epochs (the reference's 5%)
     tensorboard: bool = True  # event files in <out>/tensorboard (runtime.tracking)
     wandb: str | None = None  # W&B project; WANDB_MODE=offline works without a network
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=1.6e-3, reference_batch=512, weight_decay=0.05,
-                                                                   layer_decay=1.0, betas=(0.9, 0.95), min_lr=0.0,
-                                                                   warmup_lr=1e-6))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            base_lr=1.6e-3, reference_batch=512, weight_decay=0.05, layer_decay=1.0, betas=(0.9, 0.95), min_lr=0.0, warmup_lr=1e-6
+        )
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "video_batch", "image_batch"):

@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from preprocess.errors import InputError
 from preprocess.manifest import Manifest, check_name, load_manifest
+from preprocess.safe_json import read_json
 
 from ..eval.metrics import scores
 from ..eval.outputs import write_eval
@@ -20,8 +22,6 @@ from ..runtime.tracking import Tracker
 from .config import TrainConfig
 from .finetune import train
 from .select import TEST_SELECTED
-from preprocess.errors import InputError
-from preprocess.safe_json import read_json
 
 
 def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
@@ -45,10 +45,18 @@ def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
     if not d.main:
         return {}
     last = _pool_folds(out, m, "predictions.parquet", {f: per_fold[f] for f in m.folds})
-    summary = {"manifest": m.name, "protocol": "predictions of all folds pooled", "select": cfg.select,
-               "selected_on": "last epoch of each fold", **last}
-    log(f"pooled over {len(m.folds)} folds ({last['count']} videos), last epochs: "
-        f"UAR {100 * last['uar']:.2f}  WAR {100 * last['war']:.2f}; per fold UAR {100 * last['fold_mean']['uar']:.2f} +- {100 * last['fold_std']['uar']:.2f}")
+    summary = {
+        "manifest": m.name,
+        "protocol": "predictions of all folds pooled",
+        "select": cfg.select,
+        "selected_on": "last epoch of each fold",
+        **last,
+    }
+    log(
+        f"pooled over {len(m.folds)} folds ({last['count']} videos), last epochs: "
+        f"UAR {100 * last['uar']:.2f}  WAR {100 * last['war']:.2f}; "
+        f"per fold UAR {100 * last['fold_mean']['uar']:.2f} +- {100 * last['fold_std']['uar']:.2f}"
+    )
     if cfg.select == "last":
         summary["selected"] = {"selected_on": "last epoch of each fold", **{k: last[k] for k in ("uar", "war", "count")}}
     else:
@@ -57,10 +65,12 @@ def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
         for f in m.folds:
             chosen["folds"][f]["epoch"] = per_fold[f]["selected"]["epoch"]
         summary["selected"] = {"selected_on": label, **chosen}
-        write_eval(out / "selected", {"manifest": m.name, "protocol": summary["protocol"], "selected_on": label, **chosen},
-                   f"{m.name}, {len(m.folds)} folds pooled, selected")
-        log(f"pooled over {len(m.folds)} folds, selected checkpoints [{label}]: "
-            f"UAR {100 * chosen['uar']:.2f}  WAR {100 * chosen['war']:.2f}")
+        write_eval(
+            out / "selected",
+            {"manifest": m.name, "protocol": summary["protocol"], "selected_on": label, **chosen},
+            f"{m.name}, {len(m.folds)} folds pooled, selected",
+        )
+        log(f"pooled over {len(m.folds)} folds, selected checkpoints [{label}]: UAR {100 * chosen['uar']:.2f}  WAR {100 * chosen['war']:.2f}")
     summary = write_eval(out, summary, f"{m.name}, {len(m.folds)} folds pooled")
     _track_pooled(cfg, out, summary)
     return summary
@@ -72,8 +82,12 @@ def _track_pooled(cfg: TrainConfig, out: Path, summary: dict[str, Any]) -> None:
     tracker = Tracker(out, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb, config=dataclasses.replace(cfg, fold=None).to_dict())
     tracker.open(-1)  # a re-run pools and logs again: replace, not repeat
     try:
-        values = {"cv/uar": summary["uar"], "cv/war": summary["war"], "cv/fold_mean_uar": summary["fold_mean"]["uar"],
-                  "cv/fold_std_uar": summary["fold_std"]["uar"]}
+        values = {
+            "cv/uar": summary["uar"],
+            "cv/war": summary["war"],
+            "cv/fold_mean_uar": summary["fold_mean"]["uar"],
+            "cv/fold_std_uar": summary["fold_std"]["uar"],
+        }
         if cfg.select != "last":
             values.update({"cv/selected_uar": summary["selected"]["uar"], "cv/selected_war": summary["selected"]["war"]})
         tracker.scalars(values, 0)
@@ -102,8 +116,11 @@ def _pool_folds(out: Path, m: Manifest, name: str, fold_scores: dict[str, dict])
     uars = [s["uar"] for s in fold_scores.values()]
     wars = [s["war"] for s in fold_scores.values()]
     return {
-        "uar": pooled["uar"], "war": pooled["war"], "count": pooled["count"],
-        "recall": dict(zip(m.classes, pooled["recall"])), "confusion": pooled["confusion"],
+        "uar": pooled["uar"],
+        "war": pooled["war"],
+        "count": pooled["count"],
+        "recall": dict(zip(m.classes, pooled["recall"])),
+        "confusion": pooled["confusion"],
         "folds": {f: {"uar": s["uar"], "war": s["war"], "count": s["count"]} for f, s in fold_scores.items()},
         "fold_mean": {"uar": float(np.mean(uars)), "war": float(np.mean(wars))},
         "fold_std": {"uar": float(np.std(uars)), "war": float(np.std(wars))},

@@ -16,8 +16,19 @@ from ..runtime.tracking import Tracker
 from .select import TEST_SELECTED, Selector
 
 
-def run_epochs(one_epoch, checkpointer: Checkpointer, out: Path, epochs: int, d: Dist, log, *, extra=None,
-               stop_after_epochs: int | None = None, selector: Selector | None = None, tracker: Tracker | None = None) -> bool:
+def run_epochs(
+    one_epoch,
+    checkpointer: Checkpointer,
+    out: Path,
+    epochs: int,
+    d: Dist,
+    log,
+    *,
+    extra=None,
+    stop_after_epochs: int | None = None,
+    selector: Selector | None = None,
+    tracker: Tracker | None = None,
+) -> bool:
     """Resume, then ``one_epoch(epoch, step) -> (EpochStats, step)`` per epoch, each saved with
     its log line (and, with a ``selector``, its score and a new best checkpoint) as one
     uninterruptible unit; the ``tracker`` opens at the resumed step and gets each epoch's line.
@@ -51,8 +62,10 @@ def run_epochs(one_epoch, checkpointer: Checkpointer, out: Path, epochs: int, d:
         if tracker is not None:
             tracker.scalars({f"epoch/{k}": v for k, v in record.items() if k not in ("step", "steps") and isinstance(v, (int, float))}, step)
         barrier(d)
-        log(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} ({stats.steps} steps per rank, {record['seconds']:.1f} s)"
-            + (_selection_note(selector, record) if selector is not None else ""))
+        log(
+            f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} ({stats.steps} steps per rank, {record['seconds']:.1f} s)"
+            + (_selection_note(selector, record) if selector is not None else "")
+        )
         if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and epoch + 1 < epochs:
             return False
     return True

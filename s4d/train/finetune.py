@@ -33,7 +33,7 @@ from ..models import build_model, model_config
 from ..runtime import autocast_dtype, dali_device_id, resolve_device
 from ..runtime.checkpointer import Checkpointer, data_fingerprint
 from ..runtime.dist import Dist, barrier
-from ..runtime.progress import size_to_machine, progress
+from ..runtime.progress import progress, size_to_machine
 from ..runtime.rundir import commit_config, run_lock, start_run
 from ..runtime.tracking import Tracker
 from .config import TrainConfig
@@ -60,15 +60,16 @@ class Run:
         folder = shard_folder(m, cfg.data_root, cfg.manifest)
         self.train_ds = open_dataset(m, folder, self.fold, "train")
         if not len(self.train_ds):
-            raise ManifestError(f"{m.source or m.name}: fold {self.fold} has no training samples (partitions "
-                                f"{', '.join(m.folds[self.fold].train) or 'none'}); s4d eval scores a model on evaluation-only data")
+            raise ManifestError(
+                f"{m.source or m.name}: fold {self.fold} has no training samples (partitions "
+                f"{', '.join(m.folds[self.fold].train) or 'none'}); s4d eval scores a model on evaluation-only data"
+            )
         self.test_ds = open_dataset(m, folder, self.fold, "test") if m.folds[self.fold].test else None
         self.val_ds = None
         if cfg.select == "val":  # held out of the training fold: never trained on
             kept, held = holdout_split(self.train_ds.labels, cfg.val_fraction, cfg.seed)
             if not len(held):
-                raise ValueError(f"val_fraction {cfg.val_fraction}: fold {self.fold} has no class with 2 or more training "
-                                 "clips to hold out")
+                raise ValueError(f"val_fraction {cfg.val_fraction}: fold {self.fold} has no class with 2 or more training clips to hold out")
             self.train_ds, self.val_ds = self.train_ds.subset(kept), self.train_ds.subset(held)
         if cfg.select == "test" and self.test_ds is None:
             raise ValueError(f"select test: fold {self.fold} of {m.name} has no test partition")
@@ -88,15 +89,30 @@ class Run:
         self.model.to(self.device)
         # DDP: every parameter takes part in every step (IdleHeads), so DDP need not search the
         # graph for unused ones; the wrap broadcasts rank 0's initial weights to every rank
-        self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                                              find_unused_parameters=False, broadcast_buffers=False)
-                    if self.dist.active else self.model)  # the only buffers are fixed position tables
+        self.ddp = (
+            torch.nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=False,
+                broadcast_buffers=False,
+            )
+            if self.dist.active
+            else self.model
+        )  # the only buffers are fixed position tables
         self.idle_heads = IdleHeads(self.model.head) if self.dist.active and len(self.model.head) > 1 else None
 
         aug = Augment() if cfg.augment else Augment.off()
-        self.video_cfg = LoaderConfig(batch_size=cfg.video_batch, train=True, size=enc.img_size, frames=m.clip.frames,
-                                      stride=m.clip.stride, crop=m.clip.crop, augment=aug, seed=cfg.seed,
-                                      num_threads=cfg.loader_threads)
+        self.video_cfg = LoaderConfig(
+            batch_size=cfg.video_batch,
+            train=True,
+            size=enc.img_size,
+            frames=m.clip.frames,
+            stride=m.clip.stride,
+            crop=m.clip.crop,
+            augment=aug,
+            seed=cfg.seed,
+            num_threads=cfg.loader_threads,
+        )
         self.test_cfg = dataclasses.replace(self.video_cfg, train=False, augment=Augment.off())
         rank, world = self.dist.rank, self.dist.world
         self.device_id = dali_device_id(self.device)  # DALI decodes where we train
@@ -104,9 +120,15 @@ class Run:
         self.joint = None
         if sfer is not None and "image" in self.model.head:
             image_ds = open_dataset(sfer, sfer.shard_dir(cfg.data_root), None, "train")
-            image_cfg = LoaderConfig(batch_size=cfg.image_batch, train=True, size=enc.img_size, class_balanced=True,
-                                     augment=Augment.image() if cfg.augment else Augment.off(), seed=cfg.seed + 1,
-                                     num_threads=cfg.loader_threads)
+            image_cfg = LoaderConfig(
+                batch_size=cfg.image_batch,
+                train=True,
+                size=enc.img_size,
+                class_balanced=True,
+                augment=Augment.image() if cfg.augment else Augment.off(),
+                seed=cfg.seed + 1,
+                num_threads=cfg.loader_threads,
+            )
             proportion = m.sfer.proportion if cfg.proportion is None else cfg.proportion
             images = Loader(image_ds, image_cfg, rank=rank, world=world, backend=cfg.backend, device_id=self.device_id)
             self.joint = JointLoader(self.video, images, proportion, seed=cfg.seed)
@@ -124,11 +146,15 @@ class Run:
         self.batches_per_epoch = batches
         self.selector = None
         if cfg.select != "last":
-            ds, sel_cfg = ((self.val_ds, self.test_cfg) if cfg.select == "val"  # test: one random clip per video, as the authors
-                           else (self.test_ds, dataclasses.replace(self.test_cfg, random_clip=True)))
+            ds, sel_cfg = (
+                (self.val_ds, self.test_cfg)
+                if cfg.select == "val"  # test: one random clip per video, as the authors
+                else (self.test_ds, dataclasses.replace(self.test_cfg, random_clip=True))
+            )
             loader = Loader(ds, sel_cfg, rank=rank, world=world, backend=cfg.backend, device_id=self.device_id)
-            self.selector = Selector(cfg.select, cfg.select_metric, loader, len(m.classes), self.out, self.dist, self.device,
-                                     self.autocast, fraction=cfg.val_fraction)
+            self.selector = Selector(
+                cfg.select, cfg.select_metric, loader, len(m.classes), self.out, self.dist, self.device, self.autocast, fraction=cfg.val_fraction
+            )
         if cfg.compile:
             self.ddp = torch.compile(self.ddp)
 
@@ -197,16 +223,35 @@ def train(cfg: TrainConfig, *, stop_after_epochs: int | None = None, log=print) 
 
         def one_epoch(epoch: int, step: int):
             batches = progress(run.batches(epoch), run.batches_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", d.main)
-            stats, step = train_epoch(run.ddp, batches, run.optimizer, run.scheduler, step=step, loss_fn=run.loss_fn(gates),
-                                      on_step=tracker.step_logger(), device=run.device, autocast_dtype=run.autocast, accum=cfg.accum)
+            stats, step = train_epoch(
+                run.ddp,
+                batches,
+                run.optimizer,
+                run.scheduler,
+                step=step,
+                loss_fn=run.loss_fn(gates),
+                on_step=tracker.step_logger(),
+                device=run.device,
+                autocast_dtype=run.autocast,
+                accum=cfg.accum,
+            )
             if gates is not None:
                 track_gates(tracker, gates.take(), list(run.model.config.moae.blocks), f"epoch {epoch + 1}", step)
             return stats, step
 
         try:
-            finished = run_epochs(one_epoch, run.checkpointer, out, cfg.epochs, d, log,
-                                  extra={"fold": run.fold, "manifest": run.manifest.name, "input": run.input_settings},
-                                  stop_after_epochs=stop_after_epochs, selector=run.selector, tracker=tracker)
+            finished = run_epochs(
+                one_epoch,
+                run.checkpointer,
+                out,
+                cfg.epochs,
+                d,
+                log,
+                extra={"fold": run.fold, "manifest": run.manifest.name, "input": run.input_settings},
+                stop_after_epochs=stop_after_epochs,
+                selector=run.selector,
+                tracker=tracker,
+            )
             if not finished:
                 return None
             summary = evaluate_run(run, out, log)
@@ -249,6 +294,12 @@ def input_settings(m: Manifest, folder: Path, keys: list[str]) -> dict[str, Any]
     table = read_index(folder, ["key", "fps"])
     wanted = set(keys)
     rates = [f for k, f in zip(table["key"], table["fps"]) if k in wanted and f > 0]
-    return {"stride": m.clip.stride, "fps": float(np.median(rates)) if rates else None,
-            "crop": list(m.clip.crop) if m.clip.crop else None, "align": m.preprocess.align, "margin": m.preprocess.margin,
-            "geometry": m.preprocess.geometry, "stored_size": m.preprocess.size}
+    return {
+        "stride": m.clip.stride,
+        "fps": float(np.median(rates)) if rates else None,
+        "crop": list(m.clip.crop) if m.clip.crop else None,
+        "align": m.preprocess.align,
+        "margin": m.preprocess.margin,
+        "geometry": m.preprocess.geometry,
+        "stored_size": m.preprocess.size,
+    }

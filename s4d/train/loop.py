@@ -58,8 +58,7 @@ class GateMeter:
         return means
 
 
-def classification_loss(mixers: dict[str, Callable] | None = None, alpha: float | None = None,
-                        gates: GateMeter | None = None) -> LossFn:
+def classification_loss(mixers: dict[str, Callable] | None = None, alpha: float | None = None, gates: GateMeter | None = None) -> LossFn:
     """Fine-tuning's loss of one single-source batch: soft-target cross-entropy (Mixup/CutMix
     targets from ``mixers``, else one-hot) with weight 1, or ``alpha`` / ``1 - alpha`` for
     video / image batches, plus the MoE balance loss. ``gates`` collects the routing."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from timm.optim import param_groups_layer_decay
 from timm.scheduler import CosineLRScheduler
+
 from preprocess.errors import InputError
 
 _EXPERT_BIAS = re.compile(r"(^|\.)experts\.b\d+$")  # stacked (E, H) / (E, D) biases of MoAE / MoE experts
@@ -58,20 +59,22 @@ def is_bias(name: str) -> bool:
 
 def no_decay_names(model: torch.nn.Module) -> list[str]:
     """Fine-tuning parameters without weight decay: 1-D, biases, ``pos_embed``."""
-    return [n for n, p in model.named_parameters()
-            if p.ndim <= 1 or is_bias(n) or n.rsplit(".", 1)[-1] == "pos_embed"]
+    return [n for n, p in model.named_parameters() if p.ndim <= 1 or is_bias(n) or n.rsplit(".", 1)[-1] == "pos_embed"]
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, global_batch: int) -> torch.optim.AdamW:
-    groups = param_groups_layer_decay(model, weight_decay=cfg.weight_decay, no_weight_decay_list=no_decay_names(model),
-                                      layer_decay=cfg.layer_decay)
+    groups = param_groups_layer_decay(model, weight_decay=cfg.weight_decay, no_weight_decay_list=no_decay_names(model), layer_decay=cfg.layer_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr(global_batch), betas=cfg.betas)
 
 
 def mae_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: decayed, and biases + LayerNorm parameters (no decay)."""
-    norms = {f"{m}.{n}" if m else n for m, mod in model.named_modules() if isinstance(mod, torch.nn.LayerNorm)
-             for n, _ in mod.named_parameters(recurse=False)}
+    norms = {
+        f"{m}.{n}" if m else n
+        for m, mod in model.named_modules()
+        if isinstance(mod, torch.nn.LayerNorm)
+        for n, _ in mod.named_parameters(recurse=False)
+    }
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -83,8 +86,9 @@ def build_mae_optimizer(model: torch.nn.Module, cfg: OptimConfig, global_batch: 
     return torch.optim.AdamW(mae_param_groups(model, cfg.weight_decay), lr=cfg.lr(global_batch), betas=cfg.betas)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, epochs: int, steps_per_epoch: int,
-                    global_batch: int | None = None) -> CosineLRScheduler:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, epochs: int, steps_per_epoch: int, global_batch: int | None = None
+) -> CosineLRScheduler:
     """Warm-up from ``warmup_lr``, then cosine to ``min_lr`` (scaled by ``global_batch`` when
     given), stepped per optimiser step with ``scheduler.step_update(step)``. The groups hold
     the step-0 lr (with their layer scales) from the start."""
@@ -92,8 +96,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, epochs: 
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
     floor = cfg.floor(global_batch) if global_batch is not None else cfg.min_lr
     sched = CosineLRScheduler(  # warm-up first, then the cosine over the remaining steps
-        optimizer, t_initial=total - warmup, lr_min=floor, warmup_t=warmup,
-        warmup_lr_init=cfg.warmup_lr, warmup_prefix=True, t_in_epochs=False,
+        optimizer,
+        t_initial=total - warmup,
+        lr_min=floor,
+        warmup_t=warmup,
+        warmup_lr_init=cfg.warmup_lr,
+        warmup_prefix=True,
+        t_in_epochs=False,
     )
     sched.step_update(0)
     return sched

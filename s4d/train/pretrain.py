@@ -63,12 +63,28 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
             if not len(ds):
                 raise ValueError(f"{m.source or m.name}: no training samples to pre-train on (mixture {mixture.name})")
             if m.modality == "video":
-                lc = LoaderConfig(batch_size=cfg.video_batch, train=True, size=enc.img_size, frames=m.clip.frames, stride=m.clip.stride,
-                                  crop=m.clip.crop, augment=Augment.mae_video(), views=source.repeat, seed=cfg.seed + i,
-                                  num_threads=cfg.loader_threads)
+                lc = LoaderConfig(
+                    batch_size=cfg.video_batch,
+                    train=True,
+                    size=enc.img_size,
+                    frames=m.clip.frames,
+                    stride=m.clip.stride,
+                    crop=m.clip.crop,
+                    augment=Augment.mae_video(),
+                    views=source.repeat,
+                    seed=cfg.seed + i,
+                    num_threads=cfg.loader_threads,
+                )
             else:
-                lc = LoaderConfig(batch_size=cfg.image_batch, train=True, size=enc.img_size, image_resize=enc.img_size,
-                                  augment=Augment.mae_image(), seed=cfg.seed + i, num_threads=cfg.loader_threads)
+                lc = LoaderConfig(
+                    batch_size=cfg.image_batch,
+                    train=True,
+                    size=enc.img_size,
+                    image_resize=enc.img_size,
+                    augment=Augment.mae_image(),
+                    seed=cfg.seed + i,
+                    num_threads=cfg.loader_threads,
+                )
             loader = Loader(ds, lc, rank=d.rank, world=d.world, backend=cfg.backend, device_id=device_id)
             per_pass = len(loader.batches(0))
             counts[m.name] = max(1, round(source.share * per_pass))
@@ -85,13 +101,23 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
         def one_epoch(epoch: int, step: int) -> tuple[EpochStats, int]:
             iters: dict[str, Iterator[dict]] = {n: loader.epoch(epoch) for n, loader in loaders.items()}
             batches = ((name, next(iters[name])) for name in mixture_schedule(counts, seed=cfg.seed, epoch=epoch))
-            return train_epoch(ddp, batches, optimizer, scheduler, step=step, loss_fn=mae_loss, on_step=tracker.step_logger(),
-                               device=device, autocast_dtype=amp)
+            return train_epoch(
+                ddp, batches, optimizer, scheduler, step=step, loss_fn=mae_loss, on_step=tracker.step_logger(), device=device, autocast_dtype=amp
+            )
 
         checkpointer = Checkpointer(out, model, optimizer, scheduler, d)
         tracker = Tracker(out if d.main else None, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb, config=cfg.to_dict())
         try:
-            return run_epochs(one_epoch, checkpointer, out, cfg.epochs, d, log, extra={"mixture": mixture.name},
-                              stop_after_epochs=stop_after_epochs, tracker=tracker)
+            return run_epochs(
+                one_epoch,
+                checkpointer,
+                out,
+                cfg.epochs,
+                d,
+                log,
+                extra={"mixture": mixture.name},
+                stop_after_epochs=stop_after_epochs,
+                tracker=tracker,
+            )
         finally:
             tracker.close()

@@ -24,14 +24,18 @@ def evaluate_run(run, out: Path, log=print) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     sel = run.selector
     if run.test_ds is None:
-        summary = {"fold": run.fold, "epochs": run.cfg.epochs, "select": run.cfg.select, "note": "no test partition in this fold",
-                   "selected": _selection_fields(run)}
+        summary = {
+            "fold": run.fold,
+            "epochs": run.cfg.epochs,
+            "select": run.cfg.select,
+            "note": "no test partition in this fold",
+            "selected": _selection_fields(run),
+        }
         if run.dist.main:
             with open_new(out / "summary.json", "w") as f:
                 f.write(safe_json.dumps(summary, indent=2) + "\n")
     else:
-        test = Loader(run.test_ds, run.test_cfg, rank=run.dist.rank, world=run.dist.world, backend=run.cfg.backend,
-                      device_id=run.device_id)
+        test = Loader(run.test_ds, run.test_cfg, rank=run.dist.rank, world=run.dist.world, backend=run.cfg.backend, device_id=run.device_id)
         last = pool(gather(predict(run.model, test.epoch(0), "video", run.device, run.autocast), run.dist))  # pool, never average
         best = None
         if sel is not None and sel.epoch is not None:
@@ -50,8 +54,7 @@ def _selection_fields(run) -> dict[str, Any]:
     sel = run.selector
     if sel is None:
         return {"epoch": run.cfg.epochs - 1, "selected_on": LAST}
-    return {"epoch": sel.epoch, "selected_on": sel.label(), "metric": sel.metric,
-            "score": sel.score if sel.epoch is not None else None}
+    return {"epoch": sel.epoch, "selected_on": sel.label(), "metric": sel.metric, "score": sel.score if sel.epoch is not None else None}
 
 
 def _write_test_outputs(run, out: Path, last: dict, best: dict | None, log) -> dict[str, Any]:
@@ -64,19 +67,31 @@ def _write_test_outputs(run, out: Path, last: dict, best: dict | None, log) -> d
         chosen.update(s)
     elif best is not None:
         chosen.update(score_fields(best, classes))
-        write_eval(out / "selected", {"fold": run.fold, "select": run.cfg.select, **chosen}, f"{name} fold {run.fold}, {_short_label(run)}",
-                   pred=best, fold=run.fold, classes=classes)
-    summary = {"fold": run.fold, "select": run.cfg.select, "epoch": run.cfg.epochs - 1, "selected_on": LAST, **s,
-               "last": {"epoch": run.cfg.epochs - 1, "uar": s["uar"], "war": s["war"], "count": s["count"]},
-               "selected": {k: v for k, v in chosen.items() if k not in ("recall", "confusion")}}
+        write_eval(
+            out / "selected",
+            {"fold": run.fold, "select": run.cfg.select, **chosen},
+            f"{name} fold {run.fold}, {_short_label(run)}",
+            pred=best,
+            fold=run.fold,
+            classes=classes,
+        )
+    summary = {
+        "fold": run.fold,
+        "select": run.cfg.select,
+        "epoch": run.cfg.epochs - 1,
+        "selected_on": LAST,
+        **s,
+        "last": {"epoch": run.cfg.epochs - 1, "uar": s["uar"], "war": s["war"], "count": s["count"]},
+        "selected": {k: v for k, v in chosen.items() if k not in ("recall", "confusion")},
+    }
     write_eval(out, summary, f"{name} fold {run.fold}", pred=last, fold=run.fold, classes=classes)
     log(f"test ({s['count']} videos), last epoch: UAR {100 * s['uar']:.2f}  WAR {100 * s['war']:.2f}")
     if run.selector is not None and best is not None:
-        log(f"test, selected epoch {chosen['epoch'] + 1} [{_short_label(run)}]: "
-            f"UAR {100 * chosen['uar']:.2f}  WAR {100 * chosen['war']:.2f}")
+        log(f"test, selected epoch {chosen['epoch'] + 1} [{_short_label(run)}]: UAR {100 * chosen['uar']:.2f}  WAR {100 * chosen['war']:.2f}")
     return summary
 
 
 def _short_label(run) -> str:
-    return {"val": f"val-selected ({run.selector.metric.upper()} on a held-out {run.cfg.val_fraction:.0%})",
-            "test": TEST_SELECTED}.get(run.cfg.select, "last epoch")
+    return {"val": f"val-selected ({run.selector.metric.upper()} on a held-out {run.cfg.val_fraction:.0%})", "test": TEST_SELECTED}.get(
+        run.cfg.select, "last epoch"
+    )

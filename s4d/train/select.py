@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from preprocess.errors import InputError
+from preprocess.safe_io import write_text
+from preprocess.safe_json import read_json
+
 from ..checkpoint import save_checkpoint
 from ..eval.metrics import scores
 from ..eval.protocol import pool, predict
 from ..runtime.dist import Dist, gather
-from preprocess.errors import InputError
-from preprocess.safe_io import write_text
-from preprocess.safe_json import read_json
 
 SELECT_MODES = ("last", "val", "test")
 SELECT_METRICS = ("uar", "war")
@@ -57,8 +58,7 @@ def record_holdout(path: Path, keys: list[str], fraction: float, seed: int) -> N
     if path.is_file():
         old = read_json(path, "the held-out split")
         if old != new:
-            raise InputError(f"{path}: the held-out split differs from the one this run started with (the training data "
-                             f"changed?); use a new --out")
+            raise InputError(f"{path}: the held-out split differs from the one this run started with (the training data changed?); use a new --out")
         return
     write_text(path, json.dumps(new, indent=1) + "\n")  # a planted symlink is refused
 
@@ -67,8 +67,19 @@ class Selector:
     """Scores every epoch on the selection set (all ranks take part, rank 0 decides) and keeps
     the best epoch's weights in ``checkpoints/best.safetensors``."""
 
-    def __init__(self, mode: str, metric: str, loader, num_classes: int, out: Path, dist_: Dist, device: torch.device,
-                 autocast: torch.dtype | None, *, fraction: float | None = None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        metric: str,
+        loader,
+        num_classes: int,
+        out: Path,
+        dist_: Dist,
+        device: torch.device,
+        autocast: torch.dtype | None,
+        *,
+        fraction: float | None = None,
+    ) -> None:
         self.mode, self.loader, self.num_classes, self.dist, self.device, self.autocast = mode, loader, num_classes, dist_, device, autocast
         self.metric = "war" if mode == "test" else metric  # the authors select on top-1 accuracy
         self.fraction = fraction
@@ -99,8 +110,11 @@ class Selector:
 
     def save_best(self, model: torch.nn.Module, extra: dict[str, Any]) -> None:
         if self.dist.main:
-            save_checkpoint(model, self.path, extra={**extra, "epoch": self.epoch, "selected_on": self.label(),
-                                                     "select": self.mode, "metric": self.metric, "score": self.score})
+            save_checkpoint(
+                model,
+                self.path,
+                extra={**extra, "epoch": self.epoch, "selected_on": self.label(), "select": self.mode, "metric": self.metric, "score": self.score},
+            )
 
     def restore(self, state: dict[str, Any] | None, resumed_epoch: int, model: torch.nn.Module, extra: dict[str, Any]) -> None:
         """Best-so-far from the resumed state. A kill after the state was saved and before the
