@@ -20,6 +20,7 @@ from ..runtime.dist import setup
 from ..runtime.rundir import commit_config
 from ..runtime.tracking import Tracker
 from .config import TrainConfig
+from .cost import sum_costs
 from .finetune import train
 from .select import TEST_SELECTED
 
@@ -51,6 +52,7 @@ def cross_validate(cfg: TrainConfig, log=print) -> dict[str, Any]:
         "select": cfg.select,
         "selected_on": "last epoch of each fold",
         **last,
+        "cost": sum_costs([per_fold[f].get("cost") or {} for f in m.folds]),
     }
     log(
         f"pooled over {len(m.folds)} folds ({last['count']} videos), last epochs: "

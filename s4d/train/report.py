@@ -15,6 +15,7 @@ from ..checkpoint import load_model
 from ..eval.outputs import score_fields, write_eval
 from ..eval.protocol import pool, predict
 from ..runtime.dist import barrier, gather
+from .cost import finetune_cost, safely
 from .select import LAST, TEST_SELECTED
 
 
@@ -23,6 +24,7 @@ def evaluate_run(run, out: Path, log=print) -> dict[str, Any]:
     once they are on disk."""
     summary: dict[str, Any] = {}
     sel = run.selector
+    run.cost = safely(lambda: finetune_cost(run)) if run.dist.main else None  # train.cost: FLOPs and parameters
     if run.test_ds is None:
         summary = {
             "fold": run.fold,
@@ -30,6 +32,7 @@ def evaluate_run(run, out: Path, log=print) -> dict[str, Any]:
             "select": run.cfg.select,
             "note": "no test partition in this fold",
             "selected": _selection_fields(run),
+            "cost": run.cost,
         }
         if run.dist.main:
             with open_new(out / "summary.json", "w") as f:
@@ -83,6 +86,7 @@ def _write_test_outputs(run, out: Path, last: dict, best: dict | None, log) -> d
         **s,
         "last": {"epoch": run.cfg.epochs - 1, "uar": s["uar"], "war": s["war"], "count": s["count"]},
         "selected": {k: v for k, v in chosen.items() if k not in ("recall", "confusion")},
+        "cost": run.cost,
     }
     write_eval(out, summary, f"{name} fold {run.fold}", pred=last, fold=run.fold, classes=classes)
     log(f"test ({s['count']} videos), last epoch: UAR {100 * s['uar']:.2f}  WAR {100 * s['war']:.2f}")
