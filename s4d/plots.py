@@ -1,5 +1,5 @@
 """Every figure S4D draws (matplotlib, Agg backend, PNG): confusion matrix and per-class recall
-(eval, train, cv, analyze scores), expert activation per MoAE layer, the task relevance heatmap,
+(eval, train, cv, analyze scores), expert activation per MoAE layer, the task relevance heatmap, attention over frames,
 and ``s4d predict``'s timeline."""
 
 from __future__ import annotations
@@ -150,6 +150,30 @@ def plot_relevance(path: Path, sim: np.ndarray, rows: tuple[str, ...], cols: tup
     ax.set_ylabel("video classes (DFER)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_attention(path: Path, frames_THWC: np.ndarray, rows: list[tuple[str, np.ndarray]], title: str) -> Path:
+    """The paper's Fig. 6: one row per model (``rows``: label, map (T', h, w)), one column per
+    frame of ``frames_THWC`` (T' uint8 frames), the map bilinearly upsampled over the frame;
+    values under 2% of the row's maximum are transparent, each row scaled to its own maximum."""
+    import cv2
+
+    plt = _pyplot()
+    cols = len(frames_THWC)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(_inches(cols, 1.3, 0.3), 1.4 * len(rows) + 0.4), squeeze=False)
+    H, W = frames_THWC.shape[1:3]
+    for r, (label, maps) in enumerate(rows):
+        top = float(maps.max()) or 1.0
+        for t in range(cols):
+            ax = axes[r][t]
+            ax.imshow(frames_THWC[t])
+            smooth = cv2.resize(maps[min(t, len(maps) - 1)].astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
+            ax.imshow(np.ma.masked_less_equal(smooth, 0.02 * top), cmap="jet", alpha=0.5, vmin=0.0, vmax=top)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(label, fontsize=8)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 

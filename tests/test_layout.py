@@ -24,6 +24,7 @@ LAYERS = [
     ["s4d.analysis"],
     ["s4d.demo"],
     ["s4d.doctor"],
+    ["s4d.recipes"],  # runs commands and reads their summaries: above every command
     ["s4d.cli"],
     ["s4d.__main__"],
 ]

@@ -1,6 +1,6 @@
 """The paper's analyses of a trained model (``s4d analyze``): ``collect`` (one pass over a
 manifest's test split and its still-image source), ``experts`` (Fig. 5), ``relevance``
-(Fig. 4), ``order`` (frames in order vs shuffled) and ``scores`` (Fig. 7). Figures live in
+(Fig. 4), ``attention`` (Fig. 6), ``order`` (frames in order vs shuffled) and ``scores`` (Fig. 7). Figures live in
 ``s4d.plots``. Each writes only its own files (``WRITES``) into a folder of kind ``analyze``
 (``preprocess.ownership``): never into a training run's folder."""
 
@@ -10,4 +10,5 @@ WRITES: dict[str, tuple[str, ...]] = {
     "relevance": ("relevance.json", "relevance.png"),
     "order": ("frame_order.json",),
     "scores": ("confusion.png", "recall.png"),
+    "attention": ("attention.json",),  # + the attention_<input>.png/.npy it lists (removed by --force from that list)
 }

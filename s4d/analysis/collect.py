@@ -53,7 +53,7 @@ def collect(model: Classifier, batches, device: torch.device) -> Collected:
     return Collected(np.concatenate(feats), np.concatenate(labels), np.concatenate(gates, axis=1) if gates else np.zeros((0, 0, 0)))
 
 
-def _task_data(m: Manifest, manifest_arg: str, fold: str | None, data_root: str | None, limit: int):
+def task_data(m: Manifest, manifest_arg: str, fold: str | None, data_root: str | None, limit: int):
     fold = m.fold_name(fold)
     role = "test" if m.folds[fold].test else "train"
     return open_dataset(m, shard_folder(m, data_root, manifest_arg), fold, role).sample(limit), f"{fold}/{role}"
@@ -83,7 +83,7 @@ def collect_tasks(
     if sfer is not None:
         sources.append(("image", sfer, str(sfer.source), None))
     for task, man, arg, f in sources:
-        ds, split = _task_data(man, arg, f, data_root, limit)
+        ds, split = task_data(man, arg, f, data_root, limit)
         loader = Loader(ds, eval_loader_config(man, model.config.encoder, batch_size), backend=backend, device_id=dali_device_id(dev))
         out["tasks"][task] = {"manifest": man, "split": split, "data": collect(model, loader.epoch(0), dev)}
     return out

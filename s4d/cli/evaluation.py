@@ -157,3 +157,66 @@ def analyze_scores_cmd(
     if result["most_confused"]:
         mc = result["most_confused"]
         typer.echo(f"most confused: {mc['true']} predicted as {mc['predicted']} ({mc['count']} samples)")
+
+
+@analyze_app.command("attention")
+def analyze_attention_cmd(
+    checkpoint: Annotated[
+        list[Path], typer.Option("--checkpoint", "-c", help="S4D's fine-tuned checkpoint; a second -c is the baseline, drawn in the row under it.")
+    ],
+    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Videos and/or images (or none, with --manifest).")] = None,
+    manifest: Annotated[Optional[str], typer.Option("--manifest", "-m", help="Take the inputs from this manifest's test split instead.")] = None,
+    fold: FoldOpt = None,
+    limit: Annotated[int, typer.Option(help="--manifest: at most this many test samples (a random, fixed subset).")] = 8,
+    align: Annotated[
+        bool, typer.Option("--align/--no-align", help="Find and align the face as s4d predict does; --no-align: frames as they are.")
+    ] = True,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Folder for the PNG + .npy, not a training run's (default runs/analyze-attention).")
+    ] = None,
+    data_root: DataRootOpt = None,
+    backend: BackendOpt = "auto",
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
+    """Where the model looks (Fig. 6): the last layer's mean-token attention over the frames.
+
+    The classifier pools the mean of its tokens (no CLS token), so the map is the last block's
+    attention averaged over heads and over query tokens: each token's weight in the pooled
+    feature. Not attention rollout. Only the positive part above uniform is drawn. Writes per
+    input attention_<name>.png and the raw map attention_<name>.npy ((T', H/16, W/16) for a video
+    clip, (H/16, W/16) for an image; p = the patch side), plus attention.json."""
+    from preprocess.errors import InputError
+
+    from ..analysis.attention import analyze_attention
+    from ..analysis.attention_inputs import face_path, prepare_files, prepare_manifest
+    from ..analysis.outputs import check_out
+    from ..checkpoint import load_classifier
+    from ..runtime import resolve_device
+
+    with one_line_errors():
+        if not 1 <= len(checkpoint) <= 2:
+            raise InputError(f"-c: give S4D's checkpoint and at most one baseline, got {len(checkpoint)}")
+        if bool(inputs) == bool(manifest):
+            raise InputError("give input videos/images or --manifest (one of the two)")
+        if limit < 1:
+            raise InputError(f"--limit must be at least 1, got {limit}")
+        dev = resolve_device(device)
+        target = out or Path("runs/analyze-attention")
+        check_out(target, "attention", force=force)  # refused before the work
+        for path in inputs or []:
+            if not path.is_file():
+                raise InputError(f"{path}: no such file")
+        fp = face_path(str(checkpoint[0]), align=align, device=device)
+        models = [(str(checkpoint[0]), fp.model)] + [(str(c), load_classifier(str(c)).to(dev).eval()) for c in checkpoint[1:]]
+        items = (
+            prepare_files(fp, list(inputs))
+            if inputs
+            else prepare_manifest(
+                fp.model, manifest, fold=fold, data_root=str(data_root) if data_root else None, limit=limit, backend=backend, device=dev
+            )
+        )
+        index = analyze_attention(models, items, target, device=dev, force=force)
+    for row in index["inputs"]:
+        typer.echo(f"{row['input']}: map {tuple(row['shape'])} -> " + ", ".join(row["files"]))
+    typer.echo(f"attention ({index['method']}): {target}")

@@ -10,7 +10,6 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 ManifestOpt = Annotated[str, typer.Option("--manifest", "-m", help="Video manifest name (in manifests/) or path (own data: DIR/manifest.json).")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/<manifest>[-<fold>]).")]
 EvalOutOpt = Annotated[
     Optional[Path], typer.Option("--out", "-o", help="Folder for the outputs, not a training run's (default runs/eval-<manifest>-<fold>).")
 ]
@@ -23,43 +22,12 @@ ForceOpt = Annotated[
         "--force", help="Replace this command's earlier outputs in --out (never a training run's files, never a file this command does not write)."
     ),
 ]
-VariantOpt = Annotated[str, typer.Option(help="s4d | vit | vit-mtl | vit-moe")]
-SizeOpt = Annotated[str, typer.Option(help="debug | small | base")]
 EpochsOpt = Annotated[int, typer.Option(min=1, help="Training epochs.")]
-VideoBatchOpt = Annotated[int, typer.Option(min=1, help="Video clips per batch (per process).")]
-ImageBatchOpt = Annotated[int, typer.Option(min=1, help="Still images per batch (per process).")]
-SferOpt = Annotated[bool, typer.Option("--sfer/--no-sfer", help="Joint training with the manifest's still-image source.")]
-InitOpt = Annotated[Optional[Path], typer.Option(help="Initialise the encoder from a checkpoint (ours, or the authors' pre-trained file).")]
 DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", envvar="S4D_DATA", help="Where shards live (default ./data).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of sampling, augmentation and initialisation.")]
-LrOpt = Annotated[float, typer.Option(help="Peak lr at a video batch of 32 (scaled linearly with the batch).")]
 BackendOpt = Annotated[str, typer.Option(help="Loader: auto | dali | torch.")]
-AmpOpt = Annotated[str, typer.Option(help="Mixed precision: auto (bf16 on CUDA, fp32 on CPU) | bf16 | off.")]
-CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")]
-AccumOpt = Annotated[int, typer.Option(min=1, help="Batches accumulated per optimiser step (the lr scales with the effective batch).")]
-AlphaOpt = Annotated[
-    Optional[float],
-    typer.Option(min=0.0, max=1.0, help="Loss weight A of video batches, 1 - A of image batches (default: weight 1 on both, as the reference)."),
-]
-SelectOpt = Annotated[
-    str,
-    typer.Option(
-        help="Checkpoint reported beside the last epoch: last | val (best on a held-out part of the "
-        "training fold) | test (the authors' protocol, best on the test split; labelled "
-        "test-selected)."
-    ),
-]
-ValFractionOpt = Annotated[float, typer.Option(help="--select val: share of the training fold held out (class-stratified, seeded).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(min=1, help="DALI decoding threads per process (default: the CPU cores per rank on this node).")]
-SelectMetricOpt = Annotated[str, typer.Option(help="--select val: uar | war (--select test always uses top-1, as the authors).")]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="A fine-tuned checkpoint.")]
 FoldOpt = Annotated[Optional[str], typer.Option(help="Fold whose test split to use (default: the first).")]
-TensorboardOpt = Annotated[
-    bool, typer.Option("--tensorboard/--no-tensorboard", help="TensorBoard event files in the run folder (tensorboard --logdir runs).")
-]
-WandbOpt = Annotated[
-    Optional[str], typer.Option("--wandb", metavar="PROJECT", help="Also log to this Weights & Biases project (WANDB_MODE=offline: no network).")
-]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda[:N]")]
 
 
@@ -80,63 +48,23 @@ def default_out(kind: str, manifest: str, fold: str | None = None) -> Path:
     return Path("runs") / f"{kind}-{name}"
 
 
-def train_config(
-    *,
-    manifest: str,
-    out: Path | None,
-    fold: str | None,
-    variant: str,
-    size: str,
-    epochs: int,
-    video_batch: int,
-    image_batch: int,
-    sfer: bool,
-    init: Path | None,
-    data_root: Path | None,
-    seed: int,
-    lr: float,
-    backend: str,
-    amp: str,
-    compile_: bool,
-    accum: int,
-    alpha: float | None,
-    select: str,
-    val_fraction: float,
-    select_metric: str,
-    threads: int | None,
-    tensorboard: bool,
-    wandb: str | None,
-):
-    """``TrainConfig`` from the options of ``s4d train`` / ``s4d cv`` (named as on the command line)."""
+def train_config(**options: Any):
+    """``TrainConfig`` from the options of ``s4d train`` / ``s4d cv``, named as on the command line
+    (``threads``, ``compile_``, ``lr``, ``sfer_share``...); a missing one takes the field's default."""
     from ..train.config import TrainConfig
-    from ..train.optim import OptimConfig
+    from .from_config import config_from_options
 
-    return TrainConfig(
-        manifest=manifest,
-        out=str(out or default_out("train", manifest, fold)),
-        fold=fold,
-        variant=variant,
-        size=size,
-        epochs=epochs,
-        video_batch=video_batch,
-        image_batch=image_batch,
-        sfer=sfer,
-        init=str(init) if init else None,
-        data_root=str(data_root) if data_root else None,
-        seed=seed,
-        backend=backend,
-        amp=amp,
-        compile=compile_,
-        accum=accum,
-        alpha=alpha,
-        select=select,
-        val_fraction=val_fraction,
-        select_metric=select_metric,
-        loader_threads=threads,
-        tensorboard=tensorboard,
-        wandb=wandb,
-        optim=OptimConfig(base_lr=lr),
-    )
+    return config_from_options(TrainConfig, options, train_out)
+
+
+def train_out(values: dict[str, Any]) -> Path:
+    """``--out`` of ``s4d train``/``cv`` when not given (``values``: the config's fields)."""
+    return default_out("train", values["manifest"], values.get("fold"))
+
+
+def pretrain_out(values: dict[str, Any]) -> Path:
+    """``--out`` of ``s4d pretrain`` when not given."""
+    return default_out("pretrain", values["mixture"])
 
 
 def without(command: Callable[..., Any], *names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -67,10 +67,26 @@ def write_config(out: Path, cfg: Any) -> None:
     new = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as they are stored
     if path.is_file():
         old = _read_config(path)
-        diff = sorted(k for k in set(old) | set(new) if k not in _NOT_IDENTITY and old.get(k) != new.get(k))
+        added = _defaults(cfg)  # a setting added after this run started reads as its default
+        diff = sorted(k for k in set(old) | set(new) if k not in _NOT_IDENTITY and old.get(k, added.get(k)) != new.get(k))
         if diff:
             raise InputError(f"{path}: this run was started with different settings ({', '.join(diff)}); use a new --out")
     write_text_atomic(path, json.dumps(new, indent=2, sort_keys=True) + "\n")  # a planted symlink is refused
+
+
+def _defaults(cfg: Any) -> dict[str, Any]:
+    """The JSON form of each top-level field's default (for settings a newer s4d added: an older
+    run's config.json lacks them and resumes when they are left at their defaults)."""
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = json.loads(json.dumps(f.default))
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            out[f.name] = json.loads(json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value))
+    return out
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -194,9 +194,9 @@ def source_samples(m, data_root: str | None) -> tuple[int, str]:
 def estimate_pretrain(cfg) -> str:
     """The TFLOPs a full ``s4d pretrain`` run of ``cfg`` will cost, before running it (one process;
     the total does not depend on the number of ranks, up to rounding of batches): per stream one
-    pass = ceil(samples / batch) batches, x share, the image share applied as in the run, x
+    pass = ceil(samples / batch) batches, x share (the image share replacing it as in the run), x
     epochs, each at one counted step of its kind. Reads ``cfg.modality``/``cfg.image_share``."""
-    from preprocess.mixture import load_mixture, select_streams, share_counts
+    from preprocess.mixture import load_mixture, select_streams
 
     from ..models import build_mae
 
@@ -208,7 +208,6 @@ def estimate_pretrain(cfg) -> str:
         batch = cfg.video_batch if s.kind == "video" else cfg.image_batch
         counts[s.name] = max(1, round(s.source.share * ceil_div(n, batch)))
         lines.append(f"  {s.name} ({s.kind}): {n:,} samples ({origin}), {counts[s.name]:,} batches of {batch} per epoch")
-    counts = share_counts(counts, {s.name for s in streams if s.image}, getattr(cfg, "image_share", None))
     with torch.device("meta"):
         mae = build_mae(cfg.size).config
     cost = mae_cost(mae, cfg, streams, counts)

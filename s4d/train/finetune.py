@@ -79,7 +79,16 @@ class Run:
         sfer = load_sfer(m) if cfg.sfer else None
         if sfer is not None:
             names["image"] = sfer.classes
-        model_cfg = model_config(cfg.variant, cfg.size, video_classes=len(m.classes), image_classes=len(sfer.classes) if sfer else 7)
+        model_cfg = model_config(
+            cfg.variant,
+            cfg.size,
+            video_classes=len(m.classes),
+            image_classes=len(sfer.classes) if sfer else 7,
+            moe_count=cfg.moae_layers,
+            moe_position=cfg.moae_position,
+            num_experts=cfg.experts,
+            top_k=cfg.top_k,
+        )
         model_cfg = dataclasses.replace(model_cfg, class_names={t: names[t] for t in model_cfg.heads if t in names})
         self.model = build_model(model_cfg)  # class names travel in the checkpoint's config
         enc = self.model.config.encoder

@@ -6,9 +6,11 @@ video is decoded once and seen as ``repeat`` views (4 in the paper), each with i
 augmentation and its own mask. Batches per process as the reference: 48 clips x 4 views, or 192
 images. Optimiser as the reference: AdamW (0.9, 0.95), weight decay 0.05 (none on biases and
 LayerNorm parameters; q/v biases and the mask token are decayed), lr 1.6e-3 x batch / 512 with
-batch = masked samples per video step (clips x views, all ranks; images per step if the mixture
-has no video), warm-up from 1e-6 over 5% of the steps, then cosine to 0. Outputs and resume as
+batch = masked samples per video step (clips x views, all ranks; images per step if the run
+has no video step), warm-up from 1e-6 over 5% of the steps, then cosine to 0. Outputs and resume as
 ``s4d train`` (``tensorboard/``: the reconstruction loss and lr per step, each epoch's line).
+``--modality images|videos|both|frames`` and ``--image-share P`` choose the data (Table IV #2-#5,
+Fig. 3c): ``pretrain_data.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from typing import Iterator
 
 import torch
 
-from pipelines import Augment, Loader, LoaderConfig, open_dataset
 from pipelines.sampling import mixture_schedule
 from preprocess.mixture import load_mixture
 
@@ -30,20 +31,11 @@ from ..runtime.progress import size_to_machine
 from ..runtime.rundir import commit_config, run_lock, start_run
 from ..runtime.tracking import Tracker
 from .config import PretrainConfig
+from .cost import mae_cost, safely, write_json_new
 from .epochs import run_epochs
 from .loop import EpochStats, mae_loss, train_epoch
 from .optim import build_mae_optimizer, build_scheduler
-
-# The reference's pre-training augmentation (DESIGN §4): clips random-resized crop (0.08, 1)
-# without flip; images random-resized crop (0.2, 1), bicubic, flip. Masking does the rest.
-
-
-def lr_batch(cfg: PretrainConfig, mixture) -> int:
-    """Samples per step and process that the lr scales with: a video step holds video_batch x
-    views masked clips (48 x 4 = 192 in the reference, as many as an image step); a mixture
-    without videos counts images."""
-    views = [s.repeat for s, m in zip(mixture.sources, mixture.manifests()) if m.modality == "video"]
-    return cfg.video_batch * max(views) if views else cfg.image_batch
+from .pretrain_data import build_pretrain_data, lr_batch  # noqa: F401  (lr_batch: re-exported)
 
 
 def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=print) -> bool:
@@ -57,45 +49,14 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
         enc = model.config.encoder
         # the wrap broadcasts rank 0's initial weights: the ranks seeded apart (start_run) built different ones
         ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) if d.active else model  # fixed buffers only
-        loaders, counts = {}, {}
-        for i, (source, m) in enumerate(zip(mixture.sources, mixture.manifests())):
-            ds = open_dataset(m, m.shard_dir(cfg.data_root), None, "train")
-            if not len(ds):
-                raise ValueError(f"{m.source or m.name}: no training samples to pre-train on (mixture {mixture.name})")
-            if m.modality == "video":
-                lc = LoaderConfig(
-                    batch_size=cfg.video_batch,
-                    train=True,
-                    size=enc.img_size,
-                    frames=m.clip.frames,
-                    stride=m.clip.stride,
-                    crop=m.clip.crop,
-                    augment=Augment.mae_video(),
-                    views=source.repeat,
-                    seed=cfg.seed + i,
-                    num_threads=cfg.loader_threads,
-                )
-            else:
-                lc = LoaderConfig(
-                    batch_size=cfg.image_batch,
-                    train=True,
-                    size=enc.img_size,
-                    image_resize=enc.img_size,
-                    augment=Augment.mae_image(),
-                    seed=cfg.seed + i,
-                    num_threads=cfg.loader_threads,
-                )
-            loader = Loader(ds, lc, rank=d.rank, world=d.world, backend=cfg.backend, device_id=device_id)
-            per_pass = len(loader.batches(0))
-            counts[m.name] = max(1, round(source.share * per_pass))
-            loader.num_samples = counts[m.name] * lc.batch_size * d.world  # exactly the batches the schedule takes
-            loaders[m.name] = loader
+        data = build_pretrain_data(cfg, mixture, img_size=enc.img_size, rank=d.rank, world=d.world, device_id=device_id)
+        loaders, counts = data.loaders, data.counts
         steps = sum(counts.values())
         optim_cfg = dataclasses.replace(cfg.optim, warmup_epochs=cfg.warmup_fraction * cfg.epochs)
-        optimizer = build_mae_optimizer(model, optim_cfg, lr_batch(cfg, mixture) * d.world)
+        optimizer = build_mae_optimizer(model, optim_cfg, lr_batch(cfg, data.streams) * d.world)
         scheduler = build_scheduler(optimizer, optim_cfg, cfg.epochs, steps)
         commit_config(cfg, out, d)
-        log(f"pre-training: {', '.join(f'{n} {c} batches' for n, c in counts.items())} per epoch")
+        log(f"pre-training: {data.describe()}")
         log(size_to_machine(next(iter(loaders.values()))))
 
         def one_epoch(epoch: int, step: int) -> tuple[EpochStats, int]:
@@ -108,7 +69,7 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
         checkpointer = Checkpointer(out, model, optimizer, scheduler, d)
         tracker = Tracker(out if d.main else None, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb, config=cfg.to_dict())
         try:
-            return run_epochs(
+            finished = run_epochs(
                 one_epoch,
                 checkpointer,
                 out,
@@ -119,5 +80,10 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
                 stop_after_epochs=stop_after_epochs,
                 tracker=tracker,
             )
+            if finished and d.main:  # the run's record: its counted cost (train.cost)
+                cost = safely(lambda: mae_cost(model.config, cfg, data.streams, counts, d.world))
+                write_json_new(out / "summary.json", {"mixture": mixture.name, "epochs": cfg.epochs, "cost": cost})
+                log(f"cost: {cost['tflops']:.4g} TFLOPs ({cost['counted']})" if cost["tflops"] is not None else f"cost: {cost['counted']}")
+            return finished
         finally:
             tracker.close()
