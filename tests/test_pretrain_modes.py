@@ -135,3 +135,11 @@ def test_a_mode_without_its_sources_is_one_line(mixtures, tmp_path):
     with pytest.raises(InputError, match="--modality must be one of"):
         select_streams(vid, "audio")
     assert [s.name for s in select_streams(vid, "frames")] == ["colour", "colour-frames"]
+
+
+def test_clips_longer_than_the_model_takes_are_one_line_before_any_work(tmp_path):
+    """The released mixture's 16-frame VoxCeleb2 clips at --size debug (4 frames): the dry run
+    (and a run) say so naming the manifest, instead of a shape error inside the model."""
+    code, _, err = s4d("pretrain", "--dry-run", "--size", "debug", "--data-root", tmp_path)
+    line = one_error_line(err)
+    assert code == 2 and "voxceleb2" in line and "clips of 16 frames, but --size debug takes at most 4" in line, line

@@ -199,17 +199,19 @@ def estimate_pretrain(cfg) -> str:
     from preprocess.mixture import load_mixture, select_streams
 
     from ..models import build_mae
+    from .pretrain_data import check_clip_frames
 
     mixture = load_mixture(cfg.mixture)
     streams = select_streams(mixture, getattr(cfg, "modality", "both"), getattr(cfg, "image_share", None))
+    with torch.device("meta"):
+        mae = build_mae(cfg.size).config
+    check_clip_frames(streams, cfg.size, mae.encoder.num_frames)
     counts, lines = {}, []
     for s in streams:
         n, origin = source_samples(s.manifest, cfg.data_root)
         batch = cfg.video_batch if s.kind == "video" else cfg.image_batch
         counts[s.name] = max(1, round(s.source.share * ceil_div(n, batch)))
         lines.append(f"  {s.name} ({s.kind}): {n:,} samples ({origin}), {counts[s.name]:,} batches of {batch} per epoch")
-    with torch.device("meta"):
-        mae = build_mae(cfg.size).config
     cost = mae_cost(mae, cfg, streams, counts)
     per_step = ", ".join(f"{k} {v:,.0f} GFLOPs" for k, v in cost["per_step_gflops"].items())
     masks = f"masking {mae.mask_ratio_video:.0%} video / {mae.mask_ratio_image:.0%} image"

@@ -22,7 +22,7 @@ from typing import Iterator
 import torch
 
 from pipelines.sampling import mixture_schedule
-from preprocess.mixture import load_mixture
+from preprocess.mixture import load_mixture, select_streams
 
 from ..models import build_mae
 from ..runtime import autocast_dtype, dali_device_id
@@ -35,7 +35,7 @@ from .cost import mae_cost, safely, write_json_new
 from .epochs import run_epochs
 from .loop import EpochStats, mae_loss, train_epoch
 from .optim import build_mae_optimizer, build_scheduler
-from .pretrain_data import build_pretrain_data, lr_batch  # noqa: F401  (lr_batch: re-exported)
+from .pretrain_data import build_pretrain_data, check_clip_frames, lr_batch  # noqa: F401  (lr_batch: re-exported)
 
 
 def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=print) -> bool:
@@ -49,6 +49,7 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
         enc = model.config.encoder
         # the wrap broadcasts rank 0's initial weights: the ranks seeded apart (start_run) built different ones
         ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) if d.active else model  # fixed buffers only
+        check_clip_frames(select_streams(mixture, cfg.modality, cfg.image_share), cfg.size, enc.num_frames)
         data = build_pretrain_data(cfg, mixture, img_size=enc.img_size, rank=d.rank, world=d.world, device_id=device_id)
         loaders, counts = data.loaders, data.counts
         steps = sum(counts.values())

@@ -83,6 +83,18 @@ def _loader_config(cfg: PretrainConfig, stream: Stream, img_size: int, seed: int
     )
 
 
+def check_clip_frames(streams: list[Stream], size: str, frames: int) -> None:
+    """Every video stream's clips fit the encoder (``frames`` per clip at model size ``size``);
+    a longer clip is one line naming the manifest, before any data or model work."""
+    for s in streams:
+        clip = s.manifest.clip.frames if s.kind == "video" and s.manifest.clip else 0
+        if clip > frames:
+            raise InputError(
+                f"{s.manifest.source or s.manifest.name}: clips of {clip} frames, but --size {size} takes at most {frames}; "
+                "use a larger --size (small or base take 16) or a manifest with shorter clips"
+            )
+
+
 def build_pretrain_data(cfg: PretrainConfig, mixture: Mixture, *, img_size: int, rank: int, world: int, device_id: int | None) -> PretrainData:
     """Every stream's loader and its batches per epoch (see the module docstring). Loader seeds:
     ``cfg.seed`` + the source's place in the mixture, + 1000 for a frames stream (its clips are
