@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .main import app, one_line_errors
-from .options import DataRootOpt
+from .options import DataRootOpt, without
 
 recipe_app = typer.Typer(no_args_is_help=True, help="The paper's experiments (Tables IV-VIII, Fig. 3) as named recipes.")
 app.add_typer(recipe_app, name="recipe")
@@ -57,37 +57,6 @@ def list_cmd() -> None:
         typer.echo(f"{r.name:<8} {len(r.rows):>2} rows  {r.title}")
 
 
-@recipe_app.command("show")
-def show_cmd(
-    name: NameArg,
-    manifest: RManifestOpt = "dfew",
-    fold: RFoldOpt = "1",
-    seeds: SeedsOpt = 1,
-    size: RSizeOpt = "base",
-    epochs: REpochsOpt = None,
-    data_root: DataRootOpt = None,
-    out: RootOpt = Path("runs"),
-    pretrained: PretrainedOpt = None,
-    init_videomae: VideoMAEOpt = None,
-    mixture: MixtureOpt = "pretrain",
-) -> None:
-    """Each row as the exact s4d command(s) it runs, with the paper's values."""
-    from ..recipes import get_recipe, row_commands, shell_line
-
-    with one_line_errors():
-        recipe = get_recipe(name)
-        opts = _options(manifest, fold, seeds, size, epochs, data_root, out, pretrained, init_videomae, mixture)
-    typer.echo(f"{recipe.title}  [{recipe.source}; protocol: {recipe.select}]")
-    if recipe.note:
-        typer.echo(recipe.note)
-    for row in recipe.rows:
-        paper = ", ".join(f"{ds} {v['uar']:.2f}/{v['war']:.2f}" for ds, v in row.paper.items()) or "not printed"
-        typer.echo(f"\n{row.name}: {row.label}  (paper UAR/WAR: {paper})")
-        for seed in range(opts.seeds):
-            for args in row_commands(recipe, row, seed, opts, strict=False):
-                typer.echo(f"  {shell_line(args)}")
-
-
 @recipe_app.command("run")
 def run_cmd(
     name: NameArg,
@@ -116,6 +85,26 @@ def run_cmd(
         failed = run_recipe(recipe, opts, part=part, dry_run=dry_run, log=typer.echo)
     if failed:
         raise typer.Exit(1)
+
+
+@recipe_app.command("show")
+@without(run_cmd, "rows", "part", "dry_run")
+def show_cmd(name: str, **options) -> None:
+    """Each row as the exact s4d command(s) it runs, with the paper's values."""
+    from ..recipes import get_recipe, row_commands, shell_line
+
+    with one_line_errors():
+        recipe = get_recipe(name)
+        opts = _options(**options)
+    typer.echo(f"{recipe.title}  [{recipe.source}; protocol: {recipe.select}]")
+    if recipe.note:
+        typer.echo(recipe.note)
+    for row in recipe.rows:
+        paper = ", ".join(f"{ds} {v['uar']:.2f}/{v['war']:.2f}" for ds, v in row.paper.items()) or "not printed"
+        typer.echo(f"\n{row.name}: {row.label}  (paper UAR/WAR: {paper})")
+        for seed in range(opts.seeds):
+            for args in row_commands(recipe, row, seed, opts, strict=False):
+                typer.echo(f"  {shell_line(args)}")
 
 
 @app.command("report")
