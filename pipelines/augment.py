@@ -34,6 +34,7 @@ from . import augment_ops
 from .augment_params import (
     AugParams,
     draw_randaugment,
+    erase_box,  # noqa: F401  (re-exported)
     erase_boxes,
     rrc_box,  # noqa: F401  (re-exported)
     rrc_boxes,
