@@ -137,3 +137,18 @@ def test_manifest_mode_reads_the_test_split(media, tmp_path):
     listed = json.loads((out / "attention.json").read_text())["inputs"]
     assert len(listed) == 3 and all(row["shape"] == [2, 4, 4] for row in listed) and "map (2, 4, 4)" in text
     assert all((out / f).is_file() for row in listed for f in row["files"])
+
+
+def test_the_demo_size_model(media, tmp_path):
+    """The model size ``s4d demo`` trains (64 px, 8 frames, 8 px patches): maps of (8/2, 64/8, 64/8)
+    per clip and (64/8, 64/8) per image, different between two demo models."""
+    root, video, image, _, _ = media
+    ckpts = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        ckpts.append(save_checkpoint(build_model("s4d", "demo", video_classes=3, image_classes=3), tmp_path / f"demo{seed}.safetensors"))
+    out = tmp_path / "att"
+    run("analyze", "attention", "-c", ckpts[0], "-c", ckpts[1], video, image, "--no-align", "--out", out, "--device", "cpu")
+    v, v_base = np.load(out / "attention_clip.npy"), np.load(out / "attention_clip.baseline.npy")
+    assert v.shape == (4, 8, 8) and np.load(out / "attention_face.npy").shape == (8, 8)
+    assert not np.allclose(v, v_base)
