@@ -18,7 +18,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from ..safe_io import open_new, write_text
+from ..safe_io import open_new, write_text, write_text_atomic
 
 IDX_VERSION = "v1.2"
 
@@ -113,10 +113,7 @@ def entries_from_tar(tar: Path) -> list[Entry]:
 def rebuild_index(tar: Path) -> None:
     """Rewrite ``NAME.idx`` from ``NAME.tar`` (atomically): a deleted or garbage index is redone
     from the tar without re-encoding anything."""
-    idx = tar.with_suffix(".idx")
-    tmp = idx.with_name(idx.name + ".tmp")
-    write_text(tmp, index_text(entries_from_tar(tar)))
-    os.replace(tmp, idx)
+    write_text_atomic(tar.with_suffix(".idx"), index_text(entries_from_tar(tar)))
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

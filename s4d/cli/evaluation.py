@@ -9,7 +9,19 @@ from typing import Annotated, Optional
 import typer
 
 from .main import app, one_line_errors
-from .options import AnalyzeOutOpt, BackendOpt, CheckpointOpt, DataRootOpt, DeviceOpt, EvalOutOpt, FoldOpt, ForceOpt, ManifestOpt, default_out
+from .options import (
+    AnalyzeOutOpt,
+    BackendOpt,
+    CheckpointOpt,
+    DataRootOpt,
+    DeviceOpt,
+    EvalOutOpt,
+    FoldOpt,
+    ForceOpt,
+    ManifestOpt,
+    default_out,
+    without,
+)
 
 
 @app.command("eval")
@@ -95,19 +107,10 @@ def analyze_experts_cmd(
 
 
 @analyze_app.command("relevance")
-def analyze_relevance_cmd(
-    checkpoint: CheckpointOpt,
-    manifest: ManifestOpt,
-    fold: FoldOpt = None,
-    out: AnalyzeOutOpt = None,
-    data_root: DataRootOpt = None,
-    limit: LimitOpt = 1000,
-    backend: BackendOpt = "auto",
-    device: DeviceOpt = "auto",
-    force: ForceOpt = False,
-) -> None:
+@without(analyze_experts_cmd)
+def analyze_relevance_cmd(**options) -> None:
     """Cosine similarity of class centres, video classes x still-image classes (Fig. 4)."""
-    _analyze("relevance", checkpoint, manifest, fold, out, data_root, limit, backend, device, force)
+    _analyze("relevance", **options)
 
 
 @analyze_app.command("order")

@@ -228,12 +228,3 @@ def estimate_pretrain(cfg) -> str:
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def write_json_new(path, record: dict[str, Any]) -> None:
-    """A run's ``summary.json`` (pre-training's: its cost), written as every JSON we write."""
-    from preprocess import safe_json
-    from preprocess.safe_io import open_new
-
-    with open_new(path, "w") as f:
-        f.write(safe_json.dumps(record, indent=2) + "\n")

@@ -23,6 +23,8 @@ import torch
 
 from pipelines.sampling import mixture_schedule
 from preprocess.mixture import load_mixture, select_streams
+from preprocess.safe_io import write_text
+from preprocess.safe_json import dumps
 
 from ..models import build_mae
 from ..runtime import autocast_dtype, dali_device_id
@@ -31,7 +33,7 @@ from ..runtime.progress import size_to_machine
 from ..runtime.rundir import commit_config, run_lock, start_run
 from ..runtime.tracking import Tracker
 from .config import PretrainConfig
-from .cost import mae_cost, safely, write_json_new
+from .cost import mae_cost, safely
 from .epochs import run_epochs
 from .loop import EpochStats, mae_loss, train_epoch
 from .optim import build_mae_optimizer, build_scheduler
@@ -83,7 +85,7 @@ def pretrain(cfg: PretrainConfig, *, stop_after_epochs: int | None = None, log=p
             )
             if finished and d.main:  # the run's record: its counted cost (train.cost)
                 cost = safely(lambda: mae_cost(model.config, cfg, data.streams, counts, d.world))
-                write_json_new(out / "summary.json", {"mixture": mixture.name, "epochs": cfg.epochs, "cost": cost})
+                write_text(out / "summary.json", dumps({"mixture": mixture.name, "epochs": cfg.epochs, "cost": cost}, indent=2) + "\n")
                 log(f"cost: {cost['tflops']:.4g} TFLOPs ({cost['counted']})" if cost["tflops"] is not None else f"cost: {cost['counted']}")
             return finished
         finally:
